@@ -1,0 +1,195 @@
+"""Every hyper-parameter of the course in one place: dataclasses plus named presets.
+
+The presets are ``tiny`` (CI and fast mode), ``course`` (the shipped checkpoints, trained
+on a 2-core CPU) and ``paper`` (van den Oord et al., 2017).
+
+The one switch between fast and full mode is :func:`fast_mode`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("PWN_DATA", REPO_ROOT / "data"))
+CHECKPOINT_DIR = DATA_DIR / "checkpoints"
+
+PRESET_NAMES = ("tiny", "course", "paper")
+
+
+def fast_mode() -> bool:
+    """True when the course should run in seconds: ``PWN_FAST=1``, or ``CI`` set and ``PWN_FAST`` unset.
+
+    ``PWN_FAST=0`` forces full mode even under CI.
+    """
+    flag = os.environ.get("PWN_FAST")
+    if flag is not None and flag.strip() != "":
+        return flag.strip().lower() not in ("0", "false", "no", "off")
+    return bool(os.environ.get("CI"))
+
+
+def pick(fast: Any, full: Any) -> Any:
+    """Return ``fast`` in fast mode and ``full`` otherwise: the one idiom notebooks use for sizes."""
+    return fast if fast_mode() else full
+
+
+def seed_everything(seed: int = 0) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a torch.Generator seeded the same way."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def default_device() -> torch.device:
+    """CUDA if present, else CPU. The course never needs a GPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """Signal-processing hparams shared by data loading, conditioning and losses.
+
+    A window of N samples (N a multiple of ``hop_length``) carries exactly N // hop_length
+    log-mel frames; frame k is centred on sample k * hop_length.
+    """
+
+    sample_rate: int = 16_000
+    n_fft: int = 1024
+    win_length: int = 1024
+    hop_length: int = 256
+    n_mels: int = 80
+    fmin: float = 40.0
+    fmax: float = 7_600.0
+    bits: int = 16
+    log_mel_floor: float = 1e-5
+
+
+@dataclass
+class WaveNetConfig:
+    """The autoregressive teacher. Dilations cycle 1, 2, ..., 2**(layers // stacks - 1)."""
+
+    layers: int = 30
+    stacks: int = 3
+    residual_channels: int = 64
+    gate_channels: int = 128
+    skip_channels: int = 64
+    kernel_size: int = 3
+    output: str = "mol"  # "mol" (discretized mixture of logistics), "gaussian" (ClariNet) or "mulaw"
+    n_mixtures: int = 10
+    bits: int = 16
+    log_scale_min: float = -9.0
+    cond_channels: int = 80  # n_mels; 0 turns local conditioning off
+    hop_length: int = 256
+    upsample: str = "transpose"  # "transpose" (learned) or "repeat" (repeat, then conv)
+    n_speakers: int = 0  # > 0 turns on global conditioning through a speaker embedding
+    speaker_dim: int = 16
+
+
+@dataclass
+class StudentConfig:
+    """The inverse-autoregressive-flow student: one WaveNet (no skip paths) per flow."""
+
+    flow_layers: tuple[int, ...] = (10, 10, 10, 30)
+    channels: int = 64
+    kernel_size: int = 3
+    max_dilation: int = 512
+    cond_channels: int = 80
+    hop_length: int = 256
+    upsample: str = "transpose"
+    n_speakers: int = 0
+    speaker_dim: int = 16
+    log_scale_min: float = -9.0
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, logging and checkpointing for any model trained by ``pwn_lib.train``."""
+
+    steps: int = 10_000
+    batch_size: int = 8
+    window: int = 4_096  # samples per training example; a multiple of hop_length
+    lr: float = 1e-3
+    lr_warmup: int = 200
+    lr_decay_every: int = 20_000  # halve the learning rate every this many steps
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    bf16: bool = False
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 500
+    num_workers: int = 0
+
+
+TEACHER_PRESETS: dict[str, WaveNetConfig] = {
+    "tiny": WaveNetConfig(
+        layers=4, stacks=2, residual_channels=16, gate_channels=32, skip_channels=16, n_mixtures=3
+    ),
+    "course": WaveNetConfig(
+        layers=20, stacks=2, residual_channels=64, gate_channels=128, skip_channels=64, n_mixtures=10
+    ),
+    "paper": WaveNetConfig(
+        layers=30, stacks=3, residual_channels=64, gate_channels=128, skip_channels=64,
+        n_mixtures=10, hop_length=300,
+    ),
+}
+
+STUDENT_PRESETS: dict[str, StudentConfig] = {
+    "tiny": StudentConfig(flow_layers=(2, 2, 2, 2), channels=16, max_dilation=2),
+    "course": StudentConfig(flow_layers=(6, 6, 6, 10), channels=32, max_dilation=32),
+    "paper": StudentConfig(flow_layers=(10, 10, 10, 30), channels=64, max_dilation=512, hop_length=300),
+}
+
+TRAIN_PRESETS: dict[str, TrainConfig] = {
+    "tiny": TrainConfig(steps=10, batch_size=2, window=1_024, log_every=5, checkpoint_every=5, lr_warmup=0),
+    "course": TrainConfig(steps=20_000, batch_size=4, window=4_096, lr=1e-3),
+    "paper": TrainConfig(steps=1_000_000, batch_size=32, window=7_680, lr=2e-4, lr_warmup=1_000,
+                         lr_decay_every=200_000, ema_decay=0.9999),
+}
+
+AUDIO_PRESETS: dict[str, AudioConfig] = {
+    "tiny": AudioConfig(),
+    "course": AudioConfig(),
+    # The paper's 24 kHz speech; hop 300 keeps 12.5 ms frames.
+    "paper": AudioConfig(sample_rate=24_000, n_fft=1200, win_length=1200, hop_length=300, fmax=12_000.0),
+}
+
+C = TypeVar("C")
+
+
+def preset(table: dict[str, C], name: str, **overrides: Any) -> C:
+    """Return a copy of ``table[name]`` with ``overrides`` applied; a clear error for unknown names."""
+    if name not in table:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(table)}")
+    return dataclasses.replace(table[name], **overrides)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass (tuples become lists)."""
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type[C], values: dict[str, Any]) -> C:
+    """Rebuild a config dataclass from :func:`to_dict` output, refusing unknown keys by name."""
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no field(s) {unknown}; known fields: {sorted(names)}")
+    fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return cls(**fixed)
+
+
+__all__ = [
+    "AUDIO_PRESETS", "AudioConfig", "CHECKPOINT_DIR", "DATA_DIR", "PRESET_NAMES", "REPO_ROOT",
+    "STUDENT_PRESETS", "StudentConfig", "TEACHER_PRESETS", "TRAIN_PRESETS", "TrainConfig",
+    "WaveNetConfig", "default_device", "fast_mode", "from_dict", "pick", "preset",
+    "seed_everything", "to_dict",
+]
