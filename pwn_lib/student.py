@@ -1,0 +1,194 @@
+"""The Parallel WaveNet student: a stack of inverse autoregressive flows (van den Oord et al., 2017, section 3).
+
+The student turns white logistic noise ``z ~ Logistic(0, 1)`` into audio in one parallel pass. Flow i is
+
+    x^i_t = x^{i-1}_t * s^i_t + mu^i_t,   (mu^i_t, log s^i_t) = WaveNet_i(x^{i-1}_{<t}, c)
+
+with ``x^0 = z``. Because (mu^i_t, s^i_t) only see the *past* of their input (the input is shifted right by
+one step before the causal convolutions), every flow is an affine map of x^{i-1}_t whose coefficients do not
+depend on z_t. The stack is therefore a single logistic per step:
+
+    x_t = z_t * s_tot_t + mu_tot_t,   s_tot = prod_i s^i,   mu_tot = sum_i mu^i prod_{j>i} s^j,
+
+and both (mu_tot_t, s_tot_t) depend only on z_{<t}. Distillation (``pwn_lib.distill``) needs exactly these.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from pwn_lib.config import STUDENT_PRESETS, StudentConfig, preset
+from pwn_lib.distributions import Gaussian, Logistic
+from pwn_lib.wavenet import ConditionUpsampler, ResidualBlock, receptive_field
+
+INIT_OUTPUT_STD = 0.05  # standard deviation of the student's output at initialisation (speech is ~0.05-0.1)
+LOGISTIC_STD = math.pi / math.sqrt(3.0)  # standard deviation of Logistic(0, 1)
+NOISE_KINDS = ("logistic", "gaussian")
+
+
+def flow_dilations(n_layers: int, max_dilation: int) -> list[int]:
+    """Dilations 1, 2, 4, ..., max_dilation, repeated until there are ``n_layers`` of them."""
+    if max_dilation < 1 or max_dilation & (max_dilation - 1):
+        raise ValueError(f"StudentConfig.max_dilation={max_dilation} must be a power of two (e.g. 32 or 512)")
+    cycle = int(math.log2(max_dilation)) + 1
+    return [2 ** (layer % cycle) for layer in range(n_layers)]
+
+
+def shift_right(x: torch.Tensor) -> torch.Tensor:
+    """``x: (B, C, T)`` -> ``(B, C, T)`` with ``out[..., t] = x[..., t - 1]`` and zero at t = 0."""
+    return nn.functional.pad(x, (1, 0))[..., :-1]
+
+
+class IAFFlow(nn.Module):
+    """One flow: a WaveNet without skip paths that reads x^{i-1} shifted right by one step.
+
+    ``forward(x_prev: (B, 1, T), c: (B, n_mels, T) upsampled | None, g: speaker embedding | None)``
+    returns ``(mu, log_s)``, each ``(B, 1, T)``, where step t only depends on ``x_prev[..., :t]``.
+    """
+
+    def __init__(self, n_layers: int, cfg: StudentConfig, init_log_scale: float) -> None:
+        super().__init__()
+        self.dilations = flow_dilations(n_layers, cfg.max_dilation)
+        self.kernel_size = cfg.kernel_size
+        self.log_scale_min = cfg.log_scale_min
+        global_channels = cfg.speaker_dim if cfg.n_speakers > 0 else 0
+        self.input = nn.Conv1d(1, cfg.channels, kernel_size=1)
+        self.blocks = nn.ModuleList(
+            ResidualBlock(cfg.channels, 2 * cfg.channels, 0, cfg.kernel_size, d, cfg.cond_channels, global_channels)
+            for d in self.dilations
+        )
+        self.head = nn.Sequential(
+            nn.ReLU(), nn.Conv1d(cfg.channels, cfg.channels, 1), nn.ReLU(), nn.Conv1d(cfg.channels, 2, 1)
+        )
+        self._init_output(init_log_scale)
+
+    def _init_output(self, init_log_scale: float) -> None:
+        """Small last layer: the flow starts close to ``x -> x * exp(init_log_scale)`` (mu ~ 0)."""
+        last = self.head[-1]
+        nn.init.normal_(last.weight, std=1e-3)
+        with torch.no_grad():
+            last.bias.copy_(torch.tensor([0.0, init_log_scale]))
+
+    @property
+    def receptive_field(self) -> int:
+        """Past samples x^{i-1}_{t-R..t-1} that (mu_t, s_t) see: ``(k - 1) * sum(dilations) + 1`` (the shift adds 1)."""
+        return receptive_field(self.kernel_size, self.dilations)
+
+    def forward(
+        self, x_prev: torch.Tensor, c: torch.Tensor | None = None, g: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.input(shift_right(x_prev))
+        for block in self.blocks:
+            h, _ = block(h, c, g)
+        mu, log_s = self.head(h).chunk(2, dim=1)
+        return mu, log_s.clamp(min=self.log_scale_min)
+
+
+class IAFStudent(nn.Module):
+    """A stack of ``len(cfg.flow_layers)`` IAF flows sharing one conditioning upsampler (and speaker table).
+
+    ``forward(z: (B, 1, T), c: (B, n_mels, T // hop) | None, speaker: (B,) | None) -> (x, mu_tot, log_s_tot)``,
+    each ``(B, 1, T)``, in one parallel pass; ``x == z * exp(log_s_tot) + mu_tot``.
+    """
+
+    def __init__(self, cfg: StudentConfig) -> None:
+        super().__init__()
+        if not cfg.flow_layers:
+            raise ValueError("StudentConfig.flow_layers is empty; give at least one flow, e.g. (10, 10, 10, 30)")
+        self.cfg = cfg
+        self.upsample = (
+            ConditionUpsampler(cfg.cond_channels, cfg.hop_length, mode=cfg.upsample) if cfg.cond_channels else None
+        )
+        self.speaker_embedding = nn.Embedding(cfg.n_speakers, cfg.speaker_dim) if cfg.n_speakers > 0 else None
+        init_log_scale = math.log(INIT_OUTPUT_STD / LOGISTIC_STD) / len(cfg.flow_layers)
+        self.flows = nn.ModuleList(IAFFlow(n, cfg, init_log_scale) for n in cfg.flow_layers)
+
+    @property
+    def receptive_field(self) -> int:
+        """Samples of z that x_t depends on: z_t itself plus each flow's reach into the past."""
+        return 1 + sum(flow.receptive_field for flow in self.flows)
+
+    def conditioning(
+        self, c: torch.Tensor | None, speaker: torch.Tensor | None, n_samples: int
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Upsample ``c: (B, n_mels, F)`` to ``(B, n_mels, n_samples)`` and embed ``speaker: (B,)``."""
+        if (c is None) != (self.upsample is None):
+            raise ValueError(
+                f"IAFStudent has cond_channels={self.cfg.cond_channels}: pass c exactly when cond_channels > 0"
+            )
+        if c is not None:
+            if c.shape[-1] * self.cfg.hop_length != n_samples:
+                raise ValueError(
+                    f"conditioning has {c.shape[-1]} frames but the noise has {n_samples} samples; "
+                    f"need frames * hop_length ({self.cfg.hop_length}) == samples"
+                )
+            c = self.upsample(c)
+        if (speaker is None) != (self.speaker_embedding is None):
+            raise ValueError(f"IAFStudent has n_speakers={self.cfg.n_speakers}: pass speaker exactly when it is > 0")
+        g = self.speaker_embedding(speaker) if speaker is not None else None
+        return c, g
+
+    def forward(
+        self, z: torch.Tensor, c: torch.Tensor | None = None, speaker: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``z: (B, 1, T)`` noise -> ``(x, mu_tot, log_s_tot)``, each ``(B, 1, T)``.
+
+        The closed form is accumulated flow by flow: after flow i, ``mu_tot <- mu_tot * s^i + mu^i`` and
+        ``log_s_tot <- log_s_tot + log s^i``, which unrolls to ``sum_i mu^i prod_{j>i} s^j`` and ``sum_i log s^i``.
+        """
+        c, g = self.conditioning(c, speaker, z.shape[-1])
+        x = z
+        mu_tot = torch.zeros_like(z)
+        log_s_tot = torch.zeros_like(z)
+        for flow in self.flows:
+            mu, log_s = flow(x, c, g)
+            s = torch.exp(log_s)
+            x = x * s + mu
+            mu_tot = mu_tot * s + mu
+            log_s_tot = log_s_tot + log_s
+        return x, mu_tot, log_s_tot
+
+    def draw_noise(
+        self, shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None = None,
+        noise: str = "logistic",
+    ) -> torch.Tensor:
+        """``z`` of ``shape`` on ``like``'s device/dtype: Logistic(0, 1) (Parallel WaveNet) or N(0, 1) (ClariNet)."""
+        if noise not in NOISE_KINDS:
+            raise ValueError(f"noise={noise!r} is unknown; use one of {NOISE_KINDS}")
+        zeros = torch.zeros(shape, dtype=like.dtype, device=like.device)
+        base = Logistic(zeros, zeros) if noise == "logistic" else Gaussian(zeros, zeros)
+        return base.sample(generator)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        c: torch.Tensor | None,
+        speaker: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        n_samples: int | None = None,
+        noise: str = "logistic",
+    ) -> torch.Tensor:
+        """Audio ``(B, 1, T)`` clipped to [-1, 1] for ``c: (B, n_mels, F)`` (T = F * hop), all steps at once.
+
+        Without conditioning pass ``c=None`` and ``n_samples`` (batch size 1, or ``len(speaker)``).
+        """
+        if c is None and n_samples is None:
+            raise ValueError("IAFStudent.sample needs n_samples when c is None")
+        batch = c.shape[0] if c is not None else (len(speaker) if speaker is not None else 1)
+        length = c.shape[-1] * self.cfg.hop_length if c is not None else n_samples
+        like = next(self.parameters())
+        z = self.draw_noise((batch, 1, length), like, generator, noise)
+        x, _, _ = self(z, c, speaker)
+        return x.clamp(-1.0, 1.0)
+
+
+def build_student(preset_name: str = "course", **overrides: Any) -> IAFStudent:
+    """An :class:`IAFStudent` from a named preset (``tiny``, ``course``, ``paper``) with field overrides."""
+    return IAFStudent(preset(STUDENT_PRESETS, preset_name, **overrides))
+
+
+__all__ = ["INIT_OUTPUT_STD", "IAFFlow", "IAFStudent", "build_student", "flow_dilations", "shift_right"]
