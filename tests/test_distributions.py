@@ -2,31 +2,266 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
+from scipy import stats
 
-from pwn_lib.distributions import DiscretizedMixLogistics, bin_centres
+from pwn_lib.config import WaveNetConfig
+from pwn_lib.distributions import (
+    DiscretizedMixLogistics,
+    Gaussian,
+    Logistic,
+    MuLawCategorical,
+    bin_centres,
+    bin_width,
+    gaussian_kl,
+    output_channels,
+    output_distribution,
+)
+
+F64 = torch.float64
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def mol_params(logits, means, log_scales) -> torch.Tensor:
+    """(1, 3K, 1) float64 params from three length-K lists."""
+    return torch.tensor([logits + means + log_scales], dtype=F64)[..., None]
 
 
 def random_mol_params(k: int, n: int, generator: torch.Generator) -> torch.Tensor:
     """(1, 3K, N) float64 params with extreme scales and means at (and beyond) the edges."""
-    logits = torch.randn(1, k, n, generator=generator, dtype=torch.float64) * 3
-    means = torch.rand(1, k, n, generator=generator, dtype=torch.float64) * 2.4 - 1.2
-    means[0, 0, :4] = torch.tensor([-1.0, 1.0, -1.0, 1.0], dtype=torch.float64)
-    log_scales = torch.rand(1, k, n, generator=generator, dtype=torch.float64) * 14 - 12
-    log_scales[0, 0, :4] = torch.tensor([-12.0, -12.0, 3.0, 3.0], dtype=torch.float64)
+    logits = torch.randn(1, k, n, generator=generator, dtype=F64) * 3
+    means = torch.rand(1, k, n, generator=generator, dtype=F64) * 2.4 - 1.2
+    means[0, 0, :4] = torch.tensor([-1.0, 1.0, -1.0, 1.0], dtype=F64)
+    log_scales = torch.rand(1, k, n, generator=generator, dtype=F64) * 14 - 12
+    log_scales[0, 0, :4] = torch.tensor([-12.0, -12.0, 3.0, 3.0], dtype=F64)
     return torch.cat([logits, means, log_scales], dim=1)
+
+
+def all_bin_probs(params: torch.Tensor, bits: int, log_scale_min: float = -12.0) -> torch.Tensor:
+    """pmf over every bin for each of the N columns of ``params: (1, 3K, N)`` -> (2**bits, N)."""
+    n = params.shape[-1]
+    pieces = []
+    for chunk in bin_centres(bits, dtype=params.dtype).split(8192):
+        dist = DiscretizedMixLogistics(params.expand(chunk.numel(), -1, -1), bits, log_scale_min)
+        pieces.append(dist.log_prob(chunk[:, None].expand(-1, n)).exp())
+    return torch.cat(pieces)
+
+
+# ---------------------------------------------------------------- Logistic
+
+
+def test_logistic_matches_scipy() -> None:
+    loc, log_scale = torch.tensor(0.3, dtype=F64), torch.tensor(-1.2, dtype=F64)
+    x = torch.linspace(-3, 3, 41, dtype=F64)
+    ref = stats.logistic(loc=0.3, scale=math.exp(-1.2))
+    np.testing.assert_allclose(Logistic(loc, log_scale).log_prob(x).numpy(), ref.logpdf(x.numpy()), rtol=1e-10)
+    np.testing.assert_allclose(Logistic(loc, log_scale).cdf(x).numpy(), ref.cdf(x.numpy()), rtol=1e-10)
+
+
+def test_logistic_entropy_matches_monte_carlo() -> None:
+    dist = Logistic(torch.full((200_000,), 0.5, dtype=F64), torch.full((200_000,), -0.7, dtype=F64))
+    log_p = dist.log_prob(dist.sample(gen(1)))
+    estimate, stderr = -log_p.mean().item(), log_p.std().item() / math.sqrt(log_p.numel())
+    assert abs(estimate - (-0.7 + 2.0)) < 4 * stderr
+    assert dist.entropy()[0].item() == pytest.approx(1.3)
+
+
+# ---------------------------------------------------------------- discretized mixture of logistics
 
 
 @pytest.mark.parametrize("bits", [8, 16])
 def test_mol_probabilities_sum_to_one(bits: int) -> None:
-    n_params = 12
-    params = random_mol_params(k=5, n=n_params, generator=torch.Generator().manual_seed(bits))
-    centres = bin_centres(bits, dtype=torch.float64)
-    totals = torch.zeros(n_params, dtype=torch.float64)
-    for chunk in centres.split(8192):
-        tiled = params.expand(chunk.numel(), -1, -1)
-        dist = DiscretizedMixLogistics(tiled, bits=bits, log_scale_min=-12.0)
-        x = chunk[:, None].expand(-1, n_params)
-        totals += dist.log_prob(x).exp().sum(dim=0)
+    params = random_mol_params(k=5, n=12, generator=gen(bits))
+    totals = all_bin_probs(params, bits).sum(dim=0)
     torch.testing.assert_close(totals, torch.ones_like(totals), atol=1e-4, rtol=0)
+
+
+def test_mol_sums_to_one_in_float32_with_teacher_floor() -> None:
+    params = random_mol_params(k=10, n=6, generator=gen(3)).float()
+    totals = all_bin_probs(params, bits=16, log_scale_min=-9.0).double().sum(dim=0)
+    torch.testing.assert_close(totals, torch.ones_like(totals), atol=1e-4, rtol=0)
+
+
+def test_edge_bins_are_exactly_the_first_and_last_bins() -> None:
+    """16-bit bins near -1 are ordinary bins; only bin 0 collects the left tail (no +-0.999 thresholds)."""
+    bits, w = 16, bin_width(16)
+    mean, log_scale = -0.9995, -8.0
+    dist = DiscretizedMixLogistics(mol_params([0.0], [mean], [log_scale]).expand(1, 3, 4), bits)
+    x = torch.tensor([[-1.5, -1.0, -1.0 + w, -0.9995]], dtype=F64)
+    ref = Logistic(torch.tensor(mean, dtype=F64), torch.tensor(log_scale, dtype=F64))
+    centre = torch.round((x[0, 3] + 1) / w) * w - 1
+    expected = torch.stack([
+        ref.cdf(torch.tensor(-1 + w / 2, dtype=F64)),
+        ref.cdf(torch.tensor(-1 + w / 2, dtype=F64)),
+        ref.cdf(torch.tensor(-1 + 1.5 * w, dtype=F64)) - ref.cdf(torch.tensor(-1 + 0.5 * w, dtype=F64)),
+        ref.cdf(centre + w / 2) - ref.cdf(centre - w / 2),
+    ]).log()
+    torch.testing.assert_close(dist.log_prob(x)[0], expected, rtol=1e-9, atol=0)
+    top = DiscretizedMixLogistics(mol_params([0.0], [0.99], [-3.0]), bits).log_prob(torch.ones(1, 1, dtype=F64))
+    assert top.item() == pytest.approx(math.log(1 - torch.sigmoid(torch.tensor((1 - w / 2 - 0.99) / math.exp(-3.0))).item()))
+
+
+def test_tiny_bin_masses_match_the_pdf_times_width_fallback() -> None:
+    """Far tails and wide scales: naive cdf differences underflow in float32, the stable form does not."""
+    bits, w = 16, bin_width(16)
+    params = mol_params([0.0], [0.0], [-9.0]).expand(1, 3, 3).clone()
+    params[0, 2, 2] = 2.0  # a scale far wider than a bin
+    x = torch.tensor([[0.004, -0.006, 0.3]], dtype=F64)
+    dist32 = DiscretizedMixLogistics(params.float(), bits)
+    centre = (torch.round((x + 1) / w) * w - 1).float()
+    fallback = dist32.log_density(centre) + math.log(w)
+    got = dist32.log_prob(x.float())
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, fallback, rtol=1e-4, atol=1e-3)
+    s = torch.exp(params[0, 2]).float()
+    naive = torch.sigmoid((centre + w / 2) / s) - torch.sigmoid((centre - w / 2) / s)
+    exact = DiscretizedMixLogistics(params, bits).log_prob(x)
+    assert naive[0, 0] == 0, "the right tail should underflow in the naive form"
+    assert abs(naive[0, 2].log().item() - exact[0, 2].item()) > 1e-3, "a wide scale should lose precision naively"
+    # float32 places a bin near 0 to ~6e-8, i.e. ~5e-4 scales at the floor s = e^-9: agree to 2e-3 nats.
+    assert (got.double() - exact).abs().max().item() < 2e-3
+
+
+def test_mol_log_prob_gradients_are_finite_for_extreme_parameters() -> None:
+    params = random_mol_params(k=4, n=64, generator=gen(5)).float().requires_grad_()
+    x = torch.rand(1, 64, generator=gen(6)) * 2 - 1
+    x[0, :3] = torch.tensor([-1.0, 1.0, 0.0])
+    DiscretizedMixLogistics(params, 16).log_prob(x).sum().backward()
+    assert torch.isfinite(params.grad).all()
+
+
+def test_log_scale_floor_is_applied() -> None:
+    sharp = DiscretizedMixLogistics(mol_params([0.0], [0.0], [-30.0]), bits=8, log_scale_min=-9.0)
+    floor = DiscretizedMixLogistics(mol_params([0.0], [0.0], [-9.0]), bits=8, log_scale_min=-9.0)
+    x = torch.full((1, 1), 2 * bin_width(8), dtype=F64)
+    assert sharp.log_prob(x).item() == floor.log_prob(x).item()
+    assert sharp.log_scales.min().item() == -9.0
+
+
+def test_mol_sampling_histogram_matches_pmf() -> None:
+    bits, n = 8, 100_000
+    one = mol_params([0.0, 1.0, -0.5], [-0.3, 0.2, 0.97], [-3.0, -2.5, -3.5])
+    dist = DiscretizedMixLogistics(one.expand(1, 9, n), bits)
+    codes = torch.round((dist.sample(gen(7))[0] + 1) / bin_width(bits)).long()
+    counts = torch.bincount(codes, minlength=2**bits).double()
+    expected = all_bin_probs(one, bits)[:, 0] * n
+    keep = expected >= 5
+    observed = torch.cat([counts[keep], counts[~keep].sum()[None]]).numpy()
+    predicted = torch.cat([expected[keep], expected[~keep].sum()[None]]).numpy()
+    predicted *= observed.sum() / predicted.sum()
+    assert keep.sum() > 40
+    assert stats.chisquare(observed, predicted).pvalue > 1e-3
+
+
+def test_mol_samples_lie_on_the_bin_grid() -> None:
+    dist = DiscretizedMixLogistics(random_mol_params(3, 500, gen(8)).float(), bits=16)
+    x = dist.sample(gen(9)).double()
+    k = (x + 1) / bin_width(16)
+    assert (x.abs() <= 1).all() and (k - k.round()).abs().max() < 1e-2
+
+
+def test_mol_mean_is_within_half_a_bin_of_the_discrete_mean() -> None:
+    bits = 8
+    params = random_mol_params(k=3, n=10, generator=gen(10))
+    exact = (all_bin_probs(params, bits) * bin_centres(bits, F64)[:, None]).sum(dim=0)
+    got = DiscretizedMixLogistics(params, bits, log_scale_min=-12.0).mean()[0]
+    assert (got - exact).abs().max().item() <= bin_width(bits) / 2
+
+
+def test_mol_log_density_integrates_to_one_and_matches_logistic() -> None:
+    params = mol_params([0.2, -0.4], [-0.5, 0.4], [-2.0, -1.0])
+    x = torch.linspace(-30, 30, 600_001, dtype=F64)
+    dist = DiscretizedMixLogistics(params.expand(1, 6, x.numel()), bits=16)
+    pdf = dist.log_density(x[None]).exp()[0]
+    assert torch.trapezoid(pdf, x).item() == pytest.approx(1.0, abs=1e-6)
+    w = torch.softmax(torch.tensor([0.2, -0.4], dtype=F64), 0)
+    ref = sum(w[i] * Logistic(params[0, 2 + i, 0], params[0, 4 + i, 0]).log_prob(x).exp() for i in range(2))
+    torch.testing.assert_close(pdf, ref)
+
+
+def test_mol_rejects_wrong_shapes() -> None:
+    with pytest.raises(ValueError, match="3K"):
+        DiscretizedMixLogistics(torch.zeros(1, 4, 5))
+    with pytest.raises(ValueError, match=r"\(B, T\)"):
+        DiscretizedMixLogistics(torch.zeros(1, 3, 5)).log_prob(torch.zeros(1, 1, 5))
+
+
+# ---------------------------------------------------------------- Gaussian
+
+
+def test_gaussian_matches_scipy_and_entropy() -> None:
+    g = Gaussian(torch.tensor(0.1, dtype=F64), torch.tensor(-0.5, dtype=F64))
+    x = torch.linspace(-2, 2, 9, dtype=F64)
+    np.testing.assert_allclose(g.log_prob(x).numpy(), stats.norm(0.1, math.exp(-0.5)).logpdf(x.numpy()), rtol=1e-12)
+    assert g.entropy().item() == pytest.approx(stats.norm(0.1, math.exp(-0.5)).entropy())
+
+
+def test_gaussian_kl_closed_form_matches_monte_carlo() -> None:
+    n = 400_000
+    p = Gaussian(torch.full((n,), 0.3, dtype=F64), torch.full((n,), -1.0, dtype=F64))
+    q = Gaussian(torch.full((n,), -0.2, dtype=F64), torch.full((n,), -0.4, dtype=F64))
+    x = p.sample(gen(11))
+    ratio = p.log_prob(x) - q.log_prob(x)
+    closed = gaussian_kl(p, q)[0].item()
+    assert abs(ratio.mean().item() - closed) < 4 * ratio.std().item() / math.sqrt(n)
+    assert gaussian_kl(p, p).abs().max().item() == 0.0
+
+
+# ---------------------------------------------------------------- mu-law
+
+
+def test_mulaw_round_trip_is_within_the_quantisation_step() -> None:
+    audio = pytest.importorskip("pwn_lib.audio", reason="pwn_lib.audio (helper A) not committed yet")
+    mu = 255
+    x = torch.linspace(-1, 1, 100_001, dtype=F64)
+    codes = torch.as_tensor(audio.mulaw_encode(x, mu=mu)).long()
+    assert codes.min().item() == 0 and codes.max().item() == mu
+    x_hat = torch.as_tensor(audio.mulaw_decode(codes, mu=mu)).double()
+    # Rounding moves y = F(x) by at most half a code (1 / mu), so x_hat lies in F^-1([y - 1/mu, y + 1/mu]).
+    y = torch.sign(x) * torch.log1p(mu * x.abs()) / math.log1p(mu)
+    y_edges = torch.stack([y - 1 / mu, y + 1 / mu]).clamp(-1, 1)
+    x_edges = torch.sign(y_edges) * torch.expm1(y_edges.abs() * math.log1p(mu)) / mu
+    bound = torch.maximum(x - x_edges[0], x_edges[1] - x)
+    assert ((x_hat - x).abs() <= bound + 1e-6).all()
+
+
+def test_mulaw_categorical_normalised_and_samples_match() -> None:
+    pytest.importorskip("pwn_lib.audio", reason="pwn_lib.audio (helper A) not committed yet")
+    from pwn_lib.audio import mulaw_decode
+
+    logits = torch.randn(1, 256, 1, generator=gen(12), dtype=F64)
+    levels = torch.as_tensor(mulaw_decode(torch.arange(256)), dtype=F64)
+    dist = MuLawCategorical(logits.expand(256, -1, -1))
+    assert dist.log_prob(levels[:, None]).exp().sum().item() == pytest.approx(1.0, abs=1e-9)
+    n = 60_000
+    draws = MuLawCategorical(logits.expand(1, -1, n)).sample(gen(13))[0]
+    codes = torch.bucketize(draws, (levels[1:] + levels[:-1]) / 2)
+    counts = torch.bincount(codes, minlength=256).double().numpy()
+    expected = (torch.softmax(logits[0, :, 0], 0) * n).numpy()
+    assert stats.chisquare(counts, expected).pvalue > 1e-3
+
+
+# ---------------------------------------------------------------- choosing the output
+
+
+@pytest.mark.parametrize(("output", "channels", "kind"), [
+    ("mol", 30, DiscretizedMixLogistics), ("gaussian", 2, Gaussian), ("mulaw", 256, MuLawCategorical),
+])
+def test_output_distribution_matches_config(output: str, channels: int, kind: type) -> None:
+    cfg = WaveNetConfig(output=output, n_mixtures=10)
+    assert output_channels(cfg) == channels
+    assert isinstance(output_distribution(torch.zeros(2, channels, 7), cfg), kind)
+    with pytest.raises(ValueError, match=output):
+        output_distribution(torch.zeros(2, channels + 1, 7), cfg)
+
+
+def test_unknown_output_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="'softmax'"):
+        output_channels(WaveNetConfig(output="softmax"))
