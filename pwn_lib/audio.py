@@ -1,0 +1,260 @@
+"""Audio in and out, the 16-bit and mu-law grids, and the log-mel conditioning features.
+
+Conventions used across the course:
+
+* audio is float in [-1, 1];
+* the 16-bit grid has ``2**16`` bins whose centres are ``k * 2 / (2**16 - 1) - 1``;
+  a 16-bit PCM file's sample ``v`` (an int16) is read as the centre of bin ``v + 32768``,
+  so files and :func:`quantize` / :func:`dequantize` agree exactly;
+* a log-mel of a signal of ``T`` samples has ``T // hop_length`` frames, the natural log of
+  ``max(mel, log_mel_floor)`` on a magnitude (power 1) mel spectrogram.
+
+Bad input raises :class:`AudioError` naming the file. Stereo input is **downmixed** (channel mean)
+with a warning unless ``mono="refuse"``; a different sample rate is **resampled** with librosa
+unless ``resample=False``, which refuses instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import TypeVar
+
+import librosa
+import numpy as np
+import soundfile as sf
+import torch
+
+from pwn_lib.config import AudioConfig
+
+ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, torch.Tensor)
+
+# First bytes of the containers libsndfile reads: a file that starts like one of these but
+# cannot be opened has a corrupt header; anything else is not audio at all.
+_AUDIO_MAGIC = (b"RIFF", b"RIFX", b"RF64", b"fLaC", b"OggS", b"FORM", b".snd", b"caff", b"ID3")
+_SUFFIX_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
+_MONO_MODES = ("downmix", "refuse")
+
+
+class AudioError(ValueError):
+    """An audio file that cannot be used; the message names the file and says what to do."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading and writing
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_readable(path: Path) -> None:
+    if not path.exists():
+        raise AudioError(f"{path}: no such file; check the path (the course corpus is under data/corpus)")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a directory, not an audio file; pass the path of a .wav or .flac file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: file is empty (0 bytes); re-create or re-download it")
+
+
+def _open_error(path: Path, err: Exception) -> AudioError:
+    with open(path, "rb") as f:
+        head = f.read(12)
+    if head.startswith(_AUDIO_MAGIC):
+        return AudioError(
+            f"{path}: corrupt audio header ({err}); the file looks like audio but cannot be decoded, "
+            "re-create or re-download it"
+        )
+    return AudioError(f"{path}: not an audio file soundfile can read ({err}); convert it to WAV or FLAC")
+
+
+def _read(path: Path) -> tuple[np.ndarray, int]:
+    """Read any libsndfile format as float32 ``(T, C)`` plus its sample rate."""
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+        raise _open_error(path, err) from None
+    if info.frames <= 0 or info.channels <= 0 or info.samplerate <= 0:
+        raise AudioError(f"{path}: the header declares no samples; re-create or re-download the file")
+    try:
+        if info.subtype == "PCM_16":
+            pcm, rate = sf.read(str(path), dtype="int16", always_2d=True)
+            x = dequantize(pcm.astype(np.int64) + 2**15, bits=16)
+        else:
+            x, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise AudioError(f"{path}: corrupt audio data ({err}); re-create or re-download it") from None
+    if x.shape[0] == 0:
+        raise AudioError(f"{path}: contains no samples; re-create or re-download the file")
+    return x, rate
+
+
+def _to_mono(x: np.ndarray, path: Path, mono: str) -> np.ndarray:
+    if x.shape[1] == 1:
+        return x[:, 0]
+    if mono == "refuse":
+        raise AudioError(f"{path}: has {x.shape[1]} channels but mono audio is required; "
+                         "pass mono='downmix' or convert the file to mono")
+    warnings.warn(f"{path}: has {x.shape[1]} channels; downmixed to mono by averaging them", stacklevel=3)
+    return x.mean(axis=1)
+
+
+def load_audio(
+    path: str | os.PathLike,
+    sample_rate: int | None = 16_000,
+    *,
+    resample: bool = True,
+    mono: str = "downmix",
+) -> np.ndarray:
+    """Read an audio file as float32 mono ``(T,)`` in [-1, 1] at ``sample_rate``.
+
+    Args:
+        path: any format soundfile reads (WAV, FLAC, OGG, ...).
+        sample_rate: the rate to return; ``None`` keeps the file's own rate.
+        resample: when the file's rate differs, resample with librosa (True) or raise (False).
+        mono: ``"downmix"`` averages channels with a warning; ``"refuse"`` raises on multi-channel files.
+
+    Raises:
+        AudioError: missing, empty, not audio, corrupt header or data, NaN/inf samples,
+            multi-channel with ``mono="refuse"``, wrong rate with ``resample=False``.
+    """
+    if mono not in _MONO_MODES:
+        raise ValueError(f"mono={mono!r}; choose one of {_MONO_MODES}")
+    path = Path(path)
+    _check_readable(path)
+    x, rate = _read(path)
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).sum())
+        raise AudioError(f"{path}: {bad} NaN or inf sample(s); fix or re-export the file")
+    x = _to_mono(x, path, mono)
+    if sample_rate is not None and rate != sample_rate:
+        if not resample:
+            raise AudioError(f"{path}: sample rate is {rate} Hz but {sample_rate} Hz is required; "
+                             "pass resample=True or resample the file")
+        x = librosa.resample(x, orig_sr=rate, target_sr=sample_rate)
+    return np.ascontiguousarray(np.clip(x, -1.0, 1.0), dtype=np.float32)
+
+
+def save_audio(path: str | os.PathLike, x: np.ndarray | torch.Tensor, sample_rate: int) -> Path:
+    """Write mono ``x: (T,)`` as 16-bit PCM (``.wav`` or ``.flac``), atomically.
+
+    ``x`` is float in [-1, 1], snapped to the 16-bit grid (:func:`quantize`) so that ``load_audio``
+    gives it back exactly, or an int16 array written as is.
+    """
+    path = Path(path)
+    fmt = _SUFFIX_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise AudioError(f"{path}: unsupported suffix {path.suffix!r}; use one of {sorted(_SUFFIX_FORMATS)}")
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    if x.ndim != 1:
+        raise AudioError(f"{path}: expected mono audio of shape (T,), got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise AudioError(f"{path}: refusing to write NaN or inf samples")
+    pcm = x if x.dtype == np.int16 else (quantize(x, bits=16) - 2**15).astype(np.int16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        sf.write(tmp, pcm, sample_rate, format=fmt, subtype="PCM_16")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Quantisation grids
+# ---------------------------------------------------------------------------------------------
+
+
+def quantize(x: ArrayOrTensor, bits: int = 16) -> ArrayOrTensor:
+    """Index of the ``bits``-bit bin holding each sample: ``round((x + 1) / 2 * (2**bits - 1))``.
+
+    ``x`` in [-1, 1] (values outside are clipped); returns int64 indices in ``[0, 2**bits - 1]``.
+    """
+    top = 2**bits - 1
+    if isinstance(x, torch.Tensor):
+        return torch.round((x.clamp(-1.0, 1.0) + 1.0) / 2.0 * top).long()
+    return np.rint((np.clip(x, -1.0, 1.0) + 1.0) / 2.0 * top).astype(np.int64)
+
+
+def dequantize(k: ArrayOrTensor, bits: int = 16) -> ArrayOrTensor:
+    """Centre of bin ``k``: ``k * 2 / (2**bits - 1) - 1``; float32 (numpy) or the default dtype (torch)."""
+    width = 2.0 / (2**bits - 1)
+    if isinstance(k, torch.Tensor):
+        return k.to(torch.get_default_dtype()) * width - 1.0
+    return (np.asarray(k, dtype=np.float64) * width - 1.0).astype(np.float32)
+
+
+def mulaw_encode(x: ArrayOrTensor, mu: int = 255) -> ArrayOrTensor:
+    """mu-law companding then quantisation: ``x`` in [-1, 1] -> int64 codes in ``0..mu``.
+
+    ``y = sign(x) * log(1 + mu |x|) / log(1 + mu)``, code ``round((y + 1) / 2 * mu)``.
+    """
+    if isinstance(x, torch.Tensor):
+        x = x.clamp(-1.0, 1.0)
+        y = torch.sign(x) * torch.log1p(mu * x.abs()) / np.log1p(mu)
+        return torch.round((y + 1.0) / 2.0 * mu).long()
+    x = np.clip(x, -1.0, 1.0)
+    y = np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu)
+    return np.rint((y + 1.0) / 2.0 * mu).astype(np.int64)
+
+
+def mulaw_decode(k: ArrayOrTensor, mu: int = 255) -> ArrayOrTensor:
+    """Inverse of :func:`mulaw_encode`: codes ``0..mu`` -> ``sign(y) ((1 + mu)**|y| - 1) / mu``."""
+    if isinstance(k, torch.Tensor):
+        y = k.to(torch.get_default_dtype()) * (2.0 / mu) - 1.0
+        return torch.sign(y) * torch.expm1(y.abs() * np.log1p(mu)) / mu
+    y = np.asarray(k, dtype=np.float64) * (2.0 / mu) - 1.0
+    return (np.sign(y) * np.expm1(np.abs(y) * np.log1p(mu)) / mu).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Log-mel conditioning
+# ---------------------------------------------------------------------------------------------
+
+
+def log_mel(x: np.ndarray | torch.Tensor, cfg: AudioConfig = AudioConfig()) -> np.ndarray:
+    """Log-mel spectrogram ``(n_mels, T // hop_length)`` of mono ``x: (T,)`` in [-1, 1].
+
+    librosa magnitude mel with ``center=True``; frame k is centred on sample ``k * hop_length`` and
+    conditions samples ``[k * hop, (k + 1) * hop)``. The extra last frame of ``center=True`` is dropped.
+    """
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 1:
+        raise ValueError(f"log_mel expects mono audio of shape (T,), got shape {x.shape}")
+    n_frames = len(x) // cfg.hop_length
+    if n_frames == 0:
+        raise ValueError(f"log_mel needs at least hop_length={cfg.hop_length} samples, got {len(x)}")
+    mel = librosa.feature.melspectrogram(
+        y=x, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
+        n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax, center=True, power=1.0,
+    )
+    return np.log(np.maximum(mel[:, :n_frames], cfg.log_mel_floor)).astype(np.float32)
+
+
+def log_mel_distance(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor,
+                     cfg: AudioConfig = AudioConfig()) -> float:
+    """Mean absolute difference of the log-mels of ``x`` and ``y`` (both ``(T,)``), over common frames."""
+    mx, my = log_mel(x, cfg), log_mel(y, cfg)
+    frames = min(mx.shape[1], my.shape[1])
+    return float(np.abs(mx[:, :frames] - my[:, :frames]).mean())
+
+
+@functools.cache
+def warm_up() -> None:
+    """Run librosa's mel and resampling once so numba compiles before anything is timed."""
+    x = np.zeros(4_096, dtype=np.float32)
+    log_mel(x)
+    librosa.resample(x, orig_sr=16_000, target_sr=22_050)
+
+
+__all__ = [
+    "AudioError", "dequantize", "load_audio", "log_mel", "log_mel_distance", "mulaw_decode",
+    "mulaw_encode", "quantize", "save_audio", "warm_up",
+]
