@@ -1,0 +1,186 @@
+"""Tests for pwn_lib.wavenet: causality, receptive field, upsampling, and cached == teacher-forced generation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pwn_lib.config import TEACHER_PRESETS, WaveNetConfig
+from pwn_lib.wavenet import (
+    CausalConv1d, ConditionUpsampler, ResidualBlock, WaveNet, build_teacher, stride_factors,
+)
+
+HOP = 8
+N_MELS = 5
+
+
+def small_config(kernel_size: int = 3, conditioned: bool = True, speakers: int = 0, **overrides) -> WaveNetConfig:
+    """Six layers in two stacks (dilations 1, 2, 4, 1, 2, 4) with tiny channel counts."""
+    values = dict(
+        layers=6, stacks=2, residual_channels=8, gate_channels=16, skip_channels=8, kernel_size=kernel_size,
+        n_mixtures=3, cond_channels=N_MELS if conditioned else 0, hop_length=HOP, n_speakers=speakers,
+        speaker_dim=4,
+    )
+    values.update(overrides)
+    return WaveNetConfig(**values)
+
+
+def inputs(cfg: WaveNetConfig, batch: int, frames: int, seed: int = 0):
+    """Random log-mel (B, n_mels, frames) or None, and speaker ids (B,) or None."""
+    g = torch.Generator().manual_seed(seed)
+    c = torch.randn(batch, cfg.cond_channels, frames, generator=g) if cfg.cond_channels else None
+    speaker = torch.randint(0, cfg.n_speakers, (batch,), generator=g) if cfg.n_speakers else None
+    return c, speaker
+
+
+@pytest.mark.parametrize("kernel_size", [2, 3])
+@pytest.mark.parametrize("conditioned", [True, False])
+@pytest.mark.parametrize("speakers", [0, 3])
+def test_cached_generation_equals_teacher_forced_pass(kernel_size, conditioned, speakers):
+    torch.manual_seed(kernel_size * 10 + conditioned * 2 + speakers)
+    model = WaveNet(small_config(kernel_size, conditioned, speakers))
+    frames = -(-2 * model.receptive_field // HOP) + 1  # more than twice the receptive field
+    c, speaker = inputs(model.cfg, 2, frames)
+    n = frames * HOP
+    x, params = model.generate(c, n_samples=n, speaker=speaker, progress=False, return_params=True,
+                               generator=torch.Generator().manual_seed(1))
+    batch = 1 if c is None and speaker is None else 2  # unconditional generation draws one waveform
+    assert x.shape == (batch, 1, n) and params.shape == (batch, 9, n)
+    assert n >= 2 * model.receptive_field
+    with torch.no_grad():
+        reference = model(x, c, speaker)
+    assert (params - reference).abs().max().item() < 1e-5
+    assert x.std() > 0  # the samples really vary, so the comparison covers the queues
+
+
+@pytest.mark.parametrize("output", ["gaussian", "mulaw"])
+def test_cached_generation_other_output_heads(output):
+    torch.manual_seed(0)
+    model = WaveNet(small_config(output=output))
+    c, _ = inputs(model.cfg, 1, 6)
+    x, params = model.generate(c, progress=False, return_params=True, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (params - model(x, c)).abs().max().item() < 1e-5
+
+
+def test_naive_and_cached_generators_draw_the_same_samples():
+    torch.manual_seed(0)
+    model = WaveNet(small_config(speakers=2))
+    c, speaker = inputs(model.cfg, 2, 6)
+    fast = model.generate(c, speaker=speaker, progress=False, generator=torch.Generator().manual_seed(3))
+    slow = model.generate_naive(c, speaker=speaker, progress=False, generator=torch.Generator().manual_seed(3))
+    other = model.generate(c, speaker=speaker, progress=False, generator=torch.Generator().manual_seed(4))
+    assert (fast - slow).abs().max().item() < 1e-4  # equal up to rare bin flips from float rounding
+    assert (fast - other).abs().max().item() > 1e-3
+
+
+def influencing_inputs(model: WaveNet, t: int, n: int) -> torch.Tensor:
+    """Indices s of the inputs x[s] with a non-zero gradient of params[..., t] (float64)."""
+    x = (torch.rand(1, 1, n, dtype=torch.float64) * 2 - 1).requires_grad_()
+    model(x)[..., t].sum().backward()
+    return torch.nonzero(x.grad[0, 0]).flatten()
+
+
+@pytest.mark.parametrize("kernel_size", [2, 3])
+def test_receptive_field_formula_matches_gradient(kernel_size):
+    torch.manual_seed(0)
+    model = WaveNet(small_config(kernel_size, conditioned=False)).double()
+    rf = model.receptive_field
+    assert rf == (kernel_size - 1) * (1 + 2 + 4) * 2 + 1
+    t = rf + 5
+    seen = influencing_inputs(model, t, t + 10)
+    assert seen.tolist() == list(range(t - rf, t))  # exactly the previous rf samples, never x[t] itself
+
+
+def test_output_at_t_does_not_depend_on_present_or_future():
+    torch.manual_seed(0)
+    cfg = small_config(conditioned=False)
+    model = WaveNet(cfg).double()
+    x = torch.rand(1, 1, 64, dtype=torch.float64) * 2 - 1
+    t = 40
+    changed = x.clone()
+    changed[..., t:] = torch.rand(1, 1, 64 - t, dtype=torch.float64)
+    with torch.no_grad():
+        before, after = model(x), model(changed)
+    assert torch.allclose(before[..., : t + 1], after[..., : t + 1], atol=1e-12, rtol=0)
+    assert (before[..., t + 1] - after[..., t + 1]).abs().max() > 1e-6  # x[t] does reach step t + 1
+
+
+def test_causal_conv_keeps_length_and_ignores_the_future():
+    conv = CausalConv1d(2, 3, kernel_size=3, dilation=4).double()
+    x = torch.randn(1, 2, 30, dtype=torch.float64)
+    y = conv(x)
+    x2 = x.clone()
+    x2[..., 20:] = 0
+    assert y.shape == (1, 3, 30)
+    assert torch.allclose(conv(x2)[..., :20], y[..., :20])
+
+
+def test_residual_block_shapes_with_and_without_skip():
+    x = torch.randn(2, 8, 20)
+    c = torch.randn(2, 5, 20)
+    g = torch.randn(2, 4)
+    out, skip = ResidualBlock(8, 16, 6, 3, 2, cond_channels=5, global_channels=4)(x, c, g)
+    assert out.shape == (2, 8, 20) and skip.shape == (2, 6, 20)
+    out, skip = ResidualBlock(8, 16, 0, 3, 2)(x)
+    assert out.shape == (2, 8, 20) and skip is None
+    with pytest.raises(ValueError, match="pass c"):
+        ResidualBlock(8, 16, 6, 3, 2, cond_channels=5)(x)
+
+
+@pytest.mark.parametrize("hop", [8, 12, 256, 300])
+@pytest.mark.parametrize("mode", ["transpose", "repeat"])
+def test_upsampler_output_is_frames_times_hop(hop, mode):
+    up = ConditionUpsampler(N_MELS, hop, mode)
+    assert up(torch.randn(2, N_MELS, 7)).shape == (2, N_MELS, 7 * hop)
+
+
+@pytest.mark.parametrize("hop", [256, 300])
+def test_stride_factors_multiply_to_hop(hop):
+    factors = stride_factors(hop)
+    assert torch.tensor(factors).prod().item() == hop and max(factors) <= 16
+
+
+@pytest.mark.parametrize("mode", ["transpose", "repeat"])
+def test_upsampler_starts_as_interpolation_and_frames_land_on_their_samples(mode):
+    up = ConditionUpsampler(N_MELS, 16, mode)
+    constant = up(torch.full((1, N_MELS, 5), 2.0))
+    assert torch.allclose(constant[..., 16:-16], torch.tensor(2.0))  # away from the window edges
+    step = torch.zeros(1, N_MELS, 5)
+    step[..., 2] = 1.0  # frame 2 covers samples [32, 48)
+    response = up(step)[0, 0]
+    assert response[32:48].min() > 0.45 and response[:16].abs().max() == 0 and response[64:].abs().max() == 0
+
+
+def test_loss_is_finite_and_shapes_under_bf16_autocast():
+    torch.manual_seed(0)
+    model = WaveNet(small_config(speakers=2))
+    x = torch.rand(2, 1, 64) * 2 - 1
+    c, speaker = inputs(model.cfg, 2, 8)
+    assert model.log_prob(x, c, speaker).shape == (2, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model.loss(x, c, speaker)
+    loss.backward()
+    assert torch.isfinite(loss) and loss.dtype == torch.float32
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_missing_or_unexpected_conditioning_is_a_clear_error():
+    model = WaveNet(small_config())
+    x = torch.zeros(1, 1, 32)
+    with pytest.raises(ValueError, match="pass c"):
+        model(x)
+    with pytest.raises(ValueError, match="frames"):
+        model(x, torch.zeros(1, N_MELS, 2))
+    with pytest.raises(ValueError, match="cond_channels=0"):
+        WaveNet(small_config(conditioned=False))(x, torch.zeros(1, N_MELS, 4))
+
+
+def test_presets_build_with_the_documented_receptive_fields():
+    assert build_teacher("tiny").receptive_field == 2 * (1 + 2) * 2 + 1
+    course, paper = TEACHER_PRESETS["course"], TEACHER_PRESETS["paper"]
+    assert course.kernel_size == paper.kernel_size == 3
+    assert build_teacher("paper").receptive_field == 2 * 1023 * 3 + 1
+    assert build_teacher("course").receptive_field == 2 * 1023 * 2 + 1
+    with pytest.raises(ValueError, match="multiple of stacks"):
+        build_teacher("tiny", layers=5)
