@@ -84,7 +84,7 @@ class IAFFlow(nn.Module):
         h = self.input(shift_right(x_prev))
         for block in self.blocks:
             h, _ = block(h, c, g)
-        mu, log_s = self.head(h).chunk(2, dim=1)
+        mu, log_s = self.head(h).to(x_prev.dtype).chunk(2, dim=1)  # under bf16 autocast, compose in fp32
         return mu, log_s.clamp(min=self.log_scale_min)
 
 
