@@ -1,0 +1,416 @@
+"""A small phone classifier for the perceptual loss, trained with CTC on the embedded corpus.
+
+Targets: each transcript is phonemised once with espeak-ng (``espeak-ng -q -x --sep=_ -v en-us``),
+stress marks are dropped and the espeak phonemes are mapped onto the 39 ARPAbet phones
+(:data:`PHONES`; diphthongs with r-colouring become two phones). The result is committed as
+``data/corpus/phones.tsv`` (``id<TAB>space-separated phones``), so nothing outside Python is
+needed at run time; ``python -m pwn_lib.phones build-targets`` rebuilds it (needs espeak-ng).
+
+Model: log-mel frames (the course's conditioning features, :func:`pwn_lib.audio.log_mel`) ->
+1x1 input projection -> residual blocks of non-causal dilated convolutions -> per-frame logits
+over blank + 39 phones, trained with ``torch.nn.CTCLoss``. :meth:`PhoneClassifier.features`
+returns every block's output, which is what :func:`pwn_lib.losses.perceptual_loss` compares.
+Given raw audio ``(B, 1, T)`` it computes the log-mel in torch (:class:`TorchLogMel`), so
+gradients reach the audio.
+
+Command line::
+
+    python -m pwn_lib.phones build-targets
+    python -m pwn_lib.phones train --out data/checkpoints/phones_course --minutes 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import librosa
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from pwn_lib.artifacts import load_artifact, save_artifact
+from pwn_lib.audio import log_mel
+from pwn_lib.config import CHECKPOINT_DIR, DATA_DIR, AudioConfig, from_dict, to_dict
+
+TARGETS_PATH = DATA_DIR / "corpus" / "phones.tsv"
+DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "phones_course"
+ESPEAK_COMMAND = ("espeak-ng", "-q", "-x", "--sep=_", "-v", "en-us")
+
+PHONES: tuple[str, ...] = (
+    "AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY", "F", "G", "HH", "IH",
+    "IY", "JH", "K", "L", "M", "N", "NG", "OW", "OY", "P", "R", "S", "SH", "T", "TH", "UH", "UW", "V",
+    "W", "Y", "Z", "ZH",
+)
+BLANK = 0  # CTC blank; phone PHONES[i] has class i + 1
+
+# espeak-ng (en-us, ``-x`` mnemonics, stress removed) -> ARPAbet. Variants with a trailing digit
+# or '#' fall back to their base symbol (see :func:`espeak_to_arpabet`).
+ESPEAK_TO_ARPABET: dict[str, tuple[str, ...]] = {
+    "@": ("AH",), "@-": ("AH",), "@L": ("AH", "L"), "3": ("ER",), "3:": ("ER",), "a": ("AE",), "aa": ("AE",),
+    "a#": ("AH",), "A:": ("AA",), "A@": ("AA", "R"), "0": ("AA",), "O": ("AO",), "O:": ("AO",),
+    "O@": ("AO", "R"), "o@": ("AO", "R"), "V": ("AH",), "VR": ("AH", "R"), "E": ("EH",), "e@": ("EH", "R"),
+    "I": ("IH",), "IR": ("IH", "R"), "i": ("IY",), "i:": ("IY",), "i@": ("IH", "R"), "U": ("UH",),
+    "u:": ("UW",), "U@": ("UH", "R"), "aI": ("AY",), "aU": ("AW",), "eI": ("EY",), "OI": ("OY",),
+    "oU": ("OW",), "aI@": ("AY", "ER"), "aI3": ("AY", "ER"), "aU@": ("AW", "ER"),
+    "p": ("P",), "b": ("B",), "t": ("T",), "d": ("D",), "k": ("K",), "g": ("G",), "f": ("F",),
+    "v": ("V",), "T": ("TH",), "D": ("DH",), "s": ("S",), "z": ("Z",), "S": ("SH",), "Z": ("ZH",),
+    "h": ("HH",), "m": ("M",), "n": ("N",), "N": ("NG",), "l": ("L",), "r": ("R",), "w": ("W",),
+    "j": ("Y",), "tS": ("CH",), "dZ": ("JH",), "*": ("T",), "?": ("T",), "x": ("K",),
+    "n-": ("N",), "m-": ("M",), "l-": ("L",), "r-": ("R",),
+}
+_STRESS = str.maketrans("", "", "',%=!")  # stress, and '!' (espeak's pause/emphasis prefix)
+_NOT_PHONES = frozenset({"", ":", "::", ";", "-"})  # lengthening, linking and pause markers
+
+
+# ----------------------------------------------------------------------------- targets
+
+
+def espeak_to_arpabet(symbol: str) -> tuple[str, ...]:
+    """Map one espeak-ng ``-x`` phoneme (stress marks allowed) to ARPAbet phones.
+
+    Unknown symbols raise ``KeyError`` naming the symbol: add it to :data:`ESPEAK_TO_ARPABET`.
+    """
+    s = symbol.translate(_STRESS)
+    if s in _NOT_PHONES:
+        return ()
+    candidates = (s, s.rstrip("0123456789"), s.rstrip("0123456789#"), s.replace("#", "").rstrip("0123456789"))
+    for key in candidates:
+        if key in ESPEAK_TO_ARPABET:
+            return ESPEAK_TO_ARPABET[key]
+    raise KeyError(f"espeak phoneme {symbol!r} has no ARPAbet mapping; add it to pwn_lib.phones.ESPEAK_TO_ARPABET")
+
+
+def phonemize(text: str) -> list[str]:
+    """Transcript -> ARPAbet phones via the espeak-ng binary (build time only)."""
+    if shutil.which(ESPEAK_COMMAND[0]) is None:
+        raise RuntimeError("espeak-ng is not installed; `apt-get install espeak-ng` (only needed to rebuild "
+                           f"{TARGETS_PATH}, which is committed)")
+    out = subprocess.run([*ESPEAK_COMMAND, text], check=True, capture_output=True, text=True).stdout
+    phones: list[str] = []
+    for word in out.split():
+        for symbol in word.split("_"):
+            for phone in espeak_to_arpabet(symbol):
+                if not (phone == "R" and phones[-1:] == ["R"]):  # "U@" + "r" in "your": one R
+                    phones.append(phone)
+    return phones
+
+
+def build_targets(path: Path = TARGETS_PATH) -> dict[str, list[str]]:
+    """Phonemise every corpus transcript and write ``id<TAB>phones`` to ``path``."""
+    from pwn_lib.data import load_corpus
+
+    targets = {u.id: phonemize(u.text) for u in load_corpus("all")}
+    Path(path).write_text("".join(f"{uid}\t{' '.join(p)}\n" for uid, p in sorted(targets.items())))
+    return targets
+
+
+def load_targets(path: Path = TARGETS_PATH) -> dict[str, list[int]]:
+    """Read ``phones.tsv`` as ``{id: [class indices 1..39]}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; run `python -m pwn_lib.phones build-targets` (needs espeak-ng)")
+    index = {p: i + 1 for i, p in enumerate(PHONES)}
+    targets = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        uid, _, phones = line.partition("\t")
+        try:
+            targets[uid] = [index[p] for p in phones.split()]
+        except KeyError as err:
+            raise ValueError(f"{path}:{n}: unknown phone {err}; rebuild with `python -m pwn_lib.phones build-targets`") from None
+    return targets
+
+
+# ----------------------------------------------------------------------------- model
+
+
+class TorchLogMel(nn.Module):
+    """Differentiable twin of :func:`pwn_lib.audio.log_mel` (librosa magnitude mel, centred frames).
+
+    forward(x: (B, 1, T) or (B, T) audio) -> (B, n_mels, T // hop_length) natural-log mel.
+    """
+
+    def __init__(self, cfg: AudioConfig = AudioConfig()):
+        super().__init__()
+        self.cfg = cfg
+        fb = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax)
+        self.register_buffer("filterbank", torch.from_numpy(fb).float(), persistent=False)
+        self.register_buffer("window", torch.hann_window(cfg.win_length), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x[:, 0] if x.dim() == 3 else x
+        n_frames = x.shape[-1] // self.cfg.hop_length
+        spec = torch.stft(x, self.cfg.n_fft, self.cfg.hop_length, self.cfg.win_length, self.window.to(x.dtype),
+                          center=True, pad_mode="constant", return_complex=True)
+        # The tiny offset keeps d|S|/dS finite at exact zeros; it is far below log_mel_floor.
+        magnitude = (spec.real.square() + spec.imag.square() + 1e-20).sqrt()
+        mel = self.filterbank.to(x.dtype) @ magnitude[..., :n_frames]
+        return mel.clamp_min(self.cfg.log_mel_floor).log()
+
+
+@dataclass
+class PhoneClassifierConfig:
+    """Hyper-parameters of :class:`PhoneClassifier`; receptive field 1 + (k - 1) * sum(dilations) frames."""
+
+    n_mels: int = 80
+    channels: int = 128
+    kernel_size: int = 5
+    dilations: tuple[int, ...] = (1, 2, 4, 1, 2, 4)
+    dropout: float = 0.1
+    n_classes: int = len(PHONES) + 1
+
+
+class ConvBlock(nn.Module):
+    """Residual block: x + dropout(relu(batchnorm(dilated conv(x)))). (B, C, F) -> (B, C, F)."""
+
+    def __init__(self, channels: int, kernel_size: int, dilation: int, dropout: float):
+        super().__init__()
+        self.conv = nn.Conv1d(channels, channels, kernel_size, dilation=dilation,
+                              padding=(kernel_size - 1) // 2 * dilation)
+        self.norm = nn.BatchNorm1d(channels)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.drop(torch.relu(self.norm(self.conv(x))))
+
+
+class PhoneClassifier(nn.Module):
+    """Log-mel frames -> per-frame phone logits (blank = class 0), with layer features for the perceptual loss."""
+
+    def __init__(self, cfg: PhoneClassifierConfig = PhoneClassifierConfig(), audio: AudioConfig = AudioConfig()):
+        super().__init__()
+        self.cfg, self.audio = cfg, audio
+        self.log_mel = TorchLogMel(audio)
+        self.register_buffer("mel_mean", torch.zeros(cfg.n_mels, 1))
+        self.register_buffer("mel_std", torch.ones(cfg.n_mels, 1))
+        self.inp = nn.Conv1d(cfg.n_mels, cfg.channels, 1)
+        self.blocks = nn.ModuleList(ConvBlock(cfg.channels, cfg.kernel_size, d, cfg.dropout) for d in cfg.dilations)
+        self.out = nn.Conv1d(cfg.channels, cfg.n_classes, 1)
+
+    def _mel(self, x_or_mel: Tensor) -> Tensor:
+        """(B, 1, T) audio -> torch log-mel; (B, n_mels, F) log-mel passes through."""
+        if x_or_mel.dim() == 3 and x_or_mel.shape[1] == 1:
+            return self.log_mel(x_or_mel)
+        if x_or_mel.dim() == 3 and x_or_mel.shape[1] == self.cfg.n_mels:
+            return x_or_mel
+        raise ValueError(f"PhoneClassifier takes (B, 1, T) audio or (B, {self.cfg.n_mels}, F) log-mels; "
+                         f"got shape {tuple(x_or_mel.shape)}")
+
+    def features(self, x_or_mel: Tensor) -> list[Tensor]:
+        """Every residual block's output, each (B, channels, F). Differentiable in the input audio."""
+        h = self.inp((self._mel(x_or_mel) - self.mel_mean) / self.mel_std)
+        feats = []
+        for block in self.blocks:
+            h = block(h)
+            feats.append(h)
+        return feats
+
+    def forward(self, x_or_mel: Tensor) -> Tensor:
+        """(B, 1, T) audio or (B, n_mels, F) log-mel -> (B, n_classes, F) logits."""
+        return self.out(self.features(x_or_mel)[-1])
+
+
+# ----------------------------------------------------------------------------- decoding and scoring
+
+
+def greedy_decode(logits: Tensor, lengths: Tensor | None = None) -> list[list[int]]:
+    """Best path: argmax per frame, merge repeats, drop blanks. logits: (B, n_classes, F)."""
+    best = logits.argmax(dim=1)
+    lengths = lengths if lengths is not None else torch.full((best.shape[0],), best.shape[1])
+    decoded = []
+    for path, n in zip(best.tolist(), lengths.tolist(), strict=True):
+        seq, prev = [], BLANK
+        for k in path[:n]:
+            if k != prev and k != BLANK:
+                seq.append(k)
+            prev = k
+        decoded.append(seq)
+    return decoded
+
+
+def edit_distance(a: list[int], b: list[int]) -> int:
+    """Levenshtein distance (substitutions, insertions, deletions all cost 1)."""
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev_diag, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            prev_diag, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev_diag + (x != y))
+    return row[-1]
+
+
+# ----------------------------------------------------------------------------- data and training
+
+
+@dataclass
+class Example:
+    """One utterance ready for CTC: mel (n_mels, F) log-mel and its phone class indices."""
+
+    id: str
+    mel: Tensor
+    target: Tensor
+
+
+def make_examples(split: str, targets: dict[str, list[int]], audio: AudioConfig = AudioConfig()) -> list[Example]:
+    """Log-mels (librosa) and targets for every utterance of ``split`` that has a target."""
+    from pwn_lib.data import load_corpus
+
+    examples = []
+    for u in load_corpus(split):
+        if u.id not in targets:
+            raise KeyError(f"utterance {u.id} has no phone target in {TARGETS_PATH}; rerun build-targets")
+        examples.append(Example(u.id, torch.from_numpy(log_mel(u.audio, audio)),
+                                torch.tensor(targets[u.id], dtype=torch.long)))
+    return examples
+
+
+def collate(examples: list[Example]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Pad a batch: (mels (B, n_mels, F_max) padded with the log floor, frame lengths, targets (B, L_max), target lengths)."""
+    floor = min(float(e.mel.min()) for e in examples)
+    frames = torch.tensor([e.mel.shape[1] for e in examples])
+    mels = torch.full((len(examples), examples[0].mel.shape[0], int(frames.max())), floor)
+    for i, e in enumerate(examples):
+        mels[i, :, : e.mel.shape[1]] = e.mel
+    lengths = torch.tensor([len(e.target) for e in examples])
+    targets = nn.utils.rnn.pad_sequence([e.target for e in examples], batch_first=True)
+    return mels, frames, targets, lengths
+
+
+def ctc_loss(model: PhoneClassifier, batch: tuple[Tensor, Tensor, Tensor, Tensor]) -> Tensor:
+    """Mean CTC loss per target phone (nats), ``reduction='mean'`` of ``torch.nn.CTCLoss``."""
+    mels, frames, targets, lengths = batch
+    log_probs = model(mels).log_softmax(dim=1).permute(2, 0, 1)  # (F, B, n_classes)
+    return nn.functional.ctc_loss(log_probs, targets, frames, lengths, blank=BLANK, zero_infinity=True)
+
+
+@torch.no_grad()
+def evaluate(model: PhoneClassifier, examples: list[Example], batch_size: int = 8) -> dict[str, float]:
+    """Held-out CTC loss (nats per phone, utterance-weighted mean) and phone error rate (greedy, edit distance)."""
+    model.eval()
+    losses, errors, total = [], 0, 0
+    for i in range(0, len(examples), batch_size):
+        batch = collate(examples[i : i + batch_size])
+        losses.append(ctc_loss(model, batch).item() * len(batch[1]))
+        for hyp, e in zip(greedy_decode(model(batch[0]), batch[1]), examples[i : i + batch_size], strict=True):
+            errors += edit_distance(hyp, e.target.tolist())
+            total += len(e.target)
+    return {"ctc_loss": sum(losses) / len(examples), "per": errors / total}
+
+
+def mel_statistics(examples: list[Example]) -> tuple[Tensor, Tensor]:
+    """Per-mel-channel mean and std over all training frames: (n_mels, 1) each."""
+    frames = torch.cat([e.mel for e in examples], dim=1)
+    return frames.mean(dim=1, keepdim=True), frames.std(dim=1, keepdim=True).clamp_min(1e-3)
+
+
+def spec_augment(mels: Tensor, generator: torch.Generator, max_freq: int = 10, max_time: int = 12) -> Tensor:
+    """One random frequency mask and one time mask per example (filled with the batch mean). mels: (B, M, F)."""
+    mels = mels.clone()
+    fill = mels.mean()
+    for m in mels:
+        f0 = int(torch.randint(0, m.shape[0] - max_freq, (1,), generator=generator))
+        m[f0 : f0 + int(torch.randint(0, max_freq + 1, (1,), generator=generator))] = fill
+        t0 = int(torch.randint(0, max(1, m.shape[1] - max_time), (1,), generator=generator))
+        m[:, t0 : t0 + int(torch.randint(0, max_time + 1, (1,), generator=generator))] = fill
+    return mels
+
+
+def train(out: Path = DEFAULT_CHECKPOINT, minutes: float = 10.0, max_steps: int = 100_000, batch_size: int = 8,
+          lr: float = 2e-3, cfg: PhoneClassifierConfig = PhoneClassifierConfig(), seed: int = 0,
+          eval_every: int = 100, command: str = "") -> dict:
+    """Train a phone classifier for at most ``minutes`` of wall clock, keep the weights with the best
+    validation CTC loss, score them on valid and test, and ship them to ``out``. Returns the metrics."""
+    torch.manual_seed(seed)
+    rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
+    targets = load_targets()
+    train_set, valid_set, test_set = (make_examples(s, targets) for s in ("train", "valid", "test"))
+    model = PhoneClassifier(cfg)
+    mean, std = mel_statistics(train_set)
+    model.mel_mean.copy_(mean)
+    model.mel_std.copy_(std)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    best = {"valid_ctc_loss": float("inf")}
+    best_state = {k: v.clone() for k, v in model.state_dict().items()}
+    started, step, history = time.monotonic(), 0, []
+    while step < max_steps and time.monotonic() - started < minutes * 60:
+        order = sorted(range(len(train_set)), key=lambda i: train_set[i].mel.shape[1] + rng.random() * 40)
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        rng.shuffle(batches)
+        for idx in batches:
+            model.train()
+            mels, frames, tg, lengths = collate([train_set[i] for i in idx])
+            loss = ctc_loss(model, (spec_augment(mels, gen), frames, tg, lengths))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            step += 1
+            if step % eval_every == 0:
+                scores = evaluate(model, valid_set)
+                history.append({"step": step, "train_ctc_loss": loss.item(), "valid_ctc_loss": scores["ctc_loss"],
+                                "valid_per": scores["per"], "seconds": round(time.monotonic() - started, 1)})
+                print(history[-1], flush=True)
+                if scores["ctc_loss"] < best["valid_ctc_loss"]:
+                    best = {"valid_ctc_loss": scores["ctc_loss"], "step": step}
+                    best_state = {k: v.clone() for k, v in model.state_dict().items()}
+            if step >= max_steps or time.monotonic() - started >= minutes * 60:
+                break
+    train_seconds = time.monotonic() - started
+    model.load_state_dict(best_state)
+    valid, test = evaluate(model, valid_set), evaluate(model, test_set)
+    metrics = {
+        "valid_ctc_loss": valid["ctc_loss"], "valid_per": valid["per"], "test_ctc_loss": test["ctc_loss"],
+        "test_per": test["per"], "best_step": best.get("step", 0), "steps": step,
+        "train_seconds": round(train_seconds, 1), "threads": torch.get_num_threads(),
+        "n_train": len(train_set), "n_valid": len(valid_set), "n_test": len(test_set),
+        "ctc_loss_units": "nats per target phone (torch CTCLoss reduction='mean'), utterance-weighted",
+        "command": command, "history": history,
+    }
+    config = {"kind": "phone_classifier", "model": to_dict(cfg), "audio": to_dict(model.audio), "phones": list(PHONES)}
+    save_artifact(out, model.state_dict(), config, metrics)
+    return metrics
+
+
+def load_phone_classifier(directory: Path = DEFAULT_CHECKPOINT) -> PhoneClassifier:
+    """The shipped classifier in eval mode, with gradients off for its weights (not for its inputs)."""
+    state, config, _ = load_artifact(directory)
+    model = PhoneClassifier(from_dict(PhoneClassifierConfig, config["model"]), from_dict(AudioConfig, config["audio"]))
+    model.load_state_dict(state)
+    model.eval().requires_grad_(False)
+    return model
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pwn_lib.phones", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("build-targets", help=f"phonemise the corpus transcripts with espeak-ng into {TARGETS_PATH}")
+    tr = sub.add_parser("train", help="train the CTC phone classifier and ship it")
+    tr.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT)
+    tr.add_argument("--minutes", type=float, default=10.0, help="wall-clock training budget")
+    tr.add_argument("--max-steps", type=int, default=100_000)
+    tr.add_argument("--threads", type=int, default=1)
+    tr.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.command == "build-targets":
+        targets = build_targets()
+        print(f"wrote {len(targets)} phone sequences to {TARGETS_PATH}")
+        return 0
+    torch.set_num_threads(args.threads)
+    command = "python -m pwn_lib.phones " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    metrics = train(args.out, args.minutes, args.max_steps, seed=args.seed, command=command)
+    print({k: v for k, v in metrics.items() if k != "history"})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
