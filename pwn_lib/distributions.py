@@ -16,6 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from pwn_lib.audio import mulaw_decode, mulaw_encode, quantize
 from pwn_lib.config import WaveNetConfig
 
 _EPS = 1e-7  # keeps uniform draws strictly inside (0, 1)
@@ -29,11 +30,6 @@ def bin_width(bits: int) -> float:
 def bin_centres(bits: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """All 2**bits bin centres, ``(2**bits,)`` from -1 to 1."""
     return torch.arange(2**bits, dtype=dtype) * bin_width(bits) - 1.0
-
-
-def bin_index(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """Index of the bin holding each value of ``x`` (any shape); values beyond [-1, 1] go to the edge bins."""
-    return torch.round((x.clamp(-1.0, 1.0) + 1.0) / bin_width(bits)).long().clamp(0, 2**bits - 1)
 
 
 def _uniform(shape: torch.Size, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -117,7 +113,7 @@ class DiscretizedMixLogistics:
 
     def component_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Log mass of the bin holding ``x: (B, T)`` under each component, ``(B, K, T)``."""
-        k = bin_index(self._check(x), self.bits)
+        k = quantize(self._check(x), self.bits)  # values beyond [-1, 1] land in the edge bins
         half = 0.5 * bin_width(self.bits)
         centre = k.to(self.means.dtype) * bin_width(self.bits) - 1.0
         inv_s = torch.exp(-self.log_scales)
@@ -144,7 +140,7 @@ class DiscretizedMixLogistics:
         loc = self.means.gather(1, choice).squeeze(1)
         log_scale = self.log_scales.gather(1, choice).squeeze(1)
         x = Logistic(loc, log_scale).sample(generator)
-        return bin_index(x, self.bits).to(x.dtype) * bin_width(self.bits) - 1.0
+        return quantize(x, self.bits).to(x.dtype) * bin_width(self.bits) - 1.0
 
     def mean(self) -> torch.Tensor:
         """Mean of the mixture clipped to [-1, 1], ``(B, T)``; within half a bin of the discrete mean.
@@ -195,15 +191,11 @@ class MuLawCategorical:
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Log probability of the mu-law code of ``x: (B, T)`` in [-1, 1] -> ``(B, T)`` nats."""
-        from pwn_lib.audio import mulaw_encode
-
         codes = torch.as_tensor(mulaw_encode(x.clamp(-1.0, 1.0)), device=x.device).long()
         return self.log_probs.gather(1, codes.unsqueeze(1)).squeeze(1)
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw codes (Gumbel-max) and decode them to ``(B, T)`` audio in [-1, 1]."""
-        from pwn_lib.audio import mulaw_decode
-
         gumbel = -torch.log(-torch.log(_uniform(self.log_probs.shape, self.log_probs, generator)))
         codes = (self.log_probs + gumbel).argmax(dim=1)
         return torch.as_tensor(mulaw_decode(codes), dtype=self.log_probs.dtype, device=codes.device)
@@ -238,5 +230,5 @@ def output_distribution(params: torch.Tensor, cfg: WaveNetConfig) -> Distributio
 
 __all__ = [
     "DiscretizedMixLogistics", "Distribution", "Gaussian", "Logistic", "MuLawCategorical", "bin_centres",
-    "bin_index", "bin_width", "gaussian_kl", "output_channels", "output_distribution",
+    "bin_width", "gaussian_kl", "output_channels", "output_distribution",
 ]

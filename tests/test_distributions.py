@@ -9,6 +9,7 @@ import pytest
 import torch
 from scipy import stats
 
+from pwn_lib.audio import mulaw_decode, mulaw_encode
 from pwn_lib.config import WaveNetConfig
 from pwn_lib.distributions import (
     DiscretizedMixLogistics,
@@ -218,12 +219,11 @@ def test_gaussian_kl_closed_form_matches_monte_carlo() -> None:
 
 
 def test_mulaw_round_trip_is_within_the_quantisation_step() -> None:
-    audio = pytest.importorskip("pwn_lib.audio", reason="pwn_lib.audio (helper A) not committed yet")
     mu = 255
     x = torch.linspace(-1, 1, 100_001, dtype=F64)
-    codes = torch.as_tensor(audio.mulaw_encode(x, mu=mu)).long()
+    codes = torch.as_tensor(mulaw_encode(x, mu=mu)).long()
     assert codes.min().item() == 0 and codes.max().item() == mu
-    x_hat = torch.as_tensor(audio.mulaw_decode(codes, mu=mu)).double()
+    x_hat = torch.as_tensor(mulaw_decode(codes, mu=mu)).double()
     # Rounding moves y = F(x) by at most half a code (1 / mu), so x_hat lies in F^-1([y - 1/mu, y + 1/mu]).
     y = torch.sign(x) * torch.log1p(mu * x.abs()) / math.log1p(mu)
     y_edges = torch.stack([y - 1 / mu, y + 1 / mu]).clamp(-1, 1)
@@ -233,9 +233,6 @@ def test_mulaw_round_trip_is_within_the_quantisation_step() -> None:
 
 
 def test_mulaw_categorical_normalised_and_samples_match() -> None:
-    pytest.importorskip("pwn_lib.audio", reason="pwn_lib.audio (helper A) not committed yet")
-    from pwn_lib.audio import mulaw_decode
-
     logits = torch.randn(1, 256, 1, generator=gen(12), dtype=F64)
     levels = torch.as_tensor(mulaw_decode(torch.arange(256)), dtype=F64)
     dist = MuLawCategorical(logits.expand(256, -1, -1))
