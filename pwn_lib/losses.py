@@ -22,6 +22,10 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from pwn_lib.distill import distillation_loss, teacher_log_density
+from pwn_lib.student import IAFStudent
+from pwn_lib.wavenet import WaveNet
+
 # Defaults for 16 kHz audio: 1024-point FFT (64 ms Hann window), hop 256 (16 ms).
 POWER_N_FFT = 1024
 POWER_HOP = 256
@@ -151,3 +155,29 @@ def contrastive_loss(kl_same: Tensor, kl_other: Tensor, gamma: float = 0.3) -> T
     utterance's c2. Any matching shapes (usually scalars, nats per sample). gamma = 0.3 in the paper.
     """
     return kl_same - gamma * kl_other
+
+
+def contrastive_distillation_loss(
+    student: IAFStudent,
+    teacher: WaveNet,
+    c1: Tensor,
+    c2: Tensor,
+    speaker: Tensor | None = None,
+    gamma: float = 0.3,
+    n_draws: int = 4,
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
+    """The contrastive loss for real conditioning: one student sample on c1, scored by the teacher on c1 and c2.
+
+    c1: (B, n_mels, F) the utterance the student renders; c2: (B, n_mels, F) other utterances
+    (e.g. ``c1.roll(1, 0)``). ``kl`` = KL(P_S(c1) || P_T(c1)) comes from
+    :func:`pwn_lib.distill.distillation_loss` (K-draw estimator). ``kl_other`` = KL(P_S(c1) || P_T(c2))
+    uses the same sample x and a one-draw cross-entropy, ``-log p_T(x_t | x_<t, c2)``, which is unbiased
+    because x_t itself is a draw from the student's step-t logistic. Returns the distillation dict with
+    ``loss`` replaced by :func:`contrastive_loss` and ``kl_other`` added (nats per sample).
+    """
+    same = distillation_loss(student, teacher, c1, speaker, n_draws=n_draws, generator=generator)
+    x = same["x"]
+    log_density_other = teacher_log_density(teacher, teacher(x, c2, speaker))
+    kl_other = -log_density_other(x[:, 0].unsqueeze(0)).mean() - same["entropy"]
+    return {**same, "loss": contrastive_loss(same["kl"], kl_other, gamma), "kl_other": kl_other}

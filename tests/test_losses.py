@@ -140,3 +140,30 @@ def test_gradients_finite_including_silence(loss) -> None:
     # Spectral losses are even in x, so their gradient vanishes at exact silence; away from it, it must not.
     (grad,) = torch.autograd.grad(loss(x, y), x)
     assert grad.abs().sum() > 0
+
+
+def _tiny_pair() -> tuple:
+    from pwn_lib.student import build_student
+    from pwn_lib.wavenet import build_teacher
+
+    torch.manual_seed(0)
+    return build_student("tiny", hop_length=64).double(), build_teacher("tiny", hop_length=64).double()
+
+
+def test_contrastive_distillation_reduces_to_distillation_kl_when_gamma_zero() -> None:
+    from pwn_lib.distill import distillation_loss
+    from pwn_lib.losses import contrastive_distillation_loss
+
+    student, teacher = _tiny_pair()
+    c = torch.randn(2, 80, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    out = contrastive_distillation_loss(student, teacher, c, c.roll(1, 0), gamma=0.0,
+                                        generator=torch.Generator().manual_seed(5))
+    reference = distillation_loss(student, teacher, c, generator=torch.Generator().manual_seed(5))
+    assert out["loss"].item() == pytest.approx(reference["kl"].item(), rel=1e-12)
+    with_gamma = contrastive_distillation_loss(student, teacher, c, c.roll(1, 0), gamma=0.3,
+                                               generator=torch.Generator().manual_seed(5))
+    expected = reference["kl"].item() - 0.3 * with_gamma["kl_other"].item()
+    assert with_gamma["loss"].item() == pytest.approx(expected, rel=1e-12)
+    grads = torch.autograd.grad(with_gamma["loss"], list(student.parameters()), allow_unused=True)
+    assert all(torch.isfinite(g).all() for g in grads if g is not None)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
