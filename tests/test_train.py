@@ -1,0 +1,120 @@
+"""The shared training loop: schedule, EMA, exact resume, NaN stop, atomic checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from pwn_lib import artifacts
+from pwn_lib.config import TrainConfig
+from pwn_lib.train import EMA, Trainer, learning_rate
+
+
+class Regression(torch.utils.data.Dataset):
+    """Deterministic toy data: item i is a fixed (input, target) pair."""
+
+    def __len__(self) -> int:
+        return 64
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(i)
+        x = torch.randn(3, generator=g)
+        return {"x": x, "y": x.sum(0, keepdim=True) + 0.1 * torch.randn(1, generator=g)}
+
+
+def noisy_mse(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """Uses the global RNG on purpose: resume must reproduce the noise as well as the batches."""
+    noise = 0.01 * torch.randn_like(batch["y"])
+    loss = ((model(batch["x"]) - batch["y"] - noise) ** 2).mean()
+    return loss, {"noise": noise.abs().mean().item()}
+
+
+def small_config(**overrides) -> TrainConfig:
+    values = dict(steps=8, batch_size=4, lr=1e-2, lr_warmup=2, lr_decay_every=3, log_every=1,
+                  checkpoint_every=4, ema_decay=0.9)
+    return TrainConfig(**{**values, **overrides})
+
+
+def trainer(out, cfg=None) -> Trainer:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
+    return Trainer(model, noisy_mse, cfg or small_config(), out, model_config={"toy": True}, kind="toy")
+
+
+def test_learning_rate_warms_up_then_halves():
+    cfg = small_config(lr=1.0, lr_warmup=4, lr_decay_every=10)
+    assert [learning_rate(s, cfg) for s in (0, 1, 3)] == [0.25, 0.5, 1.0]
+    assert learning_rate(10, cfg) == 0.5 and learning_rate(25, cfg) == 0.25
+
+
+def test_ema_moves_toward_the_weights_and_lags_behind():
+    model = nn.Linear(2, 1)
+    ema = EMA(model, decay=0.5)
+    start = ema.shadow["weight"].clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    for _ in range(3):
+        ema.update(model)
+    moved = ema.shadow["weight"] - start
+    assert torch.all(moved > 0.1), "the EMA copy never moved toward the weights"
+    assert torch.all(moved < 1.0), "the EMA copy jumped to the weights instead of averaging"
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path):
+    straight = trainer(tmp_path / "straight")
+    straight.fit(Regression(), progress=False)
+
+    first = trainer(tmp_path / "split")
+    first.fit(Regression(), steps=4, progress=False)
+    second = trainer(tmp_path / "split")
+    assert second.resume() and second.step == 4
+    second.fit(Regression(), progress=False)
+
+    for name, value in straight.model.state_dict().items():
+        torch.testing.assert_close(second.model.state_dict()[name], value, rtol=1e-6, atol=1e-7)
+    for name, value in straight.ema.shadow.items():
+        torch.testing.assert_close(second.ema.shadow[name], value, rtol=1e-6, atol=1e-7)
+    assert [h["loss"] for h in second.history] == pytest.approx([h["loss"] for h in straight.history])
+
+
+def test_training_reduces_the_loss_and_ships_ema_weights(tmp_path):
+    t = trainer(tmp_path, small_config(steps=40, lr_decay_every=1000, checkpoint_every=40))
+    history = t.fit(Regression(), progress=False)
+    assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+    state, config, metrics = artifacts.load_artifact(tmp_path)
+    assert config["kind"] == "toy" and metrics["steps"] == 40
+    for name, value in t.ema.shadow.items():
+        torch.testing.assert_close(state[name], value)
+
+
+def test_non_finite_loss_stops_with_the_step_and_batch(tmp_path):
+    def explode(model, batch):
+        loss, extra = noisy_mse(model, batch)
+        return loss * (float("nan") if t.step == 2 else 1.0), extra
+
+    t = trainer(tmp_path)
+    t.loss_fn = explode
+    with pytest.raises(FloatingPointError, match=r"at step 2, batch of dataset items 8\.\.11"):
+        t.fit(Regression(), progress=False)
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "metrics.json"
+    artifacts.write_json(path, {"ok": 1})
+
+    def broken(tmp):
+        tmp.write_text("half a fi")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        artifacts._atomic(path, broken)
+    assert json.loads(path.read_text()) == {"ok": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"], "a temporary file was left behind"
+
+
+def test_load_artifact_names_the_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"missing \['model.safetensors', 'config.json'\]"):
+        artifacts.load_artifact(tmp_path)
