@@ -15,8 +15,6 @@ Shapes: ``B`` batch, ``T`` samples, ``F = T // hop_length`` frames, ``R`` residu
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -361,61 +359,77 @@ class WaveNet(nn.Module):
         return (x, params_all) if return_params else x
 
 
-@dataclass
 class _LayerQueue:
-    """Ring buffer of one layer's last ``(k - 1) * d`` inputs: (B, R, (k - 1) * d)."""
+    """Ring buffer of one layer's last ``(k - 1) * d`` inputs, time-major: ((k - 1) * d, B, R)."""
 
-    buffer: torch.Tensor
-    dilation: int
-    taps: int  # kernel_size - 1 past taps
+    def __init__(self, batch: int, channels: int, kernel_size: int, dilation: int, device: torch.device):
+        self.buffer = torch.zeros((kernel_size - 1) * dilation, batch, channels, device=device)
+        self.offsets = [j * dilation for j in range(kernel_size - 1, 0, -1)]  # oldest tap first
 
     def read_write(self, h: torch.Tensor, t: int) -> torch.Tensor:
-        """h: (B, R) the input at step t -> (B, R, k) inputs at t - (k-1)d, ..., t - d, t; then store h."""
-        size = self.buffer.shape[-1]
-        if size == 0:
-            return h.unsqueeze(-1)
-        index = [(t - j * self.dilation) % size for j in range(self.taps, 0, -1)]
-        past = self.buffer[:, :, index]
-        self.buffer[:, :, t % size] = h
-        return torch.cat([past, h.unsqueeze(-1)], dim=-1)
+        """h: (B, R) the input at step t -> (B, k, R) inputs at t - (k-1)d, ..., t - d, t; then store h."""
+        size = self.buffer.shape[0]
+        window = torch.stack([self.buffer[(t - o) % size] for o in self.offsets] + [h], dim=1)
+        if size:
+            self.buffer[t % size] = h
+        return window
 
 
 class CachedState:
-    """Per-layer queues plus precomputed conditioning for :meth:`WaveNet.generate`."""
+    """Per-layer queues plus step-ready weights and conditioning for :meth:`WaveNet.generate`.
 
-    def __init__(self, model: WaveNet, batch: int, cu: torch.Tensor | None, g: torch.Tensor | None):
-        cfg = model.cfg
-        self.model = model
-        k = cfg.kernel_size
-        self.queues = [
-            _LayerQueue(torch.zeros(batch, cfg.residual_channels, (k - 1) * d, device=model.input.weight.device), d, k - 1)
-            for d in model.dilations
-        ]
-        self.weights = [b.conv.weight.reshape(b.conv.out_channels, -1) for b in model.blocks]  # (G, R * k)
-        self.biases = [b.conv.bias for b in model.blocks]
+    The dilated convs and the head become (C_in, C_out) matrices for ``torch.addmm``; the conditioning terms of
+    all layers are computed ``chunk`` steps at a time with one matrix product.
+    """
+
+    def __init__(
+        self, model: WaveNet, batch: int, cu: torch.Tensor | None, g: torch.Tensor | None, chunk: int = 256
+    ):
+        cfg, device = model.cfg, model.input.weight.device
+        self.n_layers, self.chunk, self.cu = len(model.blocks), chunk, cu
+        self.queues = [_LayerQueue(batch, cfg.residual_channels, cfg.kernel_size, d, device) for d in model.dilations]
+        self.input = _matrix(model.input)
+        # conv weight (G, R, k) -> (k * R, G) to match the (B, k, R) window flattened
+        self.convs = [b.conv.weight.permute(2, 1, 0).reshape(-1, b.conv.out_channels).contiguous() for b in model.blocks]
+        self.conv_biases = [b.conv.bias.expand(batch, -1) for b in model.blocks]
         if g is not None:  # speaker terms are constant over time: fold them into the biases
-            self.biases = [bias + b.speaker(g) for bias, b in zip(self.biases, model.blocks)]
-        self.cu = cu
+            self.conv_biases = [bias + b.speaker(g) for bias, b in zip(self.conv_biases, model.blocks)]
+        self.blocks = list(model.blocks)
+        self.head = [_matrix(layer) for layer in model.head if isinstance(layer, nn.Conv1d)]
+        self.skip_scale = 1.0 / math.sqrt(self.n_layers)
         if cu is not None:
             self.cond_weight = torch.cat([b.cond.weight.squeeze(-1) for b in model.blocks], dim=0)  # (L*G, n_mels)
 
+    def _conditioning(self, t: int) -> list[torch.Tensor] | None:
+        """Per-layer conditioning terms (B, G) at step t, recomputed for a whole chunk when t enters it."""
+        if self.cu is None:
+            return None
+        if t % self.chunk == 0:
+            frames = self.cu[:, :, t : t + self.chunk].permute(2, 0, 1)  # (chunk, B, n_mels)
+            self._cond = (frames @ self.cond_weight.T).chunk(self.n_layers, dim=-1)  # L x (chunk, B, G)
+        return [c[t % self.chunk] for c in self._cond]
+
     def step(self, previous: torch.Tensor, t: int) -> torch.Tensor:
         """previous: (B, 1) the sample x[t - 1] (zeros at t = 0) -> params for x[t]: (B, C_out)."""
-        model = self.model
-        h = pointwise(model.input, previous)  # (B, R)
-        cond = F.linear(self.cu[:, :, t], self.cond_weight).chunk(len(model.blocks), dim=1) if self.cu is not None else None
+        h = torch.addmm(self.input[1], previous, self.input[0])  # (B, R)
+        cond = self._conditioning(t)
         skips = 0.0
-        for i, (block, queue) in enumerate(zip(model.blocks, self.queues)):
-            window = queue.read_write(h, t)  # (B, R, k), same layout as the conv weight
-            a = F.linear(window.reshape(window.shape[0], -1), self.weights[i], self.biases[i])
+        for i, block in enumerate(self.blocks):  # the same layer maths as ResidualBlock.forward, one step
+            window = self.queues[i].read_write(h, t).flatten(1)  # (B, k * R)
+            a = torch.addmm(self.conv_biases[i], window, self.convs[i])  # (B, G)
             if cond is not None:
                 a = a + cond[i]
             h, skip = block.finish(h, a)
             skips = skips + skip
-        out = skips * (1.0 / math.sqrt(len(model.blocks)))
-        for layer in model.head:
-            out = F.relu(out) if isinstance(layer, nn.ReLU) else pointwise(layer, out)
+        out = skips * self.skip_scale
+        for weight, bias in self.head:
+            out = torch.addmm(bias, torch.relu(out), weight)
         return out
+
+
+def _matrix(layer: nn.Conv1d) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 1x1 conv as (weight (C_in, C_out), bias (C_out,)) for ``torch.addmm``."""
+    return layer.weight.squeeze(-1).T.contiguous(), layer.bias
 
 
 def build_teacher(preset_name: str = "course", **overrides) -> WaveNet:
