@@ -184,8 +184,8 @@ def quantize(x: ArrayOrTensor, bits: int = 16) -> ArrayOrTensor:
 def dequantize(k: ArrayOrTensor, bits: int = 16) -> ArrayOrTensor:
     """Centre of bin ``k``: ``k * 2 / (2**bits - 1) - 1``; float32 (numpy) or the default dtype (torch)."""
     width = 2.0 / (2**bits - 1)
-    if isinstance(k, torch.Tensor):
-        return k.to(torch.get_default_dtype()) * width - 1.0
+    if isinstance(k, torch.Tensor):  # float64 arithmetic, so torch and numpy give the same values
+        return (k.to(torch.float64) * width - 1.0).to(torch.get_default_dtype())
     return (np.asarray(k, dtype=np.float64) * width - 1.0).astype(np.float32)
 
 
@@ -206,8 +206,8 @@ def mulaw_encode(x: ArrayOrTensor, mu: int = 255) -> ArrayOrTensor:
 def mulaw_decode(k: ArrayOrTensor, mu: int = 255) -> ArrayOrTensor:
     """Inverse of :func:`mulaw_encode`: codes ``0..mu`` -> ``sign(y) ((1 + mu)**|y| - 1) / mu``."""
     if isinstance(k, torch.Tensor):
-        y = k.to(torch.get_default_dtype()) * (2.0 / mu) - 1.0
-        return torch.sign(y) * torch.expm1(y.abs() * np.log1p(mu)) / mu
+        y = k.to(torch.float64) * (2.0 / mu) - 1.0
+        return (torch.sign(y) * torch.expm1(y.abs() * np.log1p(mu)) / mu).to(torch.get_default_dtype())
     y = np.asarray(k, dtype=np.float64) * (2.0 / mu) - 1.0
     return (np.sign(y) * np.expm1(np.abs(y) * np.log1p(mu)) / mu).astype(np.float32)
 
@@ -231,10 +231,13 @@ def log_mel(x: np.ndarray | torch.Tensor, cfg: AudioConfig = AudioConfig()) -> n
     n_frames = len(x) // cfg.hop_length
     if n_frames == 0:
         raise ValueError(f"log_mel needs at least hop_length={cfg.hop_length} samples, got {len(x)}")
-    mel = librosa.feature.melspectrogram(
-        y=x, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
-        n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax, center=True, power=1.0,
-    )
+    with warnings.catch_warnings():
+        # Inputs shorter than n_fft are fine: center=True zero-pads them.
+        warnings.filterwarnings("ignore", message="n_fft=.* is too large for input signal")
+        mel = librosa.feature.melspectrogram(
+            y=x, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
+            n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax, center=True, power=1.0,
+        )
     return np.log(np.maximum(mel[:, :n_frames], cfg.log_mel_floor)).astype(np.float32)
 
 

@@ -123,14 +123,15 @@ def load_ljspeech(root: str | os.PathLike, sample_rate: int = 22_050, limit: int
     if not meta.exists():
         raise FileNotFoundError(f"{meta}: missing; point root at the LJSpeech-1.1 folder or run "
                                 "`python -m pwn_lib.data download-ljspeech`")
-    lines = meta.read_text(encoding="utf-8").splitlines()
-    lines = [line for line in lines if line.strip()][:limit]
-    utterances = []
-    for number, line in enumerate(tqdm(lines, desc="LJSpeech", disable=not progress), start=1):
+    lines = [line for line in meta.read_text(encoding="utf-8").splitlines() if line.strip()][:limit]
+    entries = []
+    for number, line in enumerate(lines, start=1):
         fields = line.split("|")
         if len(fields) != 3:
             raise ValueError(f"{meta}:{number}: expected 'id|text|normalized text', got {len(fields)} field(s)")
-        uid, text, normalized = fields
+        entries.append(fields)
+    utterances = []
+    for uid, text, normalized in tqdm(entries, desc="LJSpeech", disable=not progress):
         audio = load_audio(root / "wavs" / f"{uid}.wav", sample_rate)
         utterances.append(Utterance(uid, normalized or text, audio, sample_rate))
     return utterances
@@ -184,12 +185,16 @@ class AudioWindows(torch.utils.data.Dataset):
             self._cache[n] = (x, log_mel(x, self.cfg))
         return self._cache[n]
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+    def locate(self, i: int) -> tuple[int, int]:
+        """Item ``i`` as (utterance index n, start frame j): a function of ``(seed, i)`` only."""
         if not 0 <= i < self.length:
             raise IndexError(f"index {i} out of range for AudioWindows of length {self.length}")
         rng = np.random.default_rng([self.seed, i])
         n = int(rng.choice(len(self.utterances), p=self.weights))
-        j = int(rng.integers(self.positions[n]))
+        return n, int(rng.integers(self.positions[n]))
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        n, j = self.locate(i)
         x, mel = self.features(n)
         hop = self.cfg.hop_length
         audio = x[j * hop: j * hop + self.window]
@@ -289,6 +294,8 @@ def download_ljspeech(dest: str | os.PathLike = DATA_DIR, url: str = LJSPEECH_UR
     folder = re.sub(r"\.(tar(\.\w+)?|tgz)$", "", name)
     if (dest / folder / "metadata.csv").exists():
         return dest / folder
+    if (dest / folder).exists():
+        raise DownloadError(f"{dest / folder}: exists but has no metadata.csv; move it away and run again")
     archive, part = dest / name, dest / f"{name}.part"
     if not archive.exists():
         _fetch(url, part, progress, timeout, chunk_size)
@@ -337,7 +344,7 @@ repository keeps its own license.
 """
 
 
-def _split_of(uid: str) -> str:
+def split_of(uid: str) -> str:
     """Deterministic ~90/5/5 split from the sha256 of the id."""
     bucket = int(hashlib.sha256(uid.encode()).hexdigest()[:8], 16) % 100
     return "train" if bucket < 90 else "valid" if bucket < 95 else "test"
@@ -427,7 +434,7 @@ def _write_corpus(out: Path, prompts: dict[str, tuple[str, np.ndarray]], sources
                                      "pcm_sha256": hashlib.sha256(pcm.astype("<i2").tobytes()).hexdigest()}
     ids = sorted(prompts)
     (out / "transcripts.tsv").write_text("id\ttext\n" + "".join(f"{i}\t{prompts[i][0]}\n" for i in ids))
-    (out / "split.tsv").write_text("id\tsplit\n" + "".join(f"{i}\t{_split_of(i)}\n" for i in ids))
+    (out / "split.tsv").write_text("id\tsplit\n" + "".join(f"{i}\t{split_of(i)}\n" for i in ids))
     (out / "LICENSE.md").write_text(_LICENSE_MD)
     seconds = sum(f["samples"] for f in files.values()) / _SAMPLE_RATE
     return {"sample_rate": _SAMPLE_RATE, "utterances": len(files), "seconds": round(seconds, 3),
@@ -513,6 +520,6 @@ if __name__ == "__main__":
 
 __all__ = [
     "AudioWindows", "CORPUS_DIR", "DownloadError", "LJSPEECH_SHA256", "LJSPEECH_URL", "SPLITS",
-    "Utterance", "build_corpus", "corpus_split", "corpus_transcripts", "download_ljspeech", "load_corpus",
+    "Utterance", "build_corpus", "split_of", "corpus_split", "corpus_transcripts", "download_ljspeech", "load_corpus",
     "load_ljspeech", "sha256_file",
 ]
