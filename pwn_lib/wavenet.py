@@ -67,6 +67,9 @@ class ResidualBlock(nn.Module):
         self.skip_channels = skip_channels
         self.conv = CausalConv1d(residual_channels, gate_channels, kernel_size, dilation)
         self.cond = nn.Conv1d(cond_channels, gate_channels, 1, bias=False) if cond_channels else None
+        if self.cond is not None:  # raw log-mels sit near -5 with spread ~3: start with small weights
+            with torch.no_grad():
+                self.cond.weight.mul_(0.1)
         self.speaker = nn.Linear(global_channels, gate_channels, bias=False) if global_channels else None
         self.out = nn.Conv1d(gate_channels // 2, residual_channels + skip_channels, 1)
 
