@@ -65,12 +65,21 @@ def stft_power(x: Tensor, n_fft: int = POWER_N_FFT, hop: int = POWER_HOP, win: i
 
 
 def average_power(x: Tensor, n_fft: int = POWER_N_FFT, hop: int = POWER_HOP, win: int | None = None) -> Tensor:
-    """phi(x): the STFT power averaged over time. x: (B, 1, T) -> (B, n_fft // 2 + 1)."""
-    return stft_power(x, n_fft, hop, win).mean(dim=-1)
+    """phi(x): the STFT power averaged over time, divided by the window energy sum(w^2).
+
+    x: (B, 1, T) -> (B, n_fft // 2 + 1). The normalisation puts phi in units of signal power per
+    bin: white noise of variance sigma^2 has E[phi_k] = sigma^2 for 0 < k < n_fft / 2.
+    """
+    win = n_fft if win is None else win
+    energy = torch.hann_window(win, dtype=x.dtype, device=x.device).square().sum()
+    return stft_power(x, n_fft, hop, win).mean(dim=-1) / energy
 
 
 def power_loss(x: Tensor, y: Tensor, n_fft: int = POWER_N_FFT, hop: int = POWER_HOP, win: int | None = None) -> Tensor:
     """The paper's power loss ``||phi(x) - phi(y)||^2``, summed over frequency, averaged over the batch.
+
+    phi is :func:`average_power` (time-averaged STFT power per bin, normalised by the window energy,
+    so a silent student against speech at -15 dB costs about 100 rather than 10^7).
 
     x: (B, 1, T) student audio; y: (B, 1, T') real audio (T' may differ: phi averages over time).
     Defaults: n_fft 1024, hop 256, Hann window of n_fft samples (64 ms / 16 ms at 16 kHz).

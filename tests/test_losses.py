@@ -36,6 +36,11 @@ def _numpy_power(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
     return np.abs(np.fft.rfft(np.stack(frames), axis=-1)).T ** 2
 
 
+def _numpy_phi(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+    """Time-averaged power divided by the Hann window energy (3 n_fft / 8 for a periodic Hann)."""
+    return _numpy_power(x, n_fft, hop).mean(axis=-1) / (3 * n_fft / 8)
+
+
 class _TinyFeatures(nn.Module):
     """A random two-layer conv net on raw audio with a features() list, standing in for the phone classifier."""
 
@@ -58,7 +63,7 @@ def test_power_loss_zero_for_identical_signals() -> None:
 @pytest.mark.parametrize("gain", [0.1, 0.5, 2.0])
 def test_power_loss_scales_with_gain_squared(gain: float) -> None:
     y = _speechlike()
-    phi = _numpy_power(y[0, 0].numpy(), 1024, 256).mean(axis=-1), _numpy_power(y[1, 0].numpy(), 1024, 256).mean(axis=-1)
+    phi = _numpy_phi(y[0, 0].numpy(), 1024, 256), _numpy_phi(y[1, 0].numpy(), 1024, 256)
     expected = np.mean([(gain**2 - 1) ** 2 * np.sum(p**2) for p in phi])
     got = power_loss(gain * y, y).item()
     assert got > 0
@@ -67,8 +72,14 @@ def test_power_loss_scales_with_gain_squared(gain: float) -> None:
 
 def test_average_power_matches_numpy() -> None:
     y = _speechlike(batch=1)
-    expected = _numpy_power(y[0, 0].numpy(), 512, 128).mean(axis=-1)
-    np.testing.assert_allclose(average_power(y, 512, 128)[0].numpy(), expected, rtol=1e-9, atol=1e-12)
+    expected = _numpy_phi(y[0, 0].numpy(), 512, 128)
+    np.testing.assert_allclose(average_power(y, 512, 128)[0].numpy(), expected, rtol=1e-9, atol=1e-15)
+
+
+def test_average_power_of_white_noise_is_its_variance() -> None:
+    noise = 0.1 * torch.randn(1, 1, 160_000, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    phi = average_power(noise)[0, 1:-1]
+    assert phi.mean().item() == pytest.approx(0.01, rel=0.02)
 
 
 def test_power_loss_rejects_short_clips() -> None:
