@@ -134,7 +134,7 @@ class ConditionUpsampler(nn.Module):
 
     ``mode="transpose"``: a stack of learned transposed convolutions (kernel 2s, stride s) whose
     strides multiply to ``hop_length``; each starts as linear interpolation between neighbouring
-    frames. ``mode="repeat"``: repeat each frame ``hop_length`` times, then a learned 3-tap conv
+    frames (edge frames are replicated, so the ends hold their value). ``mode="repeat"``: repeat each frame ``hop_length`` times, then a learned 3-tap conv
     (initialised to the identity). Frame k lands on samples [k * hop, (k + 1) * hop).
     """
 
@@ -163,7 +163,9 @@ class ConditionUpsampler(nn.Module):
             return self.layers[0](c.repeat_interleave(self.hop_length, dim=-1))
         for s, layer in zip(self.strides, self.layers):
             frames = c.shape[-1]
-            c = layer(c)[..., s // 2 : s // 2 + frames * s]  # (F + 1) * s outputs -> F * s
+            padded = F.pad(c, (1, 1), mode="replicate")  # edge frames get a neighbour equal to themselves
+            start = s + s // 2  # (F + 3) * s outputs -> F * s, frame k centred in [k * s, (k + 1) * s)
+            c = layer(padded)[..., start : start + frames * s]
         return c
 
 
