@@ -117,6 +117,8 @@ def load_audio(
     Raises:
         AudioError: missing, empty, not audio, corrupt header or data, NaN/inf samples,
             multi-channel with ``mono="refuse"``, wrong rate with ``resample=False``.
+
+    A float file with samples beyond [-1, 1] is clipped with a warning naming the file.
     """
     if mono not in _MONO_MODES:
         raise ValueError(f"mono={mono!r}; choose one of {_MONO_MODES}")
@@ -126,6 +128,8 @@ def load_audio(
     if not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).sum())
         raise AudioError(f"{path}: {bad} NaN or inf sample(s); fix or re-export the file")
+    if np.abs(x).max() > 1.0:
+        warnings.warn(f"{path}: samples reach {np.abs(x).max():.3g}, beyond [-1, 1]; clipped", stacklevel=2)
     x = _to_mono(x, path, mono)
     if sample_rate is not None and rate != sample_rate:
         if not resample:

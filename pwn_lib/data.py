@@ -414,6 +414,7 @@ def _decode_prompts(deb: Path, transcripts: dict[str, str]) -> dict[str, tuple[s
 def _fetch_debs(where: Path) -> Path:
     """``apt-get download`` both packages into ``where``."""
     pins = [f"{deb.split('_')[0]}={deb.split('_')[1]}" for deb in (AUDIO_DEB, TEXT_DEB)]
+    where.chmod(0o755)  # apt's unprivileged _apt user must be able to write here
     try:
         subprocess.run(["apt-get", "download", *pins], cwd=where, check=True)
     except (OSError, subprocess.CalledProcessError) as err:

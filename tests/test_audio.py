@@ -109,6 +109,13 @@ def test_float_file_is_read_as_is(tmp_path):
     np.testing.assert_array_equal(load_audio(tmp_path / "f.wav"), x)
 
 
+def test_float_file_beyond_full_scale_is_clipped_with_a_warning(tmp_path):
+    sf.write(str(tmp_path / "loud.wav"), sine(amp=1.5), SR, subtype="FLOAT")
+    with pytest.warns(UserWarning, match=r"loud.wav: samples reach 1.5, beyond \[-1, 1\]; clipped"):
+        x = load_audio(tmp_path / "loud.wav")
+    assert x.max() == 1.0 and x.min() == -1.0
+
+
 # --- bad input: every message names the file --------------------------------------------------
 
 
