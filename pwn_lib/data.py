@@ -166,8 +166,8 @@ class AudioWindows(torch.utils.data.Dataset):
                              "load them at the config's rate")
         self.utterances = list(utterances)
         self.window, self.cfg, self.seed, self.length = window, cfg, seed, length
-        frames = np.array([max(len(u.audio), window) // cfg.hop_length for u in self.utterances])
-        self.positions = frames - window // cfg.hop_length + 1
+        self.frames = np.array([max(len(u.audio), window) // cfg.hop_length for u in self.utterances])
+        self.positions = self.frames - window // cfg.hop_length + 1
         self.weights = self.positions / self.positions.sum()
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -177,10 +177,9 @@ class AudioWindows(torch.utils.data.Dataset):
     def features(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Utterance ``n`` as (quantised audio ``(F * hop,)``, log-mel ``(n_mels, F)``), cached."""
         if n not in self._cache:
-            hop = self.cfg.hop_length
+            length = self.frames[n] * self.cfg.hop_length
             x = self.utterances[n].audio
-            frames = max(len(x), self.window) // hop
-            x = np.pad(x, (0, max(0, frames * hop - len(x))))[: frames * hop]
+            x = np.pad(x, (0, max(0, length - len(x))))[:length]
             x = dequantize(quantize(x, self.cfg.bits), self.cfg.bits)
             self._cache[n] = (x, log_mel(x, self.cfg))
         return self._cache[n]
