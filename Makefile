@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pwn-installed
 PORT ?= 8888
-NBVAL := --nbval-lax --nbval-current-env --sanitize-with .ci/nbval_sanitize.cfg
+NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with .ci/nbval_sanitize.cfg
 
 .PHONY: setup lab test test-unit test-notebooks bench clean-venv
 

@@ -24,10 +24,11 @@ def strip(path: Path) -> bool:
         source = "".join(cell["source"])
         keep = source.lstrip().startswith(CHECK_MARK)
         cell["outputs"] = [o for o in cell["outputs"] if o.get("output_type") in ("stream", "execute_result")] if keep else []
+        # nbval refuses a kept output whose cell looks unrun, so checked cells keep a count of 1.
+        cell["execution_count"] = 1 if keep else None
         for output in cell["outputs"]:
             if output["output_type"] == "execute_result":
-                output["execution_count"] = None
-        cell["execution_count"] = None
+                output["execution_count"] = cell["execution_count"]
     nb["metadata"]["kernelspec"] = KERNELSPEC
     nb["metadata"].pop("widgets", None)
     after = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
