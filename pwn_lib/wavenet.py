@@ -356,12 +356,26 @@ class WaveNet(nn.Module):
         for t in tqdm(range(n_samples), desc="naive generation", disable=not progress, leave=False):
             start = max(0, t + 1 - self.receptive_field)
             window_c = cu[..., start : t + 1] if cu is not None else None
-            params = self.net(shifted[..., start : t + 1], window_c, g)[..., -1]
-            shifted[:, 0, t + 1] = self._sample_step(params, generator)
+            shifted[:, 0, t + 1], params = self.naive_step(shifted[..., start : t + 1], window_c, g, generator)
             if params_all is not None:
                 params_all[:, :, t] = params
         x = shifted[..., 1:]
         return (x, params_all) if return_params else x
+
+    def naive_step(
+        self,
+        shifted: torch.Tensor,
+        cu: torch.Tensor | None,
+        g: torch.Tensor | None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step of :meth:`generate_naive`: rerun the stack on the last W <= receptive_field inputs.
+
+        shifted: (B, 1, W) holding x[t - W .. t - 1]; cu: (B, n_mels, W) upsampled conditioning at
+        t - W + 1 .. t, or None; g: (B, speaker_dim) or None. Returns (x_t (B,), params (B, C_out)).
+        """
+        params = self.net(shifted, cu, g)[..., -1]
+        return self._sample_step(params, generator), params
 
 
 class _LayerQueue:
