@@ -1,0 +1,68 @@
+"""Tests for pwn_lib.ablation: equal budgets, arm losses built from the right terms, and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from pwn_lib.ablation import (
+    ABLATION_PRESETS,
+    Arm,
+    arm_loss,
+    loudest_window,
+    paper_arms,
+    power_db,
+    run_ablation,
+)
+from pwn_lib.losses import perceptual_loss, power_loss
+from pwn_lib.phones import PhoneClassifier, PhoneClassifierConfig
+from pwn_lib.student import build_student
+from pwn_lib.wavenet import build_teacher
+
+
+def test_paper_arms_add_one_term_at_a_time() -> None:
+    arms = paper_arms(ABLATION_PRESETS["course"])
+    assert [a.name for a in arms] == ["kl", "kl+power", "kl+power+perceptual", "kl+power+perceptual+contrastive"]
+    assert [(a.power > 0, a.perceptual > 0, a.gamma > 0) for a in arms] == [
+        (False, False, False), (True, False, False), (True, True, False), (True, True, True)]
+    assert arms[-1].gamma == 0.3
+
+
+def test_power_db_and_loudest_window() -> None:
+    assert power_db(np.ones(100)) == pytest.approx(0.0)
+    assert power_db(0.1 * np.ones(100)) == pytest.approx(-20.0)
+    x = np.zeros(1_000, dtype=np.float32)
+    x[600:700] = 1.0
+    window = loudest_window(x, 256, 64)
+    assert len(window) == 256 and window.sum() == 100.0
+
+
+def test_arm_loss_is_kl_plus_weighted_terms() -> None:
+    torch.manual_seed(0)
+    student, teacher = build_student("tiny"), build_teacher("tiny")
+    classifier = PhoneClassifier(PhoneClassifierConfig(channels=8, dilations=(1,))).eval()
+    batch = {"audio": 0.1 * torch.randn(2, 1, 1_024), "mel": torch.randn(2, 80, 4) - 4}
+    plain = arm_loss(Arm("kl"), student, teacher, batch, None, 2, torch.Generator().manual_seed(3))
+    full = arm_loss(Arm("all", power=0.5, perceptual=2.0), student, teacher, batch, classifier, 2,
+                    torch.Generator().manual_seed(3))
+    torch.testing.assert_close(full["kl"], plain["kl"])
+    expected = plain["kl"] + 0.5 * power_loss(plain["x"], batch["audio"]) + 2.0 * perceptual_loss(
+        plain["x"], batch["audio"], classifier)
+    torch.testing.assert_close(full["loss"], expected)
+    with pytest.raises(ValueError, match="phone classifier"):
+        arm_loss(Arm("p", perceptual=1.0), student, teacher, batch, None, 2, torch.Generator())
+
+
+def test_tiny_ablation_runs_every_arm_on_the_same_budget() -> None:
+    cfg = dataclasses.replace(ABLATION_PRESETS["tiny"], steps=2, log_every=1, eval_clips=1)
+    torch.manual_seed(0)
+    classifier = PhoneClassifier(PhoneClassifierConfig(channels=8, dilations=(1,))).eval()
+    result = run_ablation(build_teacher("tiny"), cfg=cfg, classifier=classifier, progress=False)
+    assert [r["arm"]["name"] for r in result["arms"]] == [a.name for a in paper_arms(cfg)]
+    for row in result["arms"]:
+        assert row["history"][-1]["step"] == cfg.steps
+        assert all(np.isfinite(v) for v in row["eval"].values())
+    assert result["real"]["power_db"] > -40  # the loudest windows are speech, not leading silence
