@@ -15,13 +15,14 @@ Shapes: ``B`` batch, ``T`` samples, ``F = T // hop_length`` frames, ``R`` residu
 from __future__ import annotations
 
 import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from pwn_lib.config import TEACHER_PRESETS, WaveNetConfig, preset
-from pwn_lib.distributions import output_channels, output_distribution
+from pwn_lib.distributions import Distribution, output_channels, output_distribution
 
 RESIDUAL_SCALE = math.sqrt(0.5)  # keeps the residual stream's variance constant with depth
 
@@ -237,13 +238,21 @@ class WaveNet(nn.Module):
         return self.net(shifted, self.condition(c, x.shape[-1]), self.speaker_vector(speaker))
 
     def net(self, shifted: torch.Tensor, cu: torch.Tensor | None, g: torch.Tensor | None) -> torch.Tensor:
-        """The stack without the shift: shifted (B, 1, T), cu (B, n_mels, T) upsampled, g (B, speaker_dim)."""
-        h = self.input(shifted)
+        """The stack without the shift: shifted (B, 1, T), cu (B, n_mels, T) upsampled, g (B, speaker_dim).
+
+        Under bf16 autocast only the convolutions inside the blocks run in bf16: the input projection,
+        the residual stream, the skip sum and the head stay fp32, because a 16-bit sample and the
+        mixture means need more precision than bf16's 8-bit mantissa.
+        """
+        device = shifted.device.type
+        with torch.autocast(device, enabled=False):
+            h = self.input(shifted)
         skips = 0.0
         for block in self.blocks:
-            h, skip = block(h, cu, g)
-            skips = skips + skip
-        return self.head(skips * (1.0 / math.sqrt(len(self.blocks))))
+            h, skip = block(h, cu, g)  # h stays fp32: fp32 input + bf16 residual promotes to fp32
+            skips = skips + skip.to(h.dtype)
+        with torch.autocast(device, enabled=False):
+            return self.head(skips * (1.0 / math.sqrt(len(self.blocks))))
 
     def condition(self, c: torch.Tensor | None, n_samples: int) -> torch.Tensor | None:
         """Upsample c: (B, n_mels, F) to (B, n_mels, n_samples); None when conditioning is off."""
@@ -273,7 +282,7 @@ class WaveNet(nn.Module):
         return self.speaker_embedding(speaker)
 
     # ----- likelihood ---------------------------------------------------------------------
-    def distribution(self, params: torch.Tensor):
+    def distribution(self, params: torch.Tensor) -> Distribution:
         """The output distribution object for params (B, C_out, T) (MoL, Gaussian or mu-law)."""
         return output_distribution(params.float(), self.cfg)
 
