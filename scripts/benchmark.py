@@ -7,7 +7,10 @@
 Rows (one function each, so more models can be added to ``SECTIONS``):
 - teacher training: samples/s for forward + backward + Adam step, fp32 and bf16 autocast;
 - teacher naive generation: steps/s of :meth:`WaveNet.naive_step` on a full receptive-field window;
-- teacher cached generation: steps/s of :meth:`WaveNet.generate` (per-layer queues).
+- teacher cached generation: steps/s of :meth:`WaveNet.generate` (per-layer queues);
+- student synthesis: samples/s of :meth:`IAFStudent.sample` (one parallel pass), fp32 and bf16 autocast;
+- student vs real time: the same calls counted in seconds of audio at 16 kHz and at 24 kHz, so the figure is
+  "x real time"; the real-time factor (compute time / audio duration) is its inverse.
 
 All models have random weights and log-mel conditioning; speed does not depend on the weights.
 This is a measurement script, not a test: nothing here asserts a speed.
@@ -25,7 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
-from pwn_lib.config import AUDIO_PRESETS, TEACHER_PRESETS, preset, seed_everything
+from pwn_lib.config import AUDIO_PRESETS, STUDENT_PRESETS, TEACHER_PRESETS, preset, seed_everything
+from pwn_lib.student import IAFStudent
 from pwn_lib.wavenet import WaveNet
 
 
@@ -40,6 +44,8 @@ class Settings:
     batch_sizes: tuple[int, ...] = (1, 8)  # generation batch sizes
     train_batch: int = 1  # samples/s on a CPU barely depends on the batch; 1 keeps the paper preset quick
     train_frames: int = 16  # training window in log-mel frames (16 x 256 = 4096 samples for the course)
+    synthesis_seconds: float = 1.0  # student synthesis: this much audio at the preset's sample rate
+    synthesis_calls: int = 3  # timed student calls per row (after one warm-up call)
 
 
 @dataclass
@@ -129,17 +135,53 @@ def teacher_rows(settings: Settings) -> list[Row]:
     return rows
 
 
-# Each section turns the settings into rows; add e.g. a ``student_rows`` function here.
-SECTIONS: list[Callable[[Settings], list[Row]]] = [teacher_rows]
+REAL_TIME_RATES = (16_000, 24_000)  # sample rates at which the student's speed is compared with real time
+
+
+def student_synthesis_rows(name: str, bf16: bool, settings: Settings) -> list[Row]:
+    """Student samples/s for ``synthesis_seconds`` of audio at batch 1, then the same timing in audio seconds."""
+    model = IAFStudent(preset(STUDENT_PRESETS, name)).eval()
+    hop, rate = model.cfg.hop_length, AUDIO_PRESETS[name].sample_rate
+    frames = max(1, int(settings.synthesis_seconds * rate) // hop)
+    c = torch.randn(1, model.cfg.cond_channels, frames) - 4.0
+    generator = torch.Generator().manual_seed(0)
+
+    def synthesise() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            model.sample(c, generator=generator)
+
+    wall, cpu = seconds_per_call(synthesise, settings.synthesis_calls)
+    n, dtype = frames * hop, "bf16 autocast" if bf16 else "fp32"
+    rows = [Row("student", name, "synthesis", f"{dtype}, batch 1, {n} samples", "samples", n, wall, cpu)]
+    rows += [Row("student", name, "x real time (1 / RTF)", f"{dtype}, at {sr // 1000} kHz", "audio-s", n / sr, wall, cpu)
+             for sr in REAL_TIME_RATES]
+    return rows
+
+
+def student_rows(settings: Settings) -> list[Row]:
+    """Every student row for every requested preset."""
+    return [row for name in settings.presets for bf16 in (False, True)
+            for row in student_synthesis_rows(name, bf16, settings)]
+
+
+# Each section turns the settings into rows.
+SECTIONS: list[Callable[[Settings], list[Row]]] = [teacher_rows, student_rows]
 
 
 def markdown_table(rows: list[Row]) -> str:
     """The rows as a GitHub markdown table."""
     lines = ["| model | preset | measure | setting | per wall-clock second | per CPU second |",
              "|---|---|---|---|---:|---:|"]
-    lines += [f"| {r.model} | {r.preset} | {r.measure} | {r.setting} | {r.count / r.wall:,.1f} {r.unit}/s "
-              f"| {r.count / r.cpu:,.1f} {r.unit}/s |" for r in rows]
+    lines += [f"| {r.model} | {r.preset} | {r.measure} | {r.setting} | {rate(r.count / r.wall)} {r.unit}/s "
+              f"| {rate(r.count / r.cpu)} {r.unit}/s |" for r in rows]
     return "\n".join(lines)
+
+
+def rate(value: float) -> str:
+    """Three significant figures without scientific notation: 29,029 -> '29,000', 0.0412 -> '0.0412'."""
+    if value >= 100:
+        return f"{float(f'{value:.3g}'):,.0f}"
+    return f"{value:.3g}"
 
 
 def machine_line() -> str:
@@ -158,7 +200,8 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:
-        return Settings(args.presets, train_steps=1, naive_steps=1, cached_steps=64, train_frames=4)
+        return Settings(args.presets, train_steps=1, naive_steps=1, cached_steps=64, train_frames=4,
+                        synthesis_seconds=0.25, synthesis_calls=1)
     return Settings(args.presets, train_steps=2, naive_steps=3, cached_steps=256)
 
 
