@@ -62,28 +62,28 @@ def student_entropy(log_s_tot: torch.Tensor) -> torch.Tensor:
 def cross_entropy_estimate(
     mu_tot: torch.Tensor,
     log_s_tot: torch.Tensor,
-    teacher_log_density: LogDensity,
+    log_density: LogDensity,
     n_draws: int = 4,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Per-step Monte Carlo estimate of H(L(mu_tot_t, s_tot_t), p_T,t), same shape as ``mu_tot`` (nats).
 
-    ``teacher_log_density`` maps draws ``(K, *mu_tot.shape)`` to their log density under the teacher's
+    ``log_density`` maps draws ``(K, *mu_tot.shape)`` to their log density under the teacher's
     step-t distribution, same shape. The estimate is ``-(1/K) sum_k log p_T,t(x'_k)``, unbiased for any K.
     """
     draws = logistic_draws(mu_tot, log_s_tot, n_draws, generator)
-    return -teacher_log_density(draws).mean(dim=0)
+    return -log_density(draws).mean(dim=0)
 
 
 def kl_estimate(
     mu_tot: torch.Tensor,
     log_s_tot: torch.Tensor,
-    teacher_log_density: LogDensity,
+    log_density: LogDensity,
     n_draws: int = 4,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Per-step estimate of KL(L(mu_tot_t, s_tot_t) || p_T,t): Monte Carlo cross-entropy minus analytic entropy."""
-    cross_entropy = cross_entropy_estimate(mu_tot, log_s_tot, teacher_log_density, n_draws, generator)
+    cross_entropy = cross_entropy_estimate(mu_tot, log_s_tot, log_density, n_draws, generator)
     return cross_entropy - student_entropy(log_s_tot)
 
 
