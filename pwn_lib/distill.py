@@ -171,7 +171,8 @@ def gaussian_distillation_loss(
 
     plus the regulariser ``lambda (ln sigma_p - ln sigma_q)^2`` (lambda = 4) that keeps the scales matched
     early in training. Returns ``loss`` (= kl + regulariser), ``kl``, ``regulariser``, ``entropy``,
-    ``cross_entropy`` (= kl + entropy) as nats per audio sample, and ``x: (B, 1, T)``.
+    ``cross_entropy`` (= kl + entropy) as nats per audio sample, and ``x: (B, 1, T)``. A student trained
+    this way must be sampled with Gaussian noise too: ``student.sample(c, noise="gaussian")``.
     """
     if teacher.cfg.output != "gaussian":
         raise ValueError(
