@@ -81,10 +81,16 @@ class IAFFlow(nn.Module):
     def forward(
         self, x_prev: torch.Tensor, c: torch.Tensor | None = None, g: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.input(shift_right(x_prev))
+        """Under bf16 autocast only the block convolutions run in bf16, as in the teacher: the input
+        projection, the residual stream and the head stay in the input's dtype (audio needs > 8 mantissa bits).
+        """
+        device = x_prev.device.type
+        with torch.autocast(device, enabled=False):
+            h = self.input(shift_right(x_prev))
         for block in self.blocks:
-            h, _ = block(h, c, g)
-        mu, log_s = self.head(h).to(x_prev.dtype).chunk(2, dim=1)  # under bf16 autocast, compose in fp32
+            h, _ = block(h, c, g)  # fp32 stream + bf16 residual promotes back to fp32
+        with torch.autocast(device, enabled=False):
+            mu, log_s = self.head(h).chunk(2, dim=1)
         return mu, log_s.clamp(min=self.log_scale_min)
 
 

@@ -145,3 +145,15 @@ def test_clear_errors():
         student.sample(torch.randn(1, 80, 2), noise="uniform")
     with pytest.raises(ValueError, match="unknown preset"):
         build_student("huge")
+
+
+def test_bf16_autocast_keeps_the_composition_in_fp32_and_close_to_fp32():
+    torch.manual_seed(0)
+    student = build_student("tiny")
+    c = torch.randn(2, 80, 2)
+    z = student.draw_noise((2, 1, 512), c, torch.Generator().manual_seed(0))
+    x32, mu32, log_s32 = student(z, c)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x16, mu16, log_s16 = student(z, c)
+    assert x16.dtype == mu16.dtype == log_s16.dtype == torch.float32
+    assert (x16 - x32).abs().max() < 0.02 * x32.abs().max()
