@@ -254,6 +254,11 @@ class Flow(nn.Module):
         self.transform = transform
         self.base = base
 
+    def _zeros(self, n: int, dim: int) -> torch.Tensor:
+        """``(n, dim)`` zeros in the flow's parameter dtype (the default dtype for a parameter-free flow)."""
+        dtype = next(self.parameters(), torch.zeros(())).dtype
+        return torch.zeros(n, dim, dtype=dtype)
+
     def _base(self, like: torch.Tensor) -> Gaussian | Logistic:
         zeros = torch.zeros_like(like)
         return Gaussian(zeros, zeros) if self.base == "normal" else Logistic(zeros, zeros)
@@ -269,8 +274,7 @@ class Flow(nn.Module):
 
     def sample(self, n: int, dim: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``(n, dim)`` draws: base noise through ``forward``."""
-        like = torch.zeros(n, dim, dtype=next(self.parameters()).dtype)
-        return self.forward(self._base(like).sample(generator))
+        return self.forward(self._base(self._zeros(n, dim)).sample(generator))
 
 
 class IAF(Flow):
@@ -292,8 +296,7 @@ class IAF(Flow):
         self, n: int, dim: int, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x, log_prob)`` of the flow's own samples in one parallel pass (no inversion needed)."""
-        like = torch.zeros(n, dim, dtype=next(self.parameters()).dtype)
-        z = self._base(like).sample(generator)
+        z = self._base(self._zeros(n, dim)).sample(generator)
         x, log_det = self.transform.forward_and_log_det(z)
         return x, change_of_variables(self.base_log_prob(z), log_det)
 
