@@ -100,6 +100,8 @@ class DiscretizedMixLogistics:
             )
         self.bits = bits
         self.n_mixtures = params.shape[1] // 3
+        # A 16-bit bin is 3e-5 wide: bf16/fp16 cannot even place it, so lower precisions are promoted.
+        params = params.to(torch.promote_types(params.dtype, torch.float32))
         logits, means, log_scales = params.chunk(3, dim=1)
         self.log_weights = torch.log_softmax(logits, dim=1)  # (B, K, T)
         self.means = means
@@ -109,7 +111,7 @@ class DiscretizedMixLogistics:
         expected = (self.means.shape[0], self.means.shape[2])
         if tuple(x.shape) != expected:
             raise ValueError(f"DiscretizedMixLogistics expects x of shape (B, T) = {expected}, got {tuple(x.shape)}")
-        return x.unsqueeze(1)
+        return x.to(self.means.dtype).unsqueeze(1)
 
     def component_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Log mass of the bin holding ``x: (B, T)`` under each component, ``(B, K, T)``."""

@@ -138,6 +138,15 @@ def test_mol_log_prob_gradients_are_finite_for_extreme_parameters() -> None:
     assert torch.isfinite(params.grad).all()
 
 
+def test_low_precision_params_are_promoted_to_float32() -> None:
+    params = random_mol_params(k=3, n=8, generator=gen(14))
+    x = torch.rand(1, 8, generator=gen(15), dtype=F64) * 2 - 1
+    got = DiscretizedMixLogistics(params.bfloat16(), 16).log_prob(x.bfloat16())
+    assert got.dtype == torch.float32 and torch.isfinite(got).all()
+    same_values_in_float32 = DiscretizedMixLogistics(params.bfloat16().float(), 16).log_prob(x.bfloat16().float())
+    torch.testing.assert_close(got, same_values_in_float32)
+
+
 def test_log_scale_floor_is_applied() -> None:
     sharp = DiscretizedMixLogistics(mol_params([0.0], [0.0], [-30.0]), bits=8, log_scale_min=-9.0)
     floor = DiscretizedMixLogistics(mol_params([0.0], [0.0], [-9.0]), bits=8, log_scale_min=-9.0)
