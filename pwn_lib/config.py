@@ -87,6 +87,10 @@ class WaveNetConfig:
     n_mixtures: int = 10
     bits: int = 16
     log_scale_min: float = -9.0
+    # Predict the location (MoL means, Gaussian mean) relative to the previous sample x[t-1]. A course
+    # addition, not in the paper: without it a small CPU-trained teacher spends its first thousands of
+    # steps learning to copy x[t-1] (measured: 13.5 vs 11.9 bits/sample after 300 steps). No effect on mulaw.
+    relative_location: bool = True
     cond_channels: int = 80  # n_mels; 0 turns local conditioning off
     hop_length: int = 256
     upsample: str = "transpose"  # "transpose" (learned) or "repeat" (repeat, then conv)
@@ -139,7 +143,7 @@ TEACHER_PRESETS: dict[str, WaveNetConfig] = {
     ),
     "paper": WaveNetConfig(
         layers=30, stacks=3, residual_channels=64, gate_channels=128, skip_channels=64,
-        n_mixtures=10, hop_length=300,
+        n_mixtures=10, hop_length=300, relative_location=False,
     ),
 }
 
@@ -151,7 +155,7 @@ STUDENT_PRESETS: dict[str, StudentConfig] = {
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     "tiny": TrainConfig(steps=10, batch_size=2, window=1_024, log_every=5, checkpoint_every=5, lr_warmup=0),
-    "course": TrainConfig(steps=20_000, batch_size=4, window=4_096, lr=2e-3, checkpoint_every=250),
+    "course": TrainConfig(steps=20_000, batch_size=4, window=4_096, lr=1e-3, checkpoint_every=250),
     "paper": TrainConfig(steps=1_000_000, batch_size=32, window=7_800, lr=2e-4, lr_warmup=1_000,
                          lr_decay_every=200_000, ema_decay=0.9999),
 }

@@ -252,7 +252,18 @@ class WaveNet(nn.Module):
             h, skip = block(h, cu, g)  # h stays fp32: fp32 input + bf16 residual promotes to fp32
             skips = skips + skip.to(h.dtype)
         with torch.autocast(device, enabled=False):
-            return self.head(skips * (1.0 / math.sqrt(len(self.blocks))))
+            return self.add_previous_sample(self.head(skips * (1.0 / math.sqrt(len(self.blocks)))), shifted)
+
+    def add_previous_sample(self, params: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        """With ``cfg.relative_location``, shift the location channels of params by x[t - 1].
+
+        params: (B, C_out, T) or (B, C_out); previous: (B, 1, T) or (B, 1), the input shifted by one.
+        The MoL means (channels K..2K) or the Gaussian mean (channel 0) become x[t-1] + network output.
+        """
+        if not self.cfg.relative_location or self.cfg.output == "mulaw":
+            return params
+        start, stop = (self.cfg.n_mixtures, 2 * self.cfg.n_mixtures) if self.cfg.output == "mol" else (0, 1)
+        return torch.cat([params[:, :start], params[:, start:stop] + previous, params[:, stop:]], dim=1)
 
     def condition(self, c: torch.Tensor | None, n_samples: int) -> torch.Tensor | None:
         """Upsample c: (B, n_mels, F) to (B, n_mels, n_samples); None when conditioning is off."""
@@ -423,6 +434,7 @@ class CachedState:
         if g is not None:  # speaker terms are constant over time: fold them into the biases
             self.conv_biases = [bias + b.speaker(g) for bias, b in zip(self.conv_biases, model.blocks)]
         self.blocks = list(model.blocks)
+        self.add_previous_sample = model.add_previous_sample
         self.head = [_matrix(layer) for layer in model.head if isinstance(layer, nn.Conv1d)]
         self.skip_scale = 1.0 / math.sqrt(self.n_layers)
         if cu is not None:
@@ -452,7 +464,7 @@ class CachedState:
         out = skips * self.skip_scale
         for weight, bias in self.head:
             out = torch.addmm(bias, torch.relu(out), weight)
-        return out
+        return self.add_previous_sample(out, previous)
 
 
 def _matrix(layer: nn.Conv1d) -> tuple[torch.Tensor, torch.Tensor]:

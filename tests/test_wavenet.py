@@ -54,6 +54,27 @@ def test_cached_generation_equals_teacher_forced_pass(kernel_size, conditioned, 
     assert x.std() > 0  # the samples really vary, so the comparison covers the queues
 
 
+@pytest.mark.parametrize("output", ["mol", "gaussian"])
+def test_relative_location_adds_the_previous_sample_in_both_passes(output):
+    torch.manual_seed(0)
+    absolute = WaveNet(small_config(output=output, relative_location=False))
+    relative = WaveNet(small_config(output=output, relative_location=True))
+    relative.load_state_dict(absolute.state_dict())
+    c, _ = inputs(absolute.cfg, 2, 4)
+    x = torch.rand(2, 1, 4 * HOP) - 0.5
+    with torch.no_grad():
+        difference = relative(x, c) - absolute(x, c)
+    previous = torch.nn.functional.pad(x, (1, 0))[..., :-1]
+    location = slice(3, 6) if output == "mol" else slice(0, 1)
+    torch.testing.assert_close(difference[:, location], previous.expand_as(difference[:, location]))
+    difference[:, location] = 0
+    assert difference.abs().max() == 0, "only the location channels may change"
+    generated, params = relative.generate(c, progress=False, return_params=True,
+                                          generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (params - relative(generated, c)).abs().max().item() < 1e-5
+
+
 @pytest.mark.parametrize("output", ["gaussian", "mulaw"])
 def test_cached_generation_other_output_heads(output):
     torch.manual_seed(0)
