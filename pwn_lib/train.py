@@ -334,7 +334,8 @@ def _configs(args: argparse.Namespace, table: dict) -> tuple[Any, TrainConfig, A
 
 
 def _command(args: argparse.Namespace) -> str:
-    return "python -m pwn_lib.train " + " ".join(sys.argv[1:]) if sys.argv[1:] else f"pwn_lib.train {args}"
+    """The command line that reproduces this run (recorded in metrics.json)."""
+    return " ".join(["python -m pwn_lib.train", *args.argv])
 
 
 def teacher_run(args: argparse.Namespace) -> Path:
@@ -357,7 +358,7 @@ def teacher_run(args: argparse.Namespace) -> Path:
 
     trainer.fit(dataset, on_checkpoint=evaluate)
     teacher = trainer.averaged_model()
-    x, mel = heldout_clip(audio)
+    x, mel = heldout_clip(audio, args.eval_seconds)
     generated = teacher.generate(mel.to(device), generator=torch.Generator(device).manual_seed(0))
     save_audio(out / "generated_heldout.wav", generated.view(-1).cpu().numpy(), audio.sample_rate)
     metrics = {
@@ -399,7 +400,8 @@ def student_run(args: argparse.Namespace) -> Path:
     windows = heldout_windows(audio, count=8)
     trainer.fit(dataset, on_checkpoint=lambda t: {"heldout_kl": heldout_kl(t.averaged_model(), teacher, windows)})
     final = trainer.averaged_model()
-    metrics = {"heldout_kl": heldout_kl(final, teacher, windows), **synthesis_report(final, teacher, audio),
+    metrics = {"heldout_kl": heldout_kl(final, teacher, windows),
+               **synthesis_report(final, teacher, audio, args.eval_seconds),
                "teacher": str(args.teacher), "command": _command(args)}
     return trainer.save(metrics)
 
@@ -450,11 +452,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--fresh", action="store_true", help="ignore an existing resume state in --out")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    parser.add_argument("--eval-seconds", type=float, default=1.0,
+                        help="length of the held-out clip generated for the log-mel distance")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = argv
     if args.threads:
         torch.set_num_threads(args.threads)
     run = teacher_run if args.kind == "teacher" else student_run

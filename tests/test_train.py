@@ -118,3 +118,22 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
 def test_load_artifact_names_the_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"missing \['model.safetensors', 'config.json'\]"):
         artifacts.load_artifact(tmp_path)
+
+
+def test_ten_step_teacher_and_student_runs_on_the_corpus(tmp_path):
+    """The integration test: `python -m pwn_lib.train` for 10 steps each, then reload both artifacts."""
+    from pwn_lib.train import load_student, load_teacher, main
+
+    teacher_dir, student_dir = tmp_path / "teacher", tmp_path / "student"
+    common = ["--preset", "tiny", "--steps", "10", "--eval-seconds", "0.05"]
+    assert main(["teacher", *common, "--out", str(teacher_dir)]) == 0
+    assert main(["student", *common, "--teacher", str(teacher_dir), "--out", str(student_dir)]) == 0
+
+    teacher_metrics = json.loads((teacher_dir / "metrics.json").read_text())
+    assert teacher_metrics["steps"] == 10 and teacher_metrics["command"].startswith("python -m pwn_lib.train teacher")
+    assert 0 < teacher_metrics["heldout_nll_bits"] < 40
+    student_metrics = json.loads((student_dir / "metrics.json").read_text())
+    assert {"heldout_kl", "logmel_distance_student_vs_real", "logmel_distance_teacher_vs_real",
+            "student_timesteps_per_s"} <= set(student_metrics)
+    load_teacher(teacher_dir)
+    assert load_student(student_dir).sample(torch.zeros(1, 80, 2) - 5).shape == (1, 1, 512)
