@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import librosa
-import numpy as np
 import torch
 from torch import Tensor, nn
 
