@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pwn-installed
 PORT ?= 8888
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)  # containers often run as root
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with .ci/nbval_sanitize.cfg
 
 .PHONY: setup lab test test-unit test-notebooks bench clean-venv
@@ -20,7 +21,7 @@ $(STAMP): pyproject.toml
 
 lab: setup
 	@echo "Starting JupyterLab on notebooks/ — open the http://127.0.0.1:$(PORT)/lab?token=... URL printed below."
-	$(BIN)/jupyter lab --notebook-dir=notebooks --no-browser --ip=127.0.0.1 --port=$(PORT)
+	$(BIN)/jupyter lab --notebook-dir=notebooks --no-browser --ip=127.0.0.1 --port=$(PORT) $(ALLOW_ROOT)
 
 # Unit tests and every notebook, in fast mode (PWN_FAST=1), in one pytest run.
 test: setup
