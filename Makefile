@@ -15,7 +15,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e '.[corpus]'
 	$(BIN)/python -c "from pwn_lib.audio import warm_up; warm_up()"  # numba compiles librosa once, here
 	@touch $(STAMP)
 
