@@ -255,15 +255,16 @@ class WaveNet(nn.Module):
             return self.add_previous_sample(self.head(skips * (1.0 / math.sqrt(len(self.blocks)))), shifted)
 
     def add_previous_sample(self, params: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
-        """With ``cfg.relative_location``, shift the location channels of params by x[t - 1].
+        """Shift the location channels of params by rho * x[t - 1], rho = ``cfg.previous_sample_weight``.
 
         params: (B, C_out, T) or (B, C_out); previous: (B, 1, T) or (B, 1), the input shifted by one.
-        The MoL means (channels K..2K) or the Gaussian mean (channel 0) become x[t-1] + network output.
+        The MoL means (channels K..2K) or the Gaussian mean (channel 0) become rho * x[t-1] + network output.
         """
-        if not self.cfg.relative_location or self.cfg.output == "mulaw":
+        rho = self.cfg.previous_sample_weight
+        if rho == 0.0 or self.cfg.output == "mulaw":
             return params
         start, stop = (self.cfg.n_mixtures, 2 * self.cfg.n_mixtures) if self.cfg.output == "mol" else (0, 1)
-        return torch.cat([params[:, :start], params[:, start:stop] + previous, params[:, stop:]], dim=1)
+        return torch.cat([params[:, :start], params[:, start:stop] + rho * previous, params[:, stop:]], dim=1)
 
     def condition(self, c: torch.Tensor | None, n_samples: int) -> torch.Tensor | None:
         """Upsample c: (B, n_mels, F) to (B, n_mels, n_samples); None when conditioning is off."""

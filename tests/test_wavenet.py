@@ -55,10 +55,10 @@ def test_cached_generation_equals_teacher_forced_pass(kernel_size, conditioned, 
 
 
 @pytest.mark.parametrize("output", ["mol", "gaussian"])
-def test_relative_location_adds_the_previous_sample_in_both_passes(output):
+def test_location_prior_adds_rho_times_the_previous_sample_in_both_passes(output):
     torch.manual_seed(0)
-    absolute = WaveNet(small_config(output=output, relative_location=False))
-    relative = WaveNet(small_config(output=output, relative_location=True))
+    absolute = WaveNet(small_config(output=output, previous_sample_weight=0.0))
+    relative = WaveNet(small_config(output=output, previous_sample_weight=0.95))
     relative.load_state_dict(absolute.state_dict())
     c, _ = inputs(absolute.cfg, 2, 4)
     x = torch.rand(2, 1, 4 * HOP) - 0.5
@@ -66,7 +66,7 @@ def test_relative_location_adds_the_previous_sample_in_both_passes(output):
         difference = relative(x, c) - absolute(x, c)
     previous = torch.nn.functional.pad(x, (1, 0))[..., :-1]
     location = slice(3, 6) if output == "mol" else slice(0, 1)
-    torch.testing.assert_close(difference[:, location], previous.expand_as(difference[:, location]))
+    torch.testing.assert_close(difference[:, location], 0.95 * previous.expand_as(difference[:, location]))
     difference[:, location] = 0
     assert difference.abs().max() == 0, "only the location channels may change"
     generated, params = relative.generate(c, progress=False, return_params=True,
