@@ -37,7 +37,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from pwn_lib.artifacts import write_json
-from pwn_lib.audio import log_mel, log_mel_distance
+from pwn_lib.audio import log_mel, log_mel_distance, loudest_window, power_db
 from pwn_lib.config import CHECKPOINT_DIR, DATA_DIR, STUDENT_PRESETS, AudioConfig, preset, to_dict
 from pwn_lib.data import AudioWindows, load_corpus
 from pwn_lib.distill import distillation_loss
@@ -145,22 +145,6 @@ def train_arm(arm: Arm, teacher: WaveNet, windows: AudioWindows, cfg: AblationCo
             row.update(step=step, batch_power_db=power_db(x), real_power_db=power_db(batch["audio"]))
             history.append(row)
     return student.eval(), history
-
-
-def power_db(x: Tensor | np.ndarray) -> float:
-    """Mean power ``10 log10(mean x^2)`` in dB relative to a full-scale constant signal (x = 1)."""
-    x = torch.as_tensor(x).detach().double()
-    return 10.0 * math.log10(max(float(x.square().mean()), 1e-20))
-
-
-def loudest_window(x: np.ndarray, n: int, hop: int) -> np.ndarray:
-    """The hop-aligned window of ``n`` samples of ``x: (T,)`` with the most energy (skips leading silence)."""
-    if len(x) <= n:
-        return np.pad(x, (0, n - len(x)))
-    energy = np.concatenate([[0.0], np.cumsum(x.astype(np.float64) ** 2)])
-    starts = np.arange(0, len(x) - n + 1, hop)
-    best = starts[np.argmax(energy[starts + n] - energy[starts])]
-    return x[best : best + n]
 
 
 def held_out_clips(n_clips: int, seconds: float, audio: AudioConfig = AudioConfig()) -> list[np.ndarray]:

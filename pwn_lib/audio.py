@@ -17,6 +17,7 @@ unless ``resample=False``, which refuses instead.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import tempfile
 import warnings
@@ -253,6 +254,22 @@ def log_mel_distance(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor,
     return float(np.abs(mx[:, :frames] - my[:, :frames]).mean())
 
 
+def power_db(x: torch.Tensor | np.ndarray) -> float:
+    """Mean power ``10 log10(mean x^2)`` in dB relative to a full-scale constant signal (x = 1)."""
+    x = torch.as_tensor(x).detach().double()
+    return 10.0 * math.log10(max(float(x.square().mean()), 1e-20))
+
+
+def loudest_window(x: np.ndarray, n: int, hop: int) -> np.ndarray:
+    """The hop-aligned window of ``n`` samples of ``x: (T,)`` with the most energy (skips leading silence)."""
+    if len(x) <= n:
+        return np.pad(x, (0, n - len(x)))
+    energy = np.concatenate([[0.0], np.cumsum(x.astype(np.float64) ** 2)])
+    starts = np.arange(0, len(x) - n + 1, hop)
+    best = starts[np.argmax(energy[starts + n] - energy[starts])]
+    return x[best : best + n]
+
+
 @functools.cache
 def warm_up() -> None:
     """Run librosa's mel and resampling once so numba compiles before anything is timed."""
@@ -262,6 +279,6 @@ def warm_up() -> None:
 
 
 __all__ = [
-    "AudioError", "dequantize", "load_audio", "log_mel", "log_mel_distance", "mulaw_decode",
-    "mulaw_encode", "quantize", "save_audio", "warm_up",
+    "AudioError", "dequantize", "load_audio", "log_mel", "log_mel_distance", "loudest_window", "mulaw_decode",
+    "mulaw_encode", "power_db", "quantize", "save_audio", "warm_up",
 ]

@@ -30,7 +30,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from pwn_lib.artifacts import load_artifact, save_artifact, write_json, write_tensors
-from pwn_lib.audio import log_mel, log_mel_distance, save_audio
+from pwn_lib.audio import log_mel, log_mel_distance, loudest_window, save_audio
 from pwn_lib.config import (
     AUDIO_PRESETS, CHECKPOINT_DIR, STUDENT_PRESETS, TEACHER_PRESETS, TRAIN_PRESETS, AudioConfig,
     StudentConfig, TrainConfig, WaveNetConfig, default_device, from_dict, preset, seed_everything, to_dict,
@@ -264,7 +264,7 @@ class Trainer:
 
 HELDOUT_SEED = 1234
 STUDENT_DRAWS = 4  # K: logistic draws per step in the cross-entropy estimate
-POWER_WEIGHT = 1.0  # weight of the power loss next to the KL
+POWER_WEIGHT = 0.1  # power loss ~15-150 vs KL ~3 nats for an untrained student (measured, as in ablation.py)
 
 
 def load_teacher(directory: Path, device: torch.device | str = "cpu") -> WaveNet:
@@ -307,10 +307,10 @@ def teacher_nll_bits(teacher: WaveNet, windows: list[dict], batch_size: int = 4)
 
 
 def heldout_clip(audio: AudioConfig, seconds: float = 1.0, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``seconds`` of the longest held-out utterance: (1, 1, T) audio and (1, n_mels, T // hop) mel."""
-    utterance = max(load_corpus(split), key=lambda u: len(u.audio))
+    """The loudest ``seconds`` of the longest held-out utterance: (1, 1, T) audio and (1, n_mels, T // hop) mel."""
+    utterance = max(load_corpus(split), key=lambda u: (len(u.audio), u.id))
     n = int(seconds * audio.sample_rate) // audio.hop_length * audio.hop_length
-    x = torch.from_numpy(utterance.audio[:n]).float()
+    x = torch.from_numpy(loudest_window(utterance.audio, n, audio.hop_length)).float()
     mel = torch.from_numpy(log_mel(x.numpy(), audio))
     return x.view(1, 1, -1), mel.unsqueeze(0)
 
@@ -338,19 +338,25 @@ def _command(args: argparse.Namespace) -> str:
     return " ".join(["python -m pwn_lib.train", *args.argv])
 
 
+def _trainer(args: argparse.Namespace, model: nn.Module, loss_fn: LossFn, model_cfg: Any, train_cfg: TrainConfig,
+             audio: AudioConfig, out: Path, device: torch.device) -> tuple[Trainer, AudioWindows]:
+    """A Trainer (resumed from ``out`` unless --fresh) and the train split's window stream."""
+    trainer = Trainer(model, loss_fn, train_cfg, out, model_config=to_dict(model_cfg), kind=args.kind,
+                      device=device)
+    if not args.fresh and trainer.resume():
+        print(f"resuming {out} at step {trainer.step}")
+    dataset = AudioWindows(load_corpus("train"), train_cfg.window, audio, seed=train_cfg.seed,
+                           length=train_cfg.steps * train_cfg.batch_size)
+    return trainer, dataset
+
+
 def teacher_run(args: argparse.Namespace) -> Path:
     """Train the teacher on the corpus's train split; record held-out NLL and the log-mel distance."""
     model_cfg, train_cfg, audio = _configs(args, TEACHER_PRESETS)
     device = torch.device(args.device or default_device())
     out = args.out or CHECKPOINT_DIR / f"teacher_{args.preset}"
     seed_everything(train_cfg.seed)
-    model = WaveNet(model_cfg)
-    trainer = Trainer(model, teacher_loss, train_cfg, out, model_config=to_dict(model_cfg), kind="teacher",
-                      device=device)
-    if not args.fresh and trainer.resume():
-        print(f"resuming {out} at step {trainer.step}")
-    dataset = AudioWindows(load_corpus("train"), train_cfg.window, audio, seed=train_cfg.seed,
-                           length=train_cfg.steps * train_cfg.batch_size)
+    trainer, dataset = _trainer(args, WaveNet(model_cfg), teacher_loss, model_cfg, train_cfg, audio, out, device)
     windows = heldout_windows(audio)
 
     def evaluate(t: Trainer) -> dict:
@@ -391,12 +397,7 @@ def student_run(args: argparse.Namespace) -> Path:
         return loss, {"kl": terms["kl"].item(), "entropy": terms["entropy"].item(),
                       "cross_entropy": terms["cross_entropy"].item(), "power": power.item()}
 
-    trainer = Trainer(student, loss_fn, train_cfg, out, model_config=to_dict(model_cfg), kind="student",
-                      device=device)
-    if not args.fresh and trainer.resume():
-        print(f"resuming {out} at step {trainer.step}")
-    dataset = AudioWindows(load_corpus("train"), train_cfg.window, audio, seed=train_cfg.seed,
-                           length=train_cfg.steps * train_cfg.batch_size)
+    trainer, dataset = _trainer(args, student, loss_fn, model_cfg, train_cfg, audio, out, device)
     windows = heldout_windows(audio, count=8)
     trainer.fit(dataset, on_checkpoint=lambda t: {"heldout_kl": heldout_kl(t.averaged_model(), teacher, windows)})
     final = trainer.averaged_model()

@@ -12,11 +12,10 @@ from pwn_lib.ablation import (
     ABLATION_PRESETS,
     Arm,
     arm_loss,
-    loudest_window,
     paper_arms,
-    power_db,
     run_ablation,
 )
+from pwn_lib.audio import loudest_window, power_db
 from pwn_lib.losses import perceptual_loss, power_loss
 from pwn_lib.phones import PhoneClassifier, PhoneClassifierConfig
 from pwn_lib.student import build_student
