@@ -157,7 +157,7 @@ STUDENT_PRESETS: dict[str, StudentConfig] = {
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     "tiny": TrainConfig(steps=10, batch_size=2, window=1_024, log_every=5, checkpoint_every=5, lr_warmup=0),
-    "course": TrainConfig(steps=20_000, batch_size=4, window=4_096, lr=1e-3, checkpoint_every=250),
+    "course": TrainConfig(steps=20_000, batch_size=4, window=4_096, lr=3e-4, checkpoint_every=250),
     "paper": TrainConfig(steps=1_000_000, batch_size=32, window=7_800, lr=2e-4, lr_warmup=1_000,
                          lr_decay_every=200_000, ema_decay=0.9999),
 }

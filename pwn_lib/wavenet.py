@@ -24,6 +24,8 @@ from tqdm.auto import tqdm
 from pwn_lib.config import TEACHER_PRESETS, WaveNetConfig, preset
 from pwn_lib.distributions import Distribution, output_channels, output_distribution
 
+# Mean and std of pwn_lib.audio.log_mel over the corpus's train split (measured): conditioning is standardised.
+LOG_MEL_MEAN, LOG_MEL_STD = -5.09, 2.32
 RESIDUAL_SCALE = math.sqrt(0.5)  # keeps the residual stream's variance constant with depth
 
 
@@ -68,9 +70,6 @@ class ResidualBlock(nn.Module):
         self.skip_channels = skip_channels
         self.conv = CausalConv1d(residual_channels, gate_channels, kernel_size, dilation)
         self.cond = nn.Conv1d(cond_channels, gate_channels, 1, bias=False) if cond_channels else None
-        if self.cond is not None:  # raw log-mels sit near -5 with spread ~3: start with small weights
-            with torch.no_grad():
-                self.cond.weight.mul_(0.1)
         self.speaker = nn.Linear(global_channels, gate_channels, bias=False) if global_channels else None
         self.out = nn.Conv1d(gate_channels // 2, residual_channels + skip_channels, 1)
 
@@ -159,7 +158,13 @@ class ConditionUpsampler(nn.Module):
                 self.layers[0].weight[:, :, 1].copy_(torch.eye(n_mels))
 
     def forward(self, c: torch.Tensor) -> torch.Tensor:
-        """c: (B, n_mels, F) -> (B, n_mels, F * hop_length)."""
+        """c: (B, n_mels, F) log-mel -> (B, n_mels, F * hop_length), standardised first.
+
+        Raw log-mels sit near -5 (down to -11.5 in silence); fed as they are, the conditioning terms
+        grow until every gate saturates and no gradient reaches the convolutions (seen in a course
+        teacher after 4,250 steps: conv gradients ~1e-8, the mel ignored).
+        """
+        c = (c - LOG_MEL_MEAN) / LOG_MEL_STD
         if self.mode == "repeat":
             return self.layers[0](c.repeat_interleave(self.hop_length, dim=-1))
         for s, layer in zip(self.strides, self.layers):
