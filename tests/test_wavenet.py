@@ -8,7 +8,7 @@ import torch
 
 from pwn_lib.config import TEACHER_PRESETS, WaveNetConfig
 from pwn_lib.wavenet import (
-    CausalConv1d, ConditionUpsampler, ResidualBlock, WaveNet, build_teacher, stride_factors,
+    LOG_MEL_MEAN, LOG_MEL_STD, CausalConv1d, ConditionUpsampler, ResidualBlock, WaveNet, build_teacher, stride_factors,
 )
 
 HOP = 8
@@ -167,10 +167,10 @@ def test_stride_factors_multiply_to_hop(hop):
 def test_upsampler_starts_as_interpolation_and_frames_land_on_their_samples(mode):
     up = ConditionUpsampler(N_MELS, 16, mode)
     constant = up(torch.full((1, N_MELS, 5), -4.0))
-    assert torch.allclose(constant, torch.tensor(-4.0))  # including the window edges
+    assert torch.allclose(constant, torch.tensor((-4.0 - LOG_MEL_MEAN) / LOG_MEL_STD))  # standardised, edges too
     step = torch.zeros(1, N_MELS, 5)
     step[..., 2] = 1.0  # frame 2 covers samples [32, 48)
-    response = up(step)[0, 0]
+    response = up(LOG_MEL_MEAN + LOG_MEL_STD * step)[0, 0]
     assert response[32:48].min() > 0.45 and response[:16].abs().max() == 0 and response[64:].abs().max() == 0
 
 
@@ -180,7 +180,7 @@ def test_transpose_upsampler_starts_as_linear_interpolation_between_frame_centre
     centres = torch.arange(6, dtype=torch.float64) * 16 + 7.5
     t = torch.arange(96, dtype=torch.float64)
     expected = torch.from_numpy(np.interp(t.numpy(), centres.numpy(), frames[0, 0].numpy()))
-    assert torch.allclose(up(frames)[0, 0], expected)
+    assert torch.allclose(up(LOG_MEL_MEAN + LOG_MEL_STD * frames)[0, 0], expected)
 
 
 def test_loss_is_finite_and_shapes_under_bf16_autocast():
