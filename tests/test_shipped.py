@@ -1,0 +1,55 @@
+"""The shipped checkpoints reload and reproduce the figures recorded in their metrics.json."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pwn_lib.config import AUDIO_PRESETS, CHECKPOINT_DIR
+from pwn_lib.train import heldout_kl, heldout_windows, load_student, load_teacher, teacher_nll_bits
+
+TEACHER = CHECKPOINT_DIR / "teacher_course"
+STUDENT = CHECKPOINT_DIR / "student_course"
+
+
+def metrics(directory) -> dict:
+    return json.loads((directory / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return load_teacher(TEACHER)
+
+
+def test_shipped_teacher_reproduces_its_heldout_nll(teacher):
+    recorded = metrics(TEACHER)
+    windows = heldout_windows(AUDIO_PRESETS["course"])
+    assert recorded["heldout_windows"].startswith(f"{len(windows)} x {windows[0]['audio'].shape[-1]}")
+    assert teacher_nll_bits(teacher, windows) == pytest.approx(recorded["heldout_nll_bits"], rel=0.01)
+
+
+def test_shipped_teacher_records_how_to_reproduce_it():
+    recorded = metrics(TEACHER)
+    assert recorded["command"].startswith("python -m pwn_lib.train teacher --preset course")
+    assert recorded["steps"] > 0 and recorded["train_seconds"] > 0
+    assert recorded["logmel_distance_generated_vs_real"] < recorded["logmel_distance_silence_vs_real"]
+    assert (TEACHER / "model.safetensors").stat().st_size < 10_000_000
+
+
+def test_shipped_student_reproduces_its_heldout_kl(teacher):
+    recorded = metrics(STUDENT)
+    student = load_student(STUDENT)
+    windows = heldout_windows(AUDIO_PRESETS["course"], count=8)
+    assert heldout_kl(student, teacher, windows) == pytest.approx(recorded["heldout_kl"], rel=0.01, abs=1e-3)
+    assert recorded["command"].startswith("python -m pwn_lib.train student --preset course")
+    for key in ("logmel_distance_student_vs_real", "logmel_distance_teacher_vs_real", "student_timesteps_per_s"):
+        assert recorded[key] > 0, key
+
+
+def test_shipped_student_samples_in_one_pass():
+    student = load_student(STUDENT)
+    mel = torch.zeros(1, student.cfg.cond_channels, 4) - 5.0
+    x = student.sample(mel, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (1, 1, 4 * student.cfg.hop_length) and torch.isfinite(x).all()
