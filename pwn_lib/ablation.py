@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from pwn_lib.artifacts import write_json
 from pwn_lib.audio import log_mel, log_mel_distance, loudest_window, power_db
-from pwn_lib.config import CHECKPOINT_DIR, DATA_DIR, STUDENT_PRESETS, AudioConfig, preset, to_dict
+from pwn_lib.config import CHECKPOINT_DIR, DATA_DIR, REPO_ROOT, STUDENT_PRESETS, AudioConfig, preset, to_dict
 from pwn_lib.data import AudioWindows, load_corpus
 from pwn_lib.distill import distillation_loss
 from pwn_lib.losses import contrastive_distillation_loss, perceptual_loss, power_loss
@@ -219,6 +219,12 @@ def fit_tiny_teacher(steps: int = 60, batch_size: int = 2, window: int = 1_024, 
     return teacher.eval()
 
 
+def _shown(path: Path) -> str:
+    """A path as recorded in the results JSON: relative to the repository when inside it."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pwn_lib.ablation", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -235,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = AblationConfig(**{**to_dict(cfg), "steps": args.steps})
     teacher = load_teacher(args.teacher)
     results = run_ablation(teacher, cfg=cfg, classifier=load_phone_classifier(args.classifier))
-    results.update(teacher=str(args.teacher), classifier=str(args.classifier), preset=args.preset,
+    results.update(teacher=_shown(args.teacher), classifier=_shown(args.classifier), preset=args.preset,
                    command="python -m pwn_lib.ablation " + " ".join(map(shlex.quote, argv or sys.argv[1:])))
     write_json(args.out, results)
     for row in results["arms"]:

@@ -13,6 +13,7 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import math
@@ -255,8 +256,6 @@ class Trainer:
 
     def averaged_model(self) -> nn.Module:
         """A copy of the model holding the EMA weights (what gets shipped)."""
-        import copy
-
         return self.ema.averaged_model(copy.deepcopy(self.model)).eval()
 
 
