@@ -39,6 +39,8 @@ from pwn_lib.config import (
 from pwn_lib.data import AudioWindows, load_corpus
 from pwn_lib.distill import distillation_loss
 from pwn_lib.losses import power_loss
+from pwn_lib.phones import DEFAULT_CHECKPOINT as PHONES_CHECKPOINT
+from pwn_lib.phones import edit_distance, greedy_decode, load_phone_classifier, load_targets
 from pwn_lib.student import IAFStudent
 from pwn_lib.wavenet import WaveNet
 
@@ -314,6 +316,44 @@ def heldout_clip(audio: AudioConfig, seconds: float = 1.0, split: str = "test") 
     return x.view(1, 1, -1), mel.unsqueeze(0)
 
 
+@torch.no_grad()
+def resynthesis_phone_error_rate(teacher: WaveNet, audio: AudioConfig, count: int = 8, split: str = "test",
+                                 classifier: Path = PHONES_CHECKPOINT) -> dict:
+    """A machine listener's verdict: phone error rate of audio generated from held-out log-mels.
+
+    The teacher generates (cached, seed 0) from the log-mels of the ``count`` shortest ``split``
+    utterances, each cropped to whole hops. The shipped phone classifier (trained on real speech)
+    transcribes the generated audio, the real audio and white noise of the real audio's power, and
+    each gets its phone error rate against the utterances' phone targets. Speech-like audio scores
+    near the real figure; noise scores near 1.
+    """
+    utterances = sorted(load_corpus(split), key=lambda u: (len(u.audio), u.id))[:count]
+    hop = audio.hop_length
+    real = [torch.from_numpy(u.audio[: len(u.audio) // hop * hop]).float() for u in utterances]
+    frames = max(len(x) for x in real) // hop
+    mel = torch.full((len(real), audio.n_mels, frames), math.log(audio.log_mel_floor))
+    for i, x in enumerate(real):
+        mel[i, :, : len(x) // hop] = torch.from_numpy(log_mel(x.numpy(), audio))
+    device = next(teacher.parameters()).device
+    generated = teacher.generate(mel.to(device), generator=torch.Generator(device).manual_seed(0)).cpu()
+    noise_gen = torch.Generator().manual_seed(HELDOUT_SEED)
+    noise = [torch.randn(len(x), generator=noise_gen) * x.square().mean().sqrt() for x in real]
+    listener, targets = load_phone_classifier(classifier), load_targets()
+
+    def error_rate(signals: list[torch.Tensor]) -> float:
+        errors = sum(edit_distance(greedy_decode(listener(x.view(1, 1, -1)))[0], targets[u.id])
+                     for x, u in zip(signals, utterances, strict=True))
+        return errors / sum(len(targets[u.id]) for u in utterances)
+
+    return {
+        "phone_error_rate_generated": error_rate([generated[i, 0, : len(x)] for i, x in enumerate(real)]),
+        "phone_error_rate_real": error_rate(real),
+        "phone_error_rate_white_noise": error_rate(noise),
+        "phone_eval": f"{len(real)} shortest {split} utterances ({sum(map(len, real)) / audio.sample_rate:.2f} s), "
+                      f"classifier {classifier.name}",
+    }
+
+
 def teacher_loss(model: WaveNet, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
     """Mean NLL in nats per sample of a batch of (audio, mel) windows."""
     return model.loss(batch["audio"], batch["mel"]), {}
@@ -373,6 +413,8 @@ def teacher_run(args: argparse.Namespace) -> Path:
         "logmel_distance_silence_vs_real": log_mel_distance(torch.zeros_like(x.view(-1)), x.view(-1), audio),
         "sample_rate": audio.sample_rate, "device": str(device), "command": _command(args),
     }
+    if args.phone_utterances:
+        metrics.update(resynthesis_phone_error_rate(teacher, audio, args.phone_utterances))
     trainer._writer_or_none().add_audio("heldout/generated", generated.view(1, -1).cpu(), trainer.step,
                                         sample_rate=audio.sample_rate)
     return trainer.save(metrics)
@@ -454,6 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument("--eval-seconds", type=float, default=1.0,
                         help="length of the held-out clip generated for the log-mel distance")
+    parser.add_argument("--phone-utterances", type=int, default=8,
+                        help="teacher only: test utterances resynthesised for the phone error rate (0 skips)")
     return parser
 
 

@@ -126,14 +126,48 @@ def test_ten_step_teacher_and_student_runs_on_the_corpus(tmp_path):
 
     teacher_dir, student_dir = tmp_path / "teacher", tmp_path / "student"
     common = ["--preset", "tiny", "--steps", "10", "--eval-seconds", "0.05"]
-    assert main(["teacher", *common, "--out", str(teacher_dir)]) == 0
+    assert main(["teacher", *common, "--phone-utterances", "1", "--out", str(teacher_dir)]) == 0
     assert main(["student", *common, "--teacher", str(teacher_dir), "--out", str(student_dir)]) == 0
 
     teacher_metrics = json.loads((teacher_dir / "metrics.json").read_text())
     assert teacher_metrics["steps"] == 10 and teacher_metrics["command"].startswith("python -m pwn_lib.train teacher")
     assert 0 < teacher_metrics["heldout_nll_bits"] < 40
+    assert 0 <= teacher_metrics["phone_error_rate_generated"] and "1 shortest test" in teacher_metrics["phone_eval"]
     student_metrics = json.loads((student_dir / "metrics.json").read_text())
     assert {"heldout_kl", "logmel_distance_student_vs_real", "logmel_distance_teacher_vs_real",
             "student_timesteps_per_s"} <= set(student_metrics)
     load_teacher(teacher_dir)
     assert load_student(student_dir).sample(torch.zeros(1, 80, 2) - 5).shape == (1, 1, 512)
+
+
+class Replay(nn.Module):
+    """A stand-in teacher whose "generation" replays given signals, to check the phone-error-rate plumbing."""
+
+    def __init__(self, signals: list[torch.Tensor], hop: int):
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(1))
+        self.signals, self.hop = signals, hop
+
+    def generate(self, mel: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        out = torch.zeros(mel.shape[0], 1, mel.shape[-1] * self.hop)
+        for i, x in enumerate(self.signals):
+            out[i, 0, : len(x)] = x
+        return out
+
+
+def test_resynthesis_phone_error_rate_scores_replayed_speech_like_speech():
+    """Replaying the real audio must score exactly the real PER; silence must score (nearly) all errors."""
+    from pwn_lib.config import AudioConfig
+    from pwn_lib.data import load_corpus
+    from pwn_lib.train import resynthesis_phone_error_rate
+
+    audio = AudioConfig()
+    shortest = sorted(load_corpus("test"), key=lambda u: (len(u.audio), u.id))[:3]
+    real = [torch.from_numpy(u.audio[: len(u.audio) // audio.hop_length * audio.hop_length]) for u in shortest]
+
+    replayed = resynthesis_phone_error_rate(Replay(real, audio.hop_length), audio, count=3)
+    assert replayed["phone_error_rate_generated"] == replayed["phone_error_rate_real"]
+    assert replayed["phone_error_rate_real"] < 0.5 < replayed["phone_error_rate_white_noise"]
+
+    silent = resynthesis_phone_error_rate(Replay([torch.zeros_like(x) for x in real], audio.hop_length), audio, count=3)
+    assert silent["phone_error_rate_generated"] > 0.9
