@@ -125,7 +125,9 @@ class TrainConfig:
     window: int = 4_096  # samples per training example; a multiple of hop_length
     lr: float = 1e-3
     lr_warmup: int = 200
-    lr_decay_every: int = 20_000  # halve the learning rate every this many steps
+    lr_decay_every: int = 20_000  # "step" schedule: halve the learning rate every this many steps
+    lr_schedule: str = "step"  # "step" (halving) or "cosine" (from lr down to lr * lr_final over `steps`)
+    lr_final: float = 0.05  # "cosine" only: the final learning rate as a fraction of lr
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     bf16: bool = False
@@ -133,6 +135,20 @@ class TrainConfig:
     log_every: int = 50
     checkpoint_every: int = 500
     num_workers: int = 0
+
+
+@dataclass
+class DistillLoss:
+    """The student's loss recipe: KL(P_S || P_T) plus weighted auxiliary terms (section 3.2 of the paper).
+
+    ``n_draws`` is K, the logistic draws per step in the cross-entropy estimate. The power term is
+    weighted so that it does not swamp the KL (~3 nats/sample) of an untrained student, whose power
+    loss is 15-150. ``stft_weight`` adds the multi-resolution STFT loss (ClariNet, Parallel WaveGAN).
+    """
+
+    n_draws: int = 4
+    power_weight: float = 0.1
+    stft_weight: float = 0.0
 
 
 TEACHER_PRESETS: dict[str, WaveNetConfig] = {
@@ -195,7 +211,7 @@ def from_dict(cls: type[C], values: dict[str, Any]) -> C:
 
 
 __all__ = [
-    "AUDIO_PRESETS", "AudioConfig", "CHECKPOINT_DIR", "DATA_DIR", "PRESET_NAMES", "REPO_ROOT",
+    "AUDIO_PRESETS", "AudioConfig", "CHECKPOINT_DIR", "DATA_DIR", "DistillLoss", "PRESET_NAMES", "REPO_ROOT",
     "STUDENT_PRESETS", "StudentConfig", "TEACHER_PRESETS", "TRAIN_PRESETS", "TrainConfig",
     "WaveNetConfig", "default_device", "fast_mode", "from_dict", "pick", "preset",
     "seed_everything", "to_dict",

@@ -33,12 +33,12 @@ from tqdm.auto import tqdm
 from pwn_lib.artifacts import load_artifact, save_artifact, write_json, write_tensors
 from pwn_lib.audio import log_mel, log_mel_distance, loudest_window, save_audio
 from pwn_lib.config import (
-    AUDIO_PRESETS, CHECKPOINT_DIR, STUDENT_PRESETS, TEACHER_PRESETS, TRAIN_PRESETS, AudioConfig,
+    AUDIO_PRESETS, CHECKPOINT_DIR, STUDENT_PRESETS, TEACHER_PRESETS, TRAIN_PRESETS, AudioConfig, DistillLoss,
     StudentConfig, TrainConfig, WaveNetConfig, default_device, from_dict, preset, seed_everything, to_dict,
 )
 from pwn_lib.data import AudioWindows, load_corpus
 from pwn_lib.distill import distillation_loss
-from pwn_lib.losses import power_loss
+from pwn_lib.losses import mr_stft_loss, power_loss
 from pwn_lib.phones import DEFAULT_CHECKPOINT as PHONES_CHECKPOINT
 from pwn_lib.phones import edit_distance, greedy_decode, load_phone_classifier, load_targets
 from pwn_lib.student import IAFStudent
@@ -53,9 +53,18 @@ RESUME_DIR = "resume"
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up over ``lr_warmup`` steps, then halve every ``lr_decay_every`` steps."""
+    """Linear warm-up over ``lr_warmup`` steps, then the schedule ``cfg.lr_schedule``.
+
+    ``"step"`` halves the rate every ``lr_decay_every`` steps; ``"cosine"`` follows half a cosine
+    from ``lr`` at step 0 to ``lr * lr_final`` at step ``cfg.steps``.
+    """
     warm = min(1.0, (step + 1) / cfg.lr_warmup) if cfg.lr_warmup > 0 else 1.0
-    return cfg.lr * warm * 0.5 ** (step // cfg.lr_decay_every)
+    if cfg.lr_schedule == "step":
+        return cfg.lr * warm * 0.5 ** (step // cfg.lr_decay_every)
+    if cfg.lr_schedule == "cosine":
+        progress = min(1.0, step / max(1, cfg.steps))
+        return cfg.lr * warm * (cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * progress)))
+    raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; choose 'step' or 'cosine'")
 
 
 class EMA:
@@ -264,8 +273,7 @@ class Trainer:
 # ----------------------------------------------------------------------------- recipes
 
 HELDOUT_SEED = 1234
-STUDENT_DRAWS = 4  # K: logistic draws per step in the cross-entropy estimate
-POWER_WEIGHT = 0.1  # power loss ~15-150 vs KL ~3 nats for an untrained student (measured, as in ablation.py)
+STUDENT_DRAWS = DistillLoss.n_draws  # K: logistic draws per step in the cross-entropy estimate
 
 
 def load_teacher(directory: Path, device: torch.device | str = "cpu") -> WaveNet:
@@ -359,9 +367,18 @@ def teacher_loss(model: WaveNet, batch: dict[str, torch.Tensor]) -> tuple[torch.
     return model.loss(batch["audio"], batch["mel"]), {}
 
 
+def _yaml(args: argparse.Namespace) -> dict:
+    """The --config file's sections (model:, train:, audio:, loss:), or {} without one."""
+    if not args.config:
+        return {}
+    if not args.config.is_file():
+        raise SystemExit(f"--config {args.config}: no such file; the course's recipes are in configs/")
+    return yaml.safe_load(args.config.read_text()) or {}
+
+
 def _configs(args: argparse.Namespace, table: dict) -> tuple[Any, TrainConfig, AudioConfig]:
     """Preset configs, then the YAML file's sections, then command-line overrides."""
-    extra = yaml.safe_load(args.config.read_text()) if args.config else {}
+    extra = _yaml(args)
     model = preset(table, args.preset, **extra.get("model", {}))
     train = preset(TRAIN_PRESETS, args.preset, **extra.get("train", {}))
     audio = preset(AUDIO_PRESETS, args.preset, **extra.get("audio", {}))
@@ -379,7 +396,17 @@ def _command(args: argparse.Namespace) -> str:
 
 def _trainer(args: argparse.Namespace, model: nn.Module, loss_fn: LossFn, model_cfg: Any, train_cfg: TrainConfig,
              audio: AudioConfig, out: Path, device: torch.device) -> tuple[Trainer, AudioWindows]:
-    """A Trainer (resumed from ``out`` unless --fresh) and the train split's window stream."""
+    """A Trainer (resumed from ``out`` unless --fresh) and the train split's window stream.
+
+    ``--init DIR`` starts the weights (and their EMA) from a shipped checkpoint instead of from scratch:
+    a warm start with a fresh optimiser and schedule. A resume state in ``out`` takes precedence.
+    """
+    if args.init:
+        state, config, _ = load_artifact(args.init)
+        if config.get("model") != to_dict(model_cfg) and from_dict(type(model_cfg), config["model"]) != model_cfg:
+            raise SystemExit(f"--init {args.init}: its model config {config.get('model')} differs from this run's "
+                             f"{to_dict(model_cfg)}; warm starts need the same architecture")
+        model.load_state_dict(state)
     trainer = Trainer(model, loss_fn, train_cfg, out, model_config=to_dict(model_cfg), kind=args.kind,
                       device=device)
     if not args.fresh and trainer.resume():
@@ -420,6 +447,25 @@ def teacher_run(args: argparse.Namespace) -> Path:
     return trainer.save(metrics)
 
 
+def student_loss(teacher: WaveNet, recipe: DistillLoss) -> LossFn:
+    """The student's training loss for ``recipe``: KL + power_weight * power + stft_weight * MR-STFT."""
+
+    def loss_fn(model: IAFStudent, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        terms = distillation_loss(model, teacher, batch["mel"], n_draws=recipe.n_draws)
+        x = terms["x"].float()
+        power = power_loss(x.squeeze(1), batch["audio"].squeeze(1))
+        loss = terms["loss"] + recipe.power_weight * power
+        extra = {"kl": terms["kl"].item(), "entropy": terms["entropy"].item(),
+                 "cross_entropy": terms["cross_entropy"].item(), "power": power.item()}
+        if recipe.stft_weight:
+            stft = mr_stft_loss(x, batch["audio"])
+            loss = loss + recipe.stft_weight * stft
+            extra["mr_stft"] = stft.item()
+        return loss, extra
+
+    return loss_fn
+
+
 def student_run(args: argparse.Namespace) -> Path:
     """Distil the student from a frozen teacher (KL + power loss); record held-out KL and distances."""
     if args.teacher is None:
@@ -430,13 +476,8 @@ def student_run(args: argparse.Namespace) -> Path:
     seed_everything(train_cfg.seed)
     teacher = load_teacher(args.teacher, device)
     student = IAFStudent(model_cfg)
-
-    def loss_fn(model: IAFStudent, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        terms = distillation_loss(model, teacher, batch["mel"], n_draws=STUDENT_DRAWS)
-        power = power_loss(terms["x"].squeeze(1).float(), batch["audio"].squeeze(1))
-        loss = terms["loss"] + POWER_WEIGHT * power
-        return loss, {"kl": terms["kl"].item(), "entropy": terms["entropy"].item(),
-                      "cross_entropy": terms["cross_entropy"].item(), "power": power.item()}
+    recipe = from_dict(DistillLoss, _yaml(args).get("loss", {}))
+    loss_fn = student_loss(teacher, recipe)
 
     trainer, dataset = _trainer(args, student, loss_fn, model_cfg, train_cfg, audio, out, device)
     windows = heldout_windows(audio, count=8)
@@ -444,7 +485,7 @@ def student_run(args: argparse.Namespace) -> Path:
     final = trainer.averaged_model()
     metrics = {"heldout_kl": heldout_kl(final, teacher, windows),
                **synthesis_report(final, teacher, audio, args.eval_seconds),
-               "teacher": str(args.teacher), "command": _command(args)}
+               "teacher": str(args.teacher), "loss_recipe": to_dict(recipe), "command": _command(args)}
     return trainer.save(metrics)
 
 
@@ -493,6 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--teacher", type=Path, help="student only: the teacher checkpoint directory")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--fresh", action="store_true", help="ignore an existing resume state in --out")
+    parser.add_argument("--init", type=Path, help="warm start: initial weights from this checkpoint directory")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument("--eval-seconds", type=float, default=1.0,
                         help="length of the held-out clip generated for the log-mel distance")

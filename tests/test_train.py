@@ -171,3 +171,14 @@ def test_resynthesis_phone_error_rate_scores_replayed_speech_like_speech():
 
     silent = resynthesis_phone_error_rate(Replay([torch.zeros_like(x) for x in real], audio.hop_length), audio, count=3)
     assert silent["phone_error_rate_generated"] > 0.9
+
+
+def test_cosine_schedule_runs_from_lr_to_the_final_fraction():
+    cfg = small_config(lr=1.0, lr_warmup=0, lr_schedule="cosine", lr_final=0.1, steps=100)
+    assert learning_rate(0, cfg) == 1.0
+    assert abs(learning_rate(50, cfg) - 0.55) < 1e-12  # halfway down the cosine: (1 + 0.1) / 2
+    assert abs(learning_rate(100, cfg) - 0.1) < 1e-12
+    values = [learning_rate(s, cfg) for s in range(101)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+    with pytest.raises(ValueError, match="lr_schedule"):
+        learning_rate(0, small_config(lr_schedule="linear"))
