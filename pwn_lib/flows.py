@@ -15,7 +15,7 @@ parallel forward, sequential inverse). They differ only in the direction they us
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -32,7 +32,7 @@ def change_of_variables(log_prob_z: torch.Tensor, log_abs_det_dx_dz: torch.Tenso
 
 
 def transformed_log_prob(
-    transform: "Transform", base_log_prob: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
+    transform: Transform, base_log_prob: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
 ) -> torch.Tensor:
     """log p_x(x) per coordinate when ``x = transform(z)`` and ``z ~ base``; ``x: (..., D) -> (..., D)``.
 
@@ -149,7 +149,8 @@ class MADE(nn.Module):
         degrees = [torch.arange(1, dim + 1)]
         degrees += [torch.arange(hidden) % max(dim - 1, 1) + 1 for _ in range(layers)]
         self.hidden = nn.ModuleList(
-            MaskedLinear(deg_out[:, None] >= deg_in[None, :]) for deg_in, deg_out in zip(degrees, degrees[1:])
+            MaskedLinear(deg_out[:, None] >= deg_in[None, :])
+            for deg_in, deg_out in zip(degrees, degrees[1:], strict=False)
         )
         out_mask = degrees[0][:, None] > degrees[-1][None, :]
         self.out = MaskedLinear(out_mask.repeat(2, 1))

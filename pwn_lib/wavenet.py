@@ -134,8 +134,9 @@ class ConditionUpsampler(nn.Module):
 
     ``mode="transpose"``: a stack of learned transposed convolutions (kernel 2s, stride s) whose
     strides multiply to ``hop_length``; each starts as linear interpolation between neighbouring
-    frames (edge frames are replicated, so the ends hold their value). ``mode="repeat"``: repeat each frame ``hop_length`` times, then a learned 3-tap conv
-    (initialised to the identity). Frame k lands on samples [k * hop, (k + 1) * hop).
+    frames (edge frames are replicated, so the ends hold their value). ``mode="repeat"``: repeat each frame
+    ``hop_length`` times, then a learned 3-tap conv (initialised to the identity).
+    Frame k lands on samples [k * hop, (k + 1) * hop).
     """
 
     def __init__(self, n_mels: int, hop_length: int, mode: str = "transpose"):
@@ -167,7 +168,7 @@ class ConditionUpsampler(nn.Module):
         c = (c - LOG_MEL_MEAN) / LOG_MEL_STD
         if self.mode == "repeat":
             return self.layers[0](c.repeat_interleave(self.hop_length, dim=-1))
-        for s, layer in zip(self.strides, self.layers):
+        for s, layer in zip(self.strides, self.layers, strict=True):
             frames = c.shape[-1]
             padded = F.pad(c, (1, 1), mode="replicate")  # edge frames get a neighbour equal to themselves
             start = s + s // 2  # (F + 3) * s outputs -> F * s, frame k centred in [k * s, (k + 1) * s)
@@ -211,7 +212,9 @@ class WaveNet(nn.Module):
         self.cfg = cfg
         self.dilations = dilations(cfg)
         self.input = nn.Conv1d(1, cfg.residual_channels, 1)
-        self.upsample = ConditionUpsampler(cfg.cond_channels, cfg.hop_length, cfg.upsample) if cfg.cond_channels else None
+        self.upsample = (
+            ConditionUpsampler(cfg.cond_channels, cfg.hop_length, cfg.upsample) if cfg.cond_channels else None
+        )
         self.speaker_embedding = nn.Embedding(cfg.n_speakers, cfg.speaker_dim) if cfg.n_speakers else None
         global_channels = cfg.speaker_dim if cfg.n_speakers else 0
         self.blocks = nn.ModuleList(
@@ -435,10 +438,12 @@ class CachedState:
         self.queues = [_LayerQueue(batch, cfg.residual_channels, cfg.kernel_size, d, device) for d in model.dilations]
         self.input = _matrix(model.input)
         # conv weight (G, R, k) -> (k * R, G) to match the (B, k, R) window flattened
-        self.convs = [b.conv.weight.permute(2, 1, 0).reshape(-1, b.conv.out_channels).contiguous() for b in model.blocks]
+        self.convs = [
+            b.conv.weight.permute(2, 1, 0).reshape(-1, b.conv.out_channels).contiguous() for b in model.blocks
+        ]
         self.conv_biases = [b.conv.bias.expand(batch, -1) for b in model.blocks]
         if g is not None:  # speaker terms are constant over time: fold them into the biases
-            self.conv_biases = [bias + b.speaker(g) for bias, b in zip(self.conv_biases, model.blocks)]
+            self.conv_biases = [bias + b.speaker(g) for bias, b in zip(self.conv_biases, model.blocks, strict=True)]
         self.blocks = list(model.blocks)
         self.add_previous_sample = model.add_previous_sample
         self.head = [_matrix(layer) for layer in model.head if isinstance(layer, nn.Conv1d)]

@@ -179,6 +179,6 @@ def test_cosine_schedule_runs_from_lr_to_the_final_fraction():
     assert abs(learning_rate(50, cfg) - 0.55) < 1e-12  # halfway down the cosine: (1 + 0.1) / 2
     assert abs(learning_rate(100, cfg) - 0.1) < 1e-12
     values = [learning_rate(s, cfg) for s in range(101)]
-    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert all(a >= b for a, b in zip(values, values[1:], strict=True))
     with pytest.raises(ValueError, match="lr_schedule"):
         learning_rate(0, small_config(lr_schedule="linear"))

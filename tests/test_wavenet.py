@@ -8,7 +8,14 @@ import torch
 
 from pwn_lib.config import TEACHER_PRESETS, WaveNetConfig
 from pwn_lib.wavenet import (
-    LOG_MEL_MEAN, LOG_MEL_STD, CausalConv1d, ConditionUpsampler, ResidualBlock, WaveNet, build_teacher, stride_factors,
+    LOG_MEL_MEAN,
+    LOG_MEL_STD,
+    CausalConv1d,
+    ConditionUpsampler,
+    ResidualBlock,
+    WaveNet,
+    build_teacher,
+    stride_factors,
 )
 
 HOP = 8
