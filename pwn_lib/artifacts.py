@@ -17,6 +17,10 @@ from safetensors.torch import load_file, save_file
 
 WEIGHTS, CONFIG, METRICS = "model.safetensors", "config.json", "metrics.json"
 
+# Checkpoints saved before the audio settings and the feature statistics travelled with them (their
+# config.json has only kind/model/train) were trained on 16 kHz course audio standardised with these.
+LEGACY_LOG_MEL_STATS = {"log_mel_mean": -5.09, "log_mel_std": 2.32}
+
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Write ``path`` through a temporary sibling and a rename, so a crash never leaves half a file."""
@@ -62,3 +66,58 @@ def load_artifact(directory: Path) -> tuple[dict[str, torch.Tensor], dict, dict]
     metrics_path = directory / METRICS
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     return load_file(str(directory / WEIGHTS)), json.loads((directory / CONFIG).read_text()), metrics
+
+
+def checkpoint_config(kind: str, model: Any, audio: Any, train: Any | None = None, **extra: Any) -> dict:
+    """The ``config.json`` of a checkpoint: its kind, model config, AudioConfig and (if trained) TrainConfig."""
+    from pwn_lib.config import to_dict
+
+    config = {"kind": kind, "model": to_dict(model), "audio": to_dict(audio), **extra}
+    if train is not None:
+        config["train"] = to_dict(train)
+    return config
+
+
+def model_section(config: dict) -> dict:
+    """``config["model"]``, with the legacy feature statistics filled in where an older checkpoint lacks them."""
+    model = dict(config["model"])
+    if model.get("cond_channels") and model.get("log_mel_mean") is None:
+        model.update(LEGACY_LOG_MEL_STATS)
+    return model
+
+
+def audio_section(config: dict) -> Any:
+    """The checkpoint's AudioConfig; an older checkpoint without one was trained on the course's 16 kHz audio."""
+    from pwn_lib.config import AUDIO_PRESETS, AudioConfig, from_dict
+
+    return from_dict(AudioConfig, config["audio"]) if "audio" in config else AUDIO_PRESETS["course"]
+
+
+class Checkpointed:
+    """``from_checkpoint`` and ``save`` for a model class built from one config dataclass (teacher, student).
+
+    Subclasses set ``checkpoint_kind`` (the ``kind`` in config.json) and ``config_class``; the model keeps its
+    config in ``self.cfg`` and, once loaded, its AudioConfig in ``self.audio``.
+    """
+
+    checkpoint_kind: str
+    config_class: type
+
+    @classmethod
+    def from_checkpoint(cls, directory: Path, device: torch.device | str = "cpu") -> Any:
+        """A shipped or trained model (its EMA weights) in eval mode; ``.audio`` is its AudioConfig."""
+        from pwn_lib.config import from_dict
+
+        state, config, _ = load_artifact(directory)
+        model = cls(from_dict(cls.config_class, model_section(config)))
+        model.load_state_dict(state)
+        model.audio = audio_section(config)
+        return model.to(device).eval()
+
+    def save(self, directory: Path, metrics: dict | None = None, audio: Any | None = None) -> Path:
+        """Write the model as a checkpoint that :meth:`from_checkpoint` reads."""
+        from pwn_lib.config import AUDIO_PRESETS
+
+        audio = audio or getattr(self, "audio", AUDIO_PRESETS["course"])
+        return save_artifact(directory, self.state_dict(), checkpoint_config(self.checkpoint_kind, self.cfg, audio),
+                             metrics or {})

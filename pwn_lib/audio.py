@@ -1,5 +1,8 @@
 """Audio in and out, the 16-bit and mu-law grids, and the log-mel conditioning features.
 
+Taught in notebook 00 (the 16-bit grid, the log-mel) and notebook 03 (mu-law); the paper's 16-bit audio is
+section 2.1.
+
 Conventions used across the course:
 
 * audio is float in [-1, 1];
@@ -268,6 +271,48 @@ def loudest_window(x: np.ndarray, n: int, hop: int) -> np.ndarray:
     starts = np.arange(0, len(x) - n + 1, hop)
     best = starts[np.argmax(energy[starts + n] - energy[starts])]
     return x[best : best + n]
+
+
+MIN_LISTENING_SECONDS = 1.0  # shorter clips are too short to judge by ear (fast mode makes tiny ones)
+
+
+def listen(x: np.ndarray | torch.Tensor, sample_rate: int, label: str = "clip"):
+    """An ``IPython.display.Audio`` player at ``sample_rate`` (no normalisation) for clips of at least one second.
+
+    Shorter clips get a printed note instead: fast mode generates a fraction of a second, which cannot be judged.
+    """
+    from IPython.display import Audio
+
+    x = torch.as_tensor(x).detach().reshape(-1).cpu().numpy()
+    seconds = len(x) / sample_rate
+    if seconds < MIN_LISTENING_SECONDS:
+        print(f"{label}: {seconds:.3f} s at {sample_rate} Hz, too short to listen to (full mode makes longer clips)")
+        return None
+    print(f"{label} ({sample_rate} Hz, {seconds:.2f} s):")
+    return Audio(x, rate=sample_rate, normalize=False)
+
+
+def compare_spectrograms(clips: dict[str, np.ndarray | torch.Tensor], cfg: AudioConfig, reference: str | None = None):
+    """Log-mel spectrograms side by side, sharing one colour map, one dB scale and one labelled colour bar.
+
+    The scale spans the ``reference`` clip's range (default: the first). Axes are in s and Hz (mel-spaced).
+    Returns the figure; call ``plt.show()`` after it.
+    """
+    import librosa.display
+    import matplotlib.pyplot as plt
+
+    to_db = 20.0 / math.log(10.0)  # log_mel is the natural log of a magnitude
+    specs = {name: to_db * log_mel(torch.as_tensor(x).detach().reshape(-1).cpu().numpy(), cfg)
+             for name, x in clips.items()}
+    ref = specs[reference or next(iter(specs))]
+    fig, axes = plt.subplots(1, len(specs), figsize=(4.2 * len(specs) + 1, 3.2), sharey=True, squeeze=False)
+    for ax, (name, spec) in zip(axes[0], specs.items(), strict=True):
+        image = librosa.display.specshow(spec, sr=cfg.sample_rate, hop_length=cfg.hop_length, x_axis="s",
+                                         y_axis="mel", fmin=cfg.fmin, fmax=cfg.fmax, cmap="magma",
+                                         vmin=ref.min(), vmax=ref.max(), ax=ax)
+        ax.set(title=name, xlabel="time (s)", ylabel="frequency (Hz)" if ax is axes[0][0] else "")
+    fig.colorbar(image, ax=list(axes[0]), label="log-mel magnitude (dB)")
+    return fig
 
 
 @functools.cache

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,6 +22,8 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("PWN_DATA", REPO_ROOT / "data"))
 CHECKPOINT_DIR = DATA_DIR / "checkpoints"
+# Where notebooks and quick experiments write their scratch runs: outside the repository, never in notebooks/.
+SCRATCH_DIR = Path(os.environ.get("PWN_SCRATCH", Path(tempfile.gettempdir()) / "pwn_scratch"))
 
 PRESET_NAMES = ("tiny", "course", "paper")
 
@@ -88,16 +91,19 @@ class WaveNetConfig:
     bits: int = 16
     log_scale_min: float = -9.0
     # Location prior rho: the MoL means (or the Gaussian mean) are rho * x[t-1] + network output. A course
-    # addition, not in the paper (rho = 0): without it a small CPU-trained teacher spends its first thousands
-    # of steps learning to copy x[t-1] (measured: 13.5 vs 11.9 bits/sample after 300 steps). rho < 1 keeps
-    # generation stationary: with rho = 1 an under-trained teacher's samples random-walk to +-1 (seen at
-    # 3,250 steps). No effect on mulaw.
+    # addition, not in the paper (rho = 0): it spares a small CPU-trained teacher the thousands of steps it would
+    # spend learning to copy x[t-1]. rho < 1 keeps generation stationary: with rho = 1 an under-trained teacher's
+    # samples can random-walk to +-1. No effect on mulaw. The measurements behind it are in the README's figures.
     previous_sample_weight: float = 0.95
     cond_channels: int = 80  # n_mels; 0 turns local conditioning off
     hop_length: int = 256
     upsample: str = "transpose"  # "transpose" (learned) or "repeat" (repeat, then conv)
     n_speakers: int = 0  # > 0 turns on global conditioning through a speaker embedding
     speaker_dim: int = 16
+    # The conditioning is standardised with the training data's log-mel mean and std (pwn_lib.features);
+    # None (a config not yet tied to data) leaves it unscaled. build_teacher and the command line fill them in.
+    log_mel_mean: float | None = None
+    log_mel_std: float | None = None
 
 
 @dataclass
@@ -114,6 +120,15 @@ class StudentConfig:
     n_speakers: int = 0
     speaker_dim: int = 16
     log_scale_min: float = -9.0
+    log_mel_mean: float | None = None  # as in WaveNetConfig
+    log_mel_std: float | None = None
+
+
+def standardisation(cfg: WaveNetConfig | StudentConfig) -> tuple[float, float]:
+    """``(mean, std)`` the model standardises its log-mel conditioning with; (0, 1) when the config has none."""
+    if cfg.log_mel_mean is None or cfg.log_mel_std is None:
+        return 0.0, 1.0
+    return cfg.log_mel_mean, cfg.log_mel_std
 
 
 @dataclass
@@ -137,25 +152,36 @@ class TrainConfig:
     num_workers: int = 0
 
 
-@dataclass
+# The student's loss constants, each stated once. The paper's contrastive gamma (section 4.1) and the
+# perceptual weight the ablation gives the Gram loss of the shipped phone classifier (~0.008 for an
+# untrained student, against a power loss of 15-150 and a KL of ~3 nats/sample).
+CONTRASTIVE_GAMMA = 0.3
+PERCEPTUAL_WEIGHT = 100.0
+
+
+@dataclass(frozen=True)
 class DistillLoss:
-    """The student's loss recipe: KL(P_S || P_T) plus weighted auxiliary terms (section 3.2 of the paper).
+    """The student's loss recipe: KL(P_S || P_T) plus weighted auxiliary terms (paper, section 4.1; notebook 07).
 
     ``n_draws`` is K, the logistic draws per step in the cross-entropy estimate. The power term is
     weighted so that it does not swamp the KL (~3 nats/sample) of an untrained student, whose power
-    loss is 15-150. ``stft_weight`` adds the multi-resolution STFT loss (ClariNet, Parallel WaveGAN).
+    loss is 15-150. ``stft_weight`` adds the multi-resolution STFT loss (ClariNet, Parallel WaveGAN),
+    ``perceptual_weight`` the phone classifier's Gram loss, and ``gamma > 0`` replaces the KL by the
+    contrastive loss KL(P_S(c1) || P_T(c1)) - gamma KL(P_S(c1) || P_T(c2)). 0 switches a term off.
     """
 
     n_draws: int = 4
     power_weight: float = 0.1
     stft_weight: float = 0.0
+    perceptual_weight: float = 0.0
+    gamma: float = 0.0
 
 
 TEACHER_PRESETS: dict[str, WaveNetConfig] = {
     "tiny": WaveNetConfig(
         layers=4, stacks=2, residual_channels=16, gate_channels=32, skip_channels=16, n_mixtures=3
     ),
-    # Sized to learn speech in about an hour on a 2-core CPU: receptive field 2,047 samples (128 ms).
+    # Sized for a 2-core CPU: receptive field 2,047 samples (128 ms).
     "course": WaveNetConfig(
         layers=10, stacks=1, residual_channels=32, gate_channels=64, skip_channels=64, n_mixtures=10
     ),
@@ -211,8 +237,9 @@ def from_dict(cls: type[C], values: dict[str, Any]) -> C:
 
 
 __all__ = [
-    "AUDIO_PRESETS", "AudioConfig", "CHECKPOINT_DIR", "DATA_DIR", "DistillLoss", "PRESET_NAMES", "REPO_ROOT",
+    "AUDIO_PRESETS", "AudioConfig", "CHECKPOINT_DIR", "SCRATCH_DIR", "CONTRASTIVE_GAMMA", "DATA_DIR", "DistillLoss",
+    "PERCEPTUAL_WEIGHT", "PRESET_NAMES", "REPO_ROOT",
     "STUDENT_PRESETS", "StudentConfig", "TEACHER_PRESETS", "TRAIN_PRESETS", "TrainConfig",
-    "WaveNetConfig", "default_device", "fast_mode", "from_dict", "pick", "preset",
+    "WaveNetConfig", "default_device", "standardisation", "fast_mode", "from_dict", "pick", "preset",
     "seed_everything", "to_dict",
 ]

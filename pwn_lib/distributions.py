@@ -1,5 +1,7 @@
 """Output distributions of the teacher and the student, each as a small class with ``log_prob`` and ``sample``.
 
+Paper, section 2.1 (the 16-bit mixture of logistics); taught in notebook 03.
+
 - :class:`Logistic`: the student's noise and the building block of the mixture.
 - :class:`DiscretizedMixLogistics`: the teacher's output over b-bit audio (PixelCNN++, Salimans et al., 2017).
 - :class:`Gaussian` and :func:`gaussian_kl`: ClariNet's single-Gaussian teacher and its closed-form KL.

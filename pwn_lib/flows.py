@@ -1,5 +1,8 @@
 """Normalizing flows from scratch: the change of variables, affine transforms, MADE, MAF and IAF.
 
+Paper, section 3 (inverse autoregressive flows); taught in notebook 01. The student (notebook 05) is built
+from :class:`AutoregressiveAffine` and :class:`AffineStack`.
+
 A transform maps ``x -> y`` with ``forward``, undoes it with ``inverse`` and reports
 ``log_abs_det_jacobian(x, y)``. Every transform here has a triangular Jacobian, so that method returns
 one term per coordinate, ``(..., D)``: ``log |dy_i / dx_i|``. Their sum over the last axis is
@@ -216,7 +219,7 @@ class AutoregressiveAffine(Transform):
     ``conditioner(x: (..., D), **context) -> (mu, log_s)`` each ``(..., D)`` with output i a function of
     ``x_<i`` only (:class:`MADE` for vectors, :class:`CausalConvConditioner` for sequences). A subclass may
     instead override :meth:`shift_and_log_scale`: the student's flows do, with a WaveNet as the conditioner
-    (:class:`pwn_lib.student.IAFFlow`). Taught in notebook 01, section 2; the paper's equation (5).
+    (:class:`pwn_lib.student.IAFFlow`). Paper, section 3; taught in notebook 01, sections 2 and 5.
     """
 
     def __init__(self, conditioner: nn.Module | None = None) -> None:
@@ -255,7 +258,7 @@ def collapse_affine_steps(
     ``steps`` holds ``(mu_i, log_s_i)`` in the order applied. ``log s_tot = sum_i log s_i`` and
     ``mu_tot = sum_i mu_i prod_{j>i} s_j``, accumulated as ``mu_tot <- mu_tot * s_i + mu_i``. For the
     student every (mu_i, s_i) at step t depends only on z_<t, so x_t is a single logistic
-    L(mu_tot_t, s_tot_t) given the past (paper, section 3, equations (6)-(7); notebook 05, section 2).
+    L(mu_tot_t, s_tot_t) given the past (paper, section 3; notebook 05, section 2).
     """
     mu_tot = torch.zeros_like(steps[0][0])
     log_s_tot = torch.zeros_like(steps[0][1])

@@ -16,16 +16,24 @@ and both (mu_tot_t, s_tot_t) depend only on z_{<t}. Distillation (``pwn_lib.dist
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 import torch
 from torch import nn
 
-from pwn_lib.config import STUDENT_PRESETS, StudentConfig, preset
+from pwn_lib.artifacts import Checkpointed
+from pwn_lib.config import (
+    AUDIO_PRESETS,
+    STUDENT_PRESETS,
+    StudentConfig,
+    preset,
+    standardisation,
+)
 from pwn_lib.distributions import Gaussian, Logistic
 from pwn_lib.flows import AffineStack, AutoregressiveAffine, Conditioned
-from pwn_lib.wavenet import ConditionUpsampler, ResidualBlock, receptive_field
+from pwn_lib.layers import ConditionUpsampler, ResidualBlock, receptive_field, shift_right
 
 INIT_OUTPUT_STD = 0.05  # standard deviation of the student's output at initialisation (speech is ~0.05-0.1)
 LOGISTIC_STD = math.pi / math.sqrt(3.0)  # standard deviation of Logistic(0, 1)
@@ -38,11 +46,6 @@ def flow_dilations(n_layers: int, max_dilation: int) -> list[int]:
         raise ValueError(f"StudentConfig.max_dilation={max_dilation} must be a power of two (e.g. 32 or 512)")
     cycle = int(math.log2(max_dilation)) + 1
     return [2 ** (layer % cycle) for layer in range(n_layers)]
-
-
-def shift_right(x: torch.Tensor) -> torch.Tensor:
-    """``x: (B, C, T)`` -> ``(B, C, T)`` with ``out[..., t] = x[..., t - 1]`` and zero at t = 0."""
-    return nn.functional.pad(x, (1, 0))[..., :-1]
 
 
 class IAFFlow(AutoregressiveAffine):
@@ -98,12 +101,14 @@ class IAFFlow(AutoregressiveAffine):
         return mu, log_s.clamp(min=self.log_scale_min)
 
 
-class IAFStudent(nn.Module):
+class IAFStudent(Checkpointed, nn.Module):
     """A stack of ``len(cfg.flow_layers)`` IAF flows sharing one conditioning upsampler (and speaker table).
 
     ``forward(z: (B, 1, T), c: (B, n_mels, T // hop) | None, speaker: (B,) | None) -> (x, mu_tot, log_s_tot)``,
     each ``(B, 1, T)``, in one parallel pass; ``x == z * exp(log_s_tot) + mu_tot``.
     """
+
+    checkpoint_kind, config_class = "student", StudentConfig
 
     def __init__(self, cfg: StudentConfig) -> None:
         super().__init__()
@@ -111,7 +116,8 @@ class IAFStudent(nn.Module):
             raise ValueError("StudentConfig.flow_layers is empty; give at least one flow, e.g. (10, 10, 10, 30)")
         self.cfg = cfg
         self.upsample = (
-            ConditionUpsampler(cfg.cond_channels, cfg.hop_length, mode=cfg.upsample) if cfg.cond_channels else None
+            ConditionUpsampler(cfg.cond_channels, cfg.hop_length, cfg.upsample, *standardisation(cfg))
+            if cfg.cond_channels else None
         )
         self.speaker_embedding = nn.Embedding(cfg.n_speakers, cfg.speaker_dim) if cfg.n_speakers > 0 else None
         init_log_scale = math.log(INIT_OUTPUT_STD / LOGISTIC_STD) / len(cfg.flow_layers)
@@ -200,8 +206,16 @@ class IAFStudent(nn.Module):
 
 
 def build_student(preset_name: str = "course", **overrides: Any) -> IAFStudent:
-    """An :class:`IAFStudent` from a named preset (``tiny``, ``course``, ``paper``) with field overrides."""
-    return IAFStudent(preset(STUDENT_PRESETS, preset_name, **overrides))
+    """An :class:`IAFStudent` from a named preset (``tiny``, ``course``, ``paper``) with field overrides.
+
+    The log-mel statistics default to those of the corpus's train split for the preset's audio.
+    """
+    from pwn_lib.features import corpus_statistics
+
+    cfg = preset(STUDENT_PRESETS, preset_name, **overrides)
+    if cfg.cond_channels and cfg.log_mel_mean is None:
+        cfg = dataclasses.replace(cfg, **corpus_statistics(AUDIO_PRESETS[preset_name]))
+    return IAFStudent(cfg)
 
 
-__all__ = ["INIT_OUTPUT_STD", "IAFFlow", "IAFStudent", "build_student", "flow_dilations", "shift_right"]
+__all__ = ["INIT_OUTPUT_STD", "IAFFlow", "IAFStudent", "build_student", "flow_dilations"]

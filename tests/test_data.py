@@ -20,23 +20,17 @@ import torch
 
 from pwn_lib.audio import dequantize, load_audio, log_mel, quantize, save_audio
 from pwn_lib.config import AudioConfig
-from pwn_lib.data import (
+from pwn_lib.corpus_tools import (
     AUDIO_DEB,
-    CORPUS_DIR,
-    SPLITS,
     TEXT_DEB,
-    AudioWindows,
     DownloadError,
-    Utterance,
     build_corpus,
-    corpus_split,
     download_ljspeech,
-    load_corpus,
-    load_ljspeech,
     main,
     sha256_file,
     split_of,
 )
+from pwn_lib.data import CORPUS_DIR, SPLITS, AudioWindows, Utterance, corpus_split, load_corpus, load_ljspeech
 
 CFG = AudioConfig()
 

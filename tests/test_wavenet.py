@@ -7,16 +7,10 @@ import pytest
 import torch
 
 from pwn_lib.config import TEACHER_PRESETS, WaveNetConfig
-from pwn_lib.wavenet import (
-    LOG_MEL_MEAN,
-    LOG_MEL_STD,
-    CausalConv1d,
-    ConditionUpsampler,
-    ResidualBlock,
-    WaveNet,
-    build_teacher,
-    stride_factors,
-)
+from pwn_lib.layers import CausalConv1d, ConditionUpsampler, ResidualBlock, stride_factors
+from pwn_lib.wavenet import WaveNet, build_teacher
+
+LOG_MEL_MEAN, LOG_MEL_STD = -5.0, 2.5  # any standardisation: the upsampler applies the one it is given
 
 HOP = 8
 N_MELS = 5
@@ -209,7 +203,7 @@ def test_stride_factors_multiply_to_hop(hop):
 
 @pytest.mark.parametrize("mode", ["transpose", "repeat"])
 def test_upsampler_starts_as_interpolation_and_frames_land_on_their_samples(mode):
-    up = ConditionUpsampler(N_MELS, 16, mode)
+    up = ConditionUpsampler(N_MELS, 16, mode, LOG_MEL_MEAN, LOG_MEL_STD)
     constant = up(torch.full((1, N_MELS, 5), -4.0))
     assert torch.allclose(constant, torch.tensor((-4.0 - LOG_MEL_MEAN) / LOG_MEL_STD))  # standardised, edges too
     step = torch.zeros(1, N_MELS, 5)
@@ -220,7 +214,7 @@ def test_upsampler_starts_as_interpolation_and_frames_land_on_their_samples(mode
 
 def test_transpose_upsampler_starts_as_linear_interpolation_between_frame_centres():
     frames = torch.randn(1, 1, 6, dtype=torch.float64)
-    up = ConditionUpsampler(1, 16, "transpose").double()
+    up = ConditionUpsampler(1, 16, "transpose", LOG_MEL_MEAN, LOG_MEL_STD).double()
     centres = torch.arange(6, dtype=torch.float64) * 16 + 7.5
     t = torch.arange(96, dtype=torch.float64)
     expected = torch.from_numpy(np.interp(t.numpy(), centres.numpy(), frames[0, 0].numpy()))
