@@ -1,6 +1,6 @@
 """The auxiliary-loss ablation of notebook 07: the same student, budget and batches, four loss recipes.
 
-Arms (van den Oord et al., 2017, section 3.2):
+Arms (van den Oord et al., 2017, section 4.1):
 
 1. ``kl``: probability density distillation alone;
 2. ``kl+power``: plus the power loss;
@@ -17,47 +17,46 @@ then scored on held-out clips (valid split) by
 
 Command line (the course-scale run whose JSON notebook 07 plots)::
 
-    python -m pwn_lib.ablation --preset course --out data/ablation/ablation_course.json \\
-        --teacher data/checkpoints/teacher_course
+    python -m pwn_lib.train ablation --config configs/ablation_course.yaml --teacher data/checkpoints/teacher_course
 """
 
 from __future__ import annotations
 
-import argparse
-import shlex
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
-from tqdm.auto import tqdm
 
-from pwn_lib.artifacts import write_json
 from pwn_lib.audio import log_mel, log_mel_distance, loudest_window, power_db
-from pwn_lib.config import CHECKPOINT_DIR, DATA_DIR, REPO_ROOT, STUDENT_PRESETS, AudioConfig, preset, to_dict
+from pwn_lib.config import (
+    AUDIO_PRESETS,
+    CONTRASTIVE_GAMMA,
+    DATA_DIR,
+    PERCEPTUAL_WEIGHT,
+    REPO_ROOT,
+    AudioConfig,
+    DistillLoss,
+    TrainConfig,
+    to_dict,
+)
 from pwn_lib.data import AudioWindows, load_corpus
-from pwn_lib.distill import distillation_loss
-from pwn_lib.losses import contrastive_distillation_loss, perceptual_loss, power_loss
 from pwn_lib.phones import DEFAULT_CHECKPOINT as PHONES_CHECKPOINT
 from pwn_lib.phones import PhoneClassifier, load_phone_classifier
-from pwn_lib.student import IAFStudent
-from pwn_lib.train import load_teacher
-from pwn_lib.wavenet import WaveNet, build_teacher
+from pwn_lib.student import IAFStudent, build_student
+from pwn_lib.train import Trainer, student_loss
+from pwn_lib.wavenet import WaveNet
 
 ABLATION_DIR = DATA_DIR / "ablation"
 
 
 @dataclass(frozen=True)
 class Arm:
-    """One loss recipe: weights of the auxiliary terms (0 switches a term off) and the contrastive gamma."""
+    """One arm: a name and the loss recipe it trains with (0 switches a term off)."""
 
     name: str
-    power: float = 0.0
-    perceptual: float = 0.0
-    gamma: float = 0.0
+    loss: DistillLoss
 
 
 @dataclass(frozen=True)
@@ -69,13 +68,7 @@ class AblationConfig:
     batch_size: int = 2
     window: int = 4_096
     lr: float = 1e-3
-    n_draws: int = 4
-    # Measured for an untrained student (noise at ~-26 dB) on 4096-sample speech windows: power loss ~15-150,
-    # Gram perceptual loss of the shipped phone classifier ~0.008, KL ~3 nats/sample. For noise the Gram loss
-    # falls as the level drops (notebook 07), so the power term is weighted to dominate it early on.
-    power_weight: float = 0.1
-    perceptual_weight: float = 100.0
-    gamma: float = 0.3
+    n_draws: int = DistillLoss.n_draws
     eval_clips: int = 8
     eval_seconds: float = 1.0
     log_every: int = 10
@@ -90,60 +83,29 @@ ABLATION_PRESETS: dict[str, AblationConfig] = {
 
 
 def paper_arms(cfg: AblationConfig) -> list[Arm]:
-    """The four arms of issue 6, with the weights of ``cfg``."""
-    p, q, g = cfg.power_weight, cfg.perceptual_weight, cfg.gamma
-    return [Arm("kl"), Arm("kl+power", power=p), Arm("kl+power+perceptual", power=p, perceptual=q),
-            Arm("kl+power+perceptual+contrastive", power=p, perceptual=q, gamma=g)]
-
-
-def arm_loss(arm: Arm, student: IAFStudent, teacher: WaveNet, batch: dict[str, Tensor],
-             classifier: PhoneClassifier | None, n_draws: int, generator: torch.Generator) -> dict[str, Tensor]:
-    """The training loss of ``arm`` on a batch ``{"audio": (B, 1, T), "mel": (B, n_mels, T // hop)}``.
-
-    Returns the terms (scalars) including ``loss``, plus ``x: (B, 1, T)`` the student sample.
-    """
-    c, y = batch["mel"], batch["audio"]
-    if arm.gamma > 0:
-        out = contrastive_distillation_loss(student, teacher, c, c.roll(1, 0), gamma=arm.gamma, n_draws=n_draws,
-                                            generator=generator)
-    else:
-        out = distillation_loss(student, teacher, c, n_draws=n_draws, generator=generator)
-    terms = dict(out)
-    if arm.power > 0:
-        terms["power"] = power_loss(out["x"], y)
-        terms["loss"] = terms["loss"] + arm.power * terms["power"]
-    if arm.perceptual > 0:
-        if classifier is None:
-            raise ValueError(f"arm {arm.name!r} needs the phone classifier; pass classifier=load_phone_classifier()")
-        terms["perceptual"] = perceptual_loss(out["x"], y, classifier)
-        terms["loss"] = terms["loss"] + arm.perceptual * terms["perceptual"]
-    return terms
+    """The paper's four arms, adding one term at a time (weights from :mod:`pwn_lib.config`)."""
+    kl = DistillLoss(n_draws=cfg.n_draws, power_weight=0.0)
+    power = DistillLoss(n_draws=cfg.n_draws)
+    perceptual = DistillLoss(n_draws=cfg.n_draws, perceptual_weight=PERCEPTUAL_WEIGHT)
+    contrastive = DistillLoss(n_draws=cfg.n_draws, perceptual_weight=PERCEPTUAL_WEIGHT, gamma=CONTRASTIVE_GAMMA)
+    return [Arm("kl", kl), Arm("kl+power", power), Arm("kl+power+perceptual", perceptual),
+            Arm("kl+power+perceptual+contrastive", contrastive)]
 
 
 def train_arm(arm: Arm, teacher: WaveNet, windows: AudioWindows, cfg: AblationConfig,
               classifier: PhoneClassifier | None = None, progress: bool = True) -> tuple[IAFStudent, list[dict]]:
-    """Train a fresh student (seeded init) for ``cfg.steps`` Adam steps on the first windows of ``windows``."""
+    """Train a fresh student (seeded init) for ``cfg.steps`` steps of :class:`pwn_lib.train.Trainer`.
+
+    No warm-up and no checkpoints; the raw (not averaged) weights are scored, as the budget is short.
+    """
     torch.manual_seed(cfg.seed)
-    student = IAFStudent(preset(STUDENT_PRESETS, cfg.student, hop_length=teacher.cfg.hop_length))
-    opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(windows, range(cfg.steps * cfg.batch_size)),
-                                         batch_size=cfg.batch_size, shuffle=False)
-    history = []
-    for step, batch in enumerate(tqdm(loader, desc=arm.name, disable=not progress), 1):
-        terms = arm_loss(arm, student, teacher, batch, classifier, cfg.n_draws, generator)
-        if not torch.isfinite(terms["loss"]):
-            raise FloatingPointError(f"arm {arm.name!r}: non-finite loss at step {step}; lower lr (now {cfg.lr})")
-        opt.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        opt.step()
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            row = {k: v.item() for k, v in terms.items() if k != "x"}
-            x = terms["x"].detach()
-            row.update(step=step, batch_power_db=power_db(x), real_power_db=power_db(batch["audio"]))
-            history.append(row)
-    return student.eval(), history
+    student = build_student(cfg.student, hop_length=teacher.cfg.hop_length)
+    train_cfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, window=cfg.window, lr=cfg.lr, lr_warmup=0,
+                            seed=cfg.seed, log_every=cfg.log_every, checkpoint_every=cfg.steps)
+    trainer = Trainer(student, student_loss(teacher, arm.loss, classifier), train_cfg, None,
+                      model_config=to_dict(student.cfg), kind=arm.name)
+    history = trainer.fit(windows, progress=progress)
+    return trainer.model.eval(), history
 
 
 def held_out_clips(n_clips: int, seconds: float, audio: AudioConfig = AudioConfig()) -> list[np.ndarray]:
@@ -185,10 +147,11 @@ def run_ablation(teacher: WaveNet, arms: list[Arm] | None = None, cfg: AblationC
     to the shipped phone classifier.
     """
     arms = paper_arms(cfg) if arms is None else arms
-    if classifier is None and any(a.perceptual > 0 for a in arms):
+    if classifier is None and any(a.loss.perceptual_weight > 0 for a in arms):
         classifier = load_phone_classifier(PHONES_CHECKPOINT)
     teacher.eval()
-    windows = AudioWindows(load_corpus("train"), cfg.window, seed=cfg.seed, length=cfg.steps * cfg.batch_size)
+    windows = AudioWindows(load_corpus("train"), cfg.window, AUDIO_PRESETS["course"], seed=cfg.seed,
+                           length=cfg.steps * cfg.batch_size)
     clips = held_out_clips(cfg.eval_clips, cfg.eval_seconds)
     results = []
     for arm in arms:
@@ -201,53 +164,7 @@ def run_ablation(teacher: WaveNet, arms: list[Arm] | None = None, cfg: AblationC
             "eval_clips": len(clips), "eval_samples_per_clip": len(clips[0])}
 
 
-def fit_tiny_teacher(steps: int = 60, batch_size: int = 2, window: int = 1_024, lr: float = 3e-3,
-                     seed: int = 0) -> WaveNet:
-    """A ``tiny`` teacher trained for a few seconds (fast mode and tests); the real one comes from
-    ``python -m pwn_lib.train teacher --preset course``."""
-    torch.manual_seed(seed)
-    teacher = build_teacher("tiny")
-    windows = AudioWindows(load_corpus("train"), window, seed=seed + 1, length=steps * batch_size)
-    loader = torch.utils.data.DataLoader(windows, batch_size=batch_size, shuffle=False)
-    opt = torch.optim.Adam(teacher.parameters(), lr=lr)
-    for batch in loader:
-        loss = teacher.loss(batch["audio"], batch["mel"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return teacher.eval()
-
-
-def _shown(path: Path) -> str:
+def shown(path: Path) -> str:
     """A path as recorded in the results JSON: relative to the repository when inside it."""
     resolved = Path(path).resolve()
     return str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(path)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pwn_lib.ablation", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="course", choices=sorted(ABLATION_PRESETS))
-    parser.add_argument("--out", type=Path, default=ABLATION_DIR / "ablation_course.json")
-    parser.add_argument("--teacher", type=Path, default=CHECKPOINT_DIR / "teacher_course")
-    parser.add_argument("--classifier", type=Path, default=PHONES_CHECKPOINT)
-    parser.add_argument("--steps", type=int, help="Adam steps per arm (overrides the preset)")
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    cfg = ABLATION_PRESETS[args.preset]
-    if args.steps:
-        cfg = AblationConfig(**{**to_dict(cfg), "steps": args.steps})
-    teacher = load_teacher(args.teacher)
-    results = run_ablation(teacher, cfg=cfg, classifier=load_phone_classifier(args.classifier))
-    results.update(teacher=_shown(args.teacher), classifier=_shown(args.classifier), preset=args.preset,
-                   command="python -m pwn_lib.ablation " + " ".join(map(shlex.quote, argv or sys.argv[1:])))
-    write_json(args.out, results)
-    for row in results["arms"]:
-        print(row["arm"]["name"], {k: round(v, 3) for k, v in row["eval"].items()})
-    print("real:", results["real"], "->", args.out)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

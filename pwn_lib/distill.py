@@ -1,4 +1,6 @@
-"""Probability density distillation (van den Oord et al., 2017, section 3.1) and ClariNet's Gaussian variant.
+"""Probability density distillation (van den Oord et al., 2017, section 4) and ClariNet's Gaussian variant.
+
+Taught in notebook 06.
 
 The student P_S is trained to minimise
 
@@ -29,6 +31,7 @@ from collections.abc import Callable
 
 import torch
 
+from pwn_lib.config import DistillLoss
 from pwn_lib.distributions import Gaussian, Logistic, gaussian_kl
 from pwn_lib.student import IAFStudent
 from pwn_lib.wavenet import WaveNet
@@ -63,7 +66,7 @@ def cross_entropy_estimate(
     mu_tot: torch.Tensor,
     log_s_tot: torch.Tensor,
     log_density: LogDensity,
-    n_draws: int = 4,
+    n_draws: int = DistillLoss.n_draws,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Per-step Monte Carlo estimate of H(L(mu_tot_t, s_tot_t), p_T,t), same shape as ``mu_tot`` (nats).
@@ -79,7 +82,7 @@ def kl_estimate(
     mu_tot: torch.Tensor,
     log_s_tot: torch.Tensor,
     log_density: LogDensity,
-    n_draws: int = 4,
+    n_draws: int = DistillLoss.n_draws,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Per-step estimate of KL(L(mu_tot_t, s_tot_t) || p_T,t): Monte Carlo cross-entropy minus analytic entropy."""
@@ -132,7 +135,7 @@ def distillation_loss(
     teacher: WaveNet,
     c: torch.Tensor | None,
     speaker: torch.Tensor | None = None,
-    n_draws: int = 4,
+    n_draws: int = DistillLoss.n_draws,
     generator: torch.Generator | None = None,
     n_samples: int | None = None,
 ) -> dict[str, torch.Tensor]:

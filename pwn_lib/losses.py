@@ -1,4 +1,4 @@
-"""The auxiliary losses of Parallel WaveNet (van den Oord et al., 2017, section 3.2), plus MR-STFT.
+"""The auxiliary losses of Parallel WaveNet (van den Oord et al., 2017, section 4.1), plus MR-STFT.
 
 Distilling with the KL alone lets the student settle on quiet, whispering audio: a low-power
 sample is cheap under the KL. The paper adds three terms, each a plain function here:
@@ -6,6 +6,8 @@ sample is cheap under the KL. The paper adds three terms, each a plain function 
 - :func:`power_loss`: ``||phi(x) - phi(y)||^2`` where ``phi`` is the STFT power averaged over time;
 - :func:`perceptual_loss`: distance between a phone classifier's layer features (Gram or plain);
 - :func:`contrastive_loss`: ``KL(P_S(c1) || P_T(c1)) - gamma * KL(P_S(c1) || P_T(c2))``.
+
+:func:`recipe_terms` combines them as a :class:`pwn_lib.config.DistillLoss` recipe says. Taught in notebook 07.
 
 :func:`mr_stft_loss` (spectral convergence + log magnitude over three resolutions, as in
 Parallel WaveGAN) is the modern replacement for the power loss.
@@ -22,6 +24,8 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from pwn_lib.audio import power_db
+from pwn_lib.config import CONTRASTIVE_GAMMA, DistillLoss
 from pwn_lib.distill import distillation_loss, teacher_log_density
 from pwn_lib.student import IAFStudent
 from pwn_lib.wavenet import WaveNet
@@ -160,12 +164,13 @@ def perceptual_loss(x: Tensor, y: Tensor, classifier: FeatureExtractor, kind: st
     return total
 
 
-def contrastive_loss(kl_same: Tensor, kl_other: Tensor, gamma: float = 0.3) -> Tensor:
+def contrastive_loss(kl_same: Tensor, kl_other: Tensor, gamma: float = CONTRASTIVE_GAMMA) -> Tensor:
     """``KL(P_S(c1) || P_T(c1)) - gamma * KL(P_S(c1) || P_T(c2))``.
 
     kl_same: KL of the student (conditioned on c1) to the teacher on the same c1;
     kl_other: KL of the same student samples to the teacher conditioned on another
-    utterance's c2. Any matching shapes (usually scalars, nats per sample). gamma = 0.3 in the paper.
+    utterance's c2. Any matching shapes (usually scalars, nats per sample). gamma = 0.3 in the paper
+    (:data:`pwn_lib.config.CONTRASTIVE_GAMMA`).
     """
     return kl_same - gamma * kl_other
 
@@ -176,8 +181,8 @@ def contrastive_distillation_loss(
     c1: Tensor,
     c2: Tensor,
     speaker: Tensor | None = None,
-    gamma: float = 0.3,
-    n_draws: int = 4,
+    gamma: float = CONTRASTIVE_GAMMA,
+    n_draws: int = DistillLoss.n_draws,
     generator: torch.Generator | None = None,
 ) -> dict[str, Tensor]:
     """The contrastive loss for real conditioning: one student sample on c1, scored by the teacher on c1 and c2.
@@ -194,3 +199,40 @@ def contrastive_distillation_loss(
     log_density_other = teacher_log_density(teacher, teacher(x, c2, speaker))
     kl_other = -log_density_other(x[:, 0].unsqueeze(0)).mean() - same["entropy"]
     return {**same, "loss": contrastive_loss(same["kl"], kl_other, gamma), "kl_other": kl_other}
+
+
+def recipe_terms(
+    recipe: DistillLoss,
+    student: IAFStudent,
+    teacher: WaveNet,
+    batch: dict[str, Tensor],
+    classifier: FeatureExtractor | None = None,
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
+    """The student's training loss under ``recipe`` for ``{"audio": (B, 1, T), "mel": (B, n_mels, T // hop)}``.
+
+    ``loss`` = KL (or, with ``recipe.gamma > 0``, the contrastive loss against ``mel.roll(1, 0)``)
+    + power_weight * power + stft_weight * MR-STFT + perceptual_weight * Gram perceptual loss. Returns
+    every term as a scalar, plus ``x: (B, 1, T)`` the student sample. The one loss the command line
+    (``python -m pwn_lib.train student``), the ablation and the notebooks share.
+    """
+    c, y = batch["mel"], batch["audio"]
+    if recipe.gamma > 0:
+        terms = contrastive_distillation_loss(student, teacher, c, c.roll(1, 0), gamma=recipe.gamma,
+                                              n_draws=recipe.n_draws, generator=generator)
+    else:
+        terms = distillation_loss(student, teacher, c, n_draws=recipe.n_draws, generator=generator)
+    terms = dict(terms)
+    x = terms["x"].float()
+    weighted = {"power": (recipe.power_weight, lambda: power_loss(x, y)),
+                "mr_stft": (recipe.stft_weight, lambda: mr_stft_loss(x, y)),
+                "perceptual": (recipe.perceptual_weight, lambda: perceptual_loss(x, y, classifier))}
+    if recipe.perceptual_weight > 0 and classifier is None:
+        raise ValueError("this loss recipe has perceptual_weight > 0: pass classifier=load_phone_classifier()")
+    for name, (weight, term) in weighted.items():
+        if weight > 0:
+            terms[name] = term()
+            terms["loss"] = terms["loss"] + weight * terms[name]
+    terms["batch_power_db"] = torch.tensor(power_db(x.detach()))
+    terms["real_power_db"] = torch.tensor(power_db(y))
+    return terms

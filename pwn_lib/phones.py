@@ -1,4 +1,4 @@
-"""A small phone classifier for the perceptual loss, trained with CTC on the embedded corpus.
+"""A small phone classifier for the perceptual loss (paper, section 4.1; notebook 07), trained with CTC.
 
 Targets: each transcript is phonemised once with espeak-ng (``espeak-ng -q -x --sep=_ -v en-us``),
 stress marks are dropped and the espeak phonemes are mapped onto the 39 ARPAbet phones
@@ -16,18 +16,15 @@ gradients reach the audio.
 Command line::
 
     python -m pwn_lib.phones build-targets
-    python -m pwn_lib.phones train --out data/checkpoints/phones_course --minutes 10
+    python -m pwn_lib.train phones --config configs/phones_course.yaml
 """
 
 from __future__ import annotations
 
 import argparse
 import random
-import shlex
 import shutil
 import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,9 +32,9 @@ import librosa
 import torch
 from torch import Tensor, nn
 
-from pwn_lib.artifacts import load_artifact, save_artifact
+from pwn_lib.artifacts import checkpoint_config, load_artifact, save_artifact
 from pwn_lib.audio import log_mel
-from pwn_lib.config import CHECKPOINT_DIR, DATA_DIR, AudioConfig, from_dict, to_dict
+from pwn_lib.config import CHECKPOINT_DIR, DATA_DIR, AudioConfig, from_dict
 
 TARGETS_PATH = DATA_DIR / "corpus" / "phones.tsv"
 DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "phones_course"
@@ -195,6 +192,25 @@ class PhoneClassifier(nn.Module):
         self.blocks = nn.ModuleList(ConvBlock(cfg.channels, cfg.kernel_size, d, cfg.dropout) for d in cfg.dilations)
         self.out = nn.Conv1d(cfg.channels, cfg.n_classes, 1)
 
+    @classmethod
+    def from_checkpoint(cls, directory: Path) -> PhoneClassifier:
+        """A trained classifier in eval mode, with the AudioConfig it was trained on."""
+        state, config, _ = load_artifact(directory)
+        model = cls(from_dict(PhoneClassifierConfig, config["model"]), from_dict(AudioConfig, config["audio"]))
+        model.load_state_dict(state)
+        return model.eval()
+
+    def save(self, directory: Path, metrics: dict | None = None) -> Path:
+        """Write this classifier as a checkpoint that :meth:`from_checkpoint` reads."""
+        config = checkpoint_config("phone_classifier", self.cfg, self.audio, phones=list(PHONES))
+        return save_artifact(directory, self.state_dict(), config, metrics or {})
+
+    def set_statistics(self, examples: list[Example]) -> None:
+        """Standardise inputs with the per-channel log-mel mean and std of ``examples`` (the train split)."""
+        mean, std = mel_statistics(examples)
+        self.mel_mean.copy_(mean)
+        self.mel_std.copy_(std)
+
     def _mel(self, x_or_mel: Tensor) -> Tensor:
         """(B, 1, T) audio -> torch log-mel; (B, n_mels, F) log-mel passes through."""
         if x_or_mel.dim() == 3 and x_or_mel.shape[1] == 1:
@@ -323,75 +339,31 @@ def spec_augment(mels: Tensor, generator: torch.Generator, max_freq: int = 10, m
     return mels
 
 
-def train(out: Path = DEFAULT_CHECKPOINT, minutes: float = 10.0, max_steps: int = 100_000, batch_size: int = 8,
-          lr: float = 2e-3, cfg: PhoneClassifierConfig = PhoneClassifierConfig(), seed: int = 0,
-          eval_every: int = 100, command: str = "") -> dict:
-    """Train a phone classifier for at most ``minutes`` of CPU time (this process), keep the weights with
-    the best validation CTC loss, score them on valid and test, and ship them to ``out``. Returns the metrics.
+class PhoneBatches(torch.utils.data.Dataset):
+    """``length`` padded batches of similar-length utterances, reshuffled every epoch with ``seed``: item i is
+    a whole batch (``mels``, ``frames``, ``targets``, ``lengths``), so :class:`pwn_lib.train.Trainer` runs
+    with ``batch_size=1`` and an unwrapping collate."""
 
-    The budget is CPU time, not wall clock, so a busy machine slows the run down without shrinking it.
-    """
-    torch.manual_seed(seed)
-    rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
-    targets = load_targets()
-    train_set, valid_set, test_set = (make_examples(s, targets) for s in ("train", "valid", "test"))
-    model = PhoneClassifier(cfg)
-    mean, std = mel_statistics(train_set)
-    model.mel_mean.copy_(mean)
-    model.mel_std.copy_(std)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    best = {"valid_ctc_loss": float("inf")}
-    best_state = {k: v.clone() for k, v in model.state_dict().items()}
-    started, wall_started, step, history = time.process_time(), time.monotonic(), 0, []
-    while step < max_steps and time.process_time() - started < minutes * 60:
-        order = sorted(range(len(train_set)), key=lambda i: train_set[i].mel.shape[1] + rng.random() * 40)
-        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        rng.shuffle(batches)
-        for idx in batches:
-            model.train()
-            for group in opt.param_groups:  # linear decay to lr / 10 over the CPU budget
-                group["lr"] = lr * (1 - 0.9 * min(1.0, (time.process_time() - started) / (minutes * 60)))
-            mels, frames, tg, lengths = collate([train_set[i] for i in idx])
-            loss = ctc_loss(model, (spec_augment(mels, gen), frames, tg, lengths))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            step += 1
-            if step % eval_every == 0:
-                scores = evaluate(model, valid_set)
-                history.append({"step": step, "train_ctc_loss": loss.item(), "valid_ctc_loss": scores["ctc_loss"],
-                                "valid_per": scores["per"], "cpu_seconds": round(time.process_time() - started, 1)})
-                print(history[-1], flush=True)
-                if scores["ctc_loss"] < best["valid_ctc_loss"]:
-                    best = {"valid_ctc_loss": scores["ctc_loss"], "step": step}
-                    best_state = {k: v.clone() for k, v in model.state_dict().items()}
-            if step >= max_steps or time.process_time() - started >= minutes * 60:
-                break
-    train_seconds, wall_seconds = time.process_time() - started, time.monotonic() - wall_started
-    model.load_state_dict(best_state)
-    valid, test = evaluate(model, valid_set), evaluate(model, test_set)
-    metrics = {
-        "valid_ctc_loss": valid["ctc_loss"], "valid_per": valid["per"], "test_ctc_loss": test["ctc_loss"],
-        "test_per": test["per"], "best_step": best.get("step", 0), "steps": step,
-        "train_cpu_seconds": round(train_seconds, 1), "train_wall_seconds": round(wall_seconds, 1),
-        "threads": torch.get_num_threads(),
-        "n_train": len(train_set), "n_valid": len(valid_set), "n_test": len(test_set),
-        "ctc_loss_units": "nats per target phone (torch CTCLoss reduction='mean'), utterance-weighted",
-        "command": command, "history": history,
-    }
-    config = {"kind": "phone_classifier", "model": to_dict(cfg), "audio": to_dict(model.audio), "phones": list(PHONES)}
-    save_artifact(out, model.state_dict(), config, metrics)
-    return metrics
+    def __init__(self, examples: list[Example], batch_size: int, length: int, seed: int = 0) -> None:
+        rng, self.examples, self.batches = random.Random(seed), examples, []
+        while len(self.batches) < length:
+            order = sorted(range(len(examples)), key=lambda i: examples[i].mel.shape[1] + rng.random() * 40)
+            epoch = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+            rng.shuffle(epoch)
+            self.batches += epoch
+        self.batches = self.batches[:length]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        mels, frames, targets, lengths = collate([self.examples[k] for k in self.batches[i]])
+        return {"mels": mels[None], "frames": frames[None], "targets": targets[None], "lengths": lengths[None]}
 
 
 def load_phone_classifier(directory: Path = DEFAULT_CHECKPOINT) -> PhoneClassifier:
     """The shipped classifier in eval mode, with gradients off for its weights (not for its inputs)."""
-    state, config, _ = load_artifact(directory)
-    model = PhoneClassifier(from_dict(PhoneClassifierConfig, config["model"]), from_dict(AudioConfig, config["audio"]))
-    model.load_state_dict(state)
-    model.eval().requires_grad_(False)
-    return model
+    return PhoneClassifier.from_checkpoint(directory).requires_grad_(False)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -402,22 +374,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("build-targets", help=f"phonemise the corpus transcripts with espeak-ng into {TARGETS_PATH}")
-    tr = sub.add_parser("train", help="train the CTC phone classifier and ship it")
-    tr.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT)
-    tr.add_argument("--minutes", type=float, default=10.0, help="training budget in CPU minutes")
-    tr.add_argument("--max-steps", type=int, default=100_000)
-    tr.add_argument("--threads", type=int, default=1)
-    tr.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.command == "build-targets":
-        targets = build_targets()
-        print(f"wrote {len(targets)} phone sequences to {TARGETS_PATH}")
-        return 0
-    torch.set_num_threads(args.threads)
-    argv = argv if argv is not None else sys.argv[1:]
-    command = "python -m pwn_lib.phones " + " ".join(shlex.quote(a) for a in argv)
-    metrics = train(args.out, args.minutes, args.max_steps, seed=args.seed, command=command)
-    print({k: v for k, v in metrics.items() if k != "history"})
+    parser.parse_args(argv)
+    targets = build_targets()
+    print(f"wrote {len(targets)} phone sequences to {TARGETS_PATH}")
     return 0
 
 

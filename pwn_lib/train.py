@@ -1,23 +1,23 @@
-"""One training loop for the teacher, the student and the phone classifier.
+"""The one training loop: :class:`Trainer` trains the teacher, the student, the phone classifier and every
+ablation arm (notebook 04 teaches it; notebooks 06 and 07 use it).
 
-Adam with warm-up and step decay, gradient clipping, EMA (Polyak) weights, optional bf16
-autocast, tqdm progress, TensorBoard scalars and audio, atomic safetensors checkpoints,
-exact resume, and a hard stop on a non-finite loss.
+Adam with warm-up and a step or cosine schedule, gradient clipping, EMA (Polyak) weights, optional bf16
+autocast, tqdm progress, TensorBoard scalars, atomic safetensors checkpoints, exact resume, and a hard
+stop on a non-finite loss. What differs between models is only the loss function handed to it:
+:func:`teacher_loss`, :func:`student_loss` (a :class:`pwn_lib.config.DistillLoss` recipe) and
+:func:`phone_loss`.
 
-Command line::
+The command line lives in :mod:`pwn_lib.cli`; ``python -m pwn_lib.train`` runs it::
 
-    python -m pwn_lib.train teacher --preset course
-    python -m pwn_lib.train student --preset course --teacher data/checkpoints/teacher_course
+    python -m pwn_lib.train teacher --config configs/teacher_course.yaml
+    python -m pwn_lib.train student --config configs/student_course.yaml --teacher data/checkpoints/teacher_course
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import dataclasses
 import json
 import math
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,37 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from pwn_lib.artifacts import load_artifact, save_artifact, write_json, write_tensors
-from pwn_lib.audio import log_mel, log_mel_distance, loudest_window, save_audio
-from pwn_lib.config import (
-    AUDIO_PRESETS,
-    CHECKPOINT_DIR,
-    STUDENT_PRESETS,
-    TEACHER_PRESETS,
-    TRAIN_PRESETS,
-    AudioConfig,
-    DistillLoss,
-    StudentConfig,
-    TrainConfig,
-    WaveNetConfig,
-    default_device,
-    from_dict,
-    preset,
-    seed_everything,
-    to_dict,
-)
+from pwn_lib.artifacts import save_artifact, write_json, write_tensors
+from pwn_lib.config import AUDIO_PRESETS, DistillLoss, TrainConfig, to_dict
 from pwn_lib.data import AudioWindows, load_corpus
-from pwn_lib.distill import distillation_loss
-from pwn_lib.losses import mr_stft_loss, power_loss
-from pwn_lib.phones import DEFAULT_CHECKPOINT as PHONES_CHECKPOINT
-from pwn_lib.phones import edit_distance, greedy_decode, load_phone_classifier, load_targets
+from pwn_lib.losses import FeatureExtractor, recipe_terms
+from pwn_lib.phones import ctc_loss, spec_augment
 from pwn_lib.student import IAFStudent
-from pwn_lib.wavenet import WaveNet
+from pwn_lib.wavenet import WaveNet, build_teacher
 
 LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
 
@@ -157,14 +137,18 @@ class Trainer:
     sees exactly the batches and noise it would have seen without stopping.
 
     Files in ``out_dir``: the shippable artifact (EMA weights, ``config.json``, ``metrics.json``),
-    ``resume/`` (raw weights, optimiser, EMA, history) and ``tb/`` (TensorBoard).
+    ``resume/`` (raw weights, optimiser, EMA, history) and ``tb/`` (TensorBoard). With ``out_dir=None``
+    nothing is written (the ablation arms and the notebooks' live runs). ``extra_config`` adds keys to
+    ``config.json`` (e.g. the AudioConfig); ``collate_fn`` replaces the DataLoader's default collation.
     """
 
-    def __init__(self, model: nn.Module, loss_fn: LossFn, cfg: TrainConfig, out_dir: Path, *,
-                 model_config: dict, kind: str, device: torch.device | str = "cpu"):
+    def __init__(self, model: nn.Module, loss_fn: LossFn, cfg: TrainConfig, out_dir: Path | None, *,
+                 model_config: dict, kind: str, device: torch.device | str = "cpu",
+                 extra_config: dict | None = None, collate_fn: Callable | None = None):
         self.model, self.loss_fn, self.cfg = model.to(device), loss_fn, cfg
-        self.out_dir, self.device = Path(out_dir), torch.device(device)
+        self.out_dir, self.device = (Path(out_dir) if out_dir is not None else None), torch.device(device)
         self.model_config, self.kind = model_config, kind
+        self.extra_config, self.collate_fn = extra_config or {}, collate_fn
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         self.ema = EMA(model, cfg.ema_decay)
         self.step = 0
@@ -173,8 +157,10 @@ class Trainer:
         self._writer = None
 
     # -- persistence ----------------------------------------------------------------
-    def save(self, metrics: dict | None = None) -> Path:
-        """Write the resume state, then the artifact (EMA weights), each file atomically."""
+    def save(self, metrics: dict | None = None) -> Path | None:
+        """Write the resume state, then the artifact (EMA weights), each file atomically; None without out_dir."""
+        if self.out_dir is None:
+            return None
         resume = self.out_dir / RESUME_DIR
         optim_tensors, optim_meta = _flatten_optimizer(self.optimizer)
         raw = {f"model.{k}": v for k, v in self.model.state_dict().items()}
@@ -186,11 +172,13 @@ class Trainer:
         })
         summary = {"kind": self.kind, "steps": self.step, "train_seconds": round(self.train_seconds, 1),
                    "final_loss": self.history[-1]["loss"] if self.history else None, **(metrics or {})}
-        return save_artifact(self.out_dir, self.ema.shadow, {"kind": self.kind, "model": self.model_config,
-                                                            "train": to_dict(self.cfg)}, summary)
+        config = {"kind": self.kind, "model": self.model_config, "train": to_dict(self.cfg), **self.extra_config}
+        return save_artifact(self.out_dir, self.ema.shadow, config, summary)
 
     def resume(self) -> bool:
         """Continue from ``out_dir/resume`` if it exists; return whether it did."""
+        if self.out_dir is None:
+            return False
         resume = self.out_dir / RESUME_DIR
         if not (resume / "state.json").is_file():
             return False
@@ -209,13 +197,14 @@ class Trainer:
         indices = [i % len(dataset) for i in range(self.step * size, stop * size)]
         loader = torch.utils.data.DataLoader(
             torch.utils.data.Subset(dataset, indices), batch_size=size, shuffle=False,
-            num_workers=self.cfg.num_workers, drop_last=True,
+            num_workers=self.cfg.num_workers, drop_last=True, collate_fn=self.collate_fn,
         )
         for batch in loader:
             yield {k: v.to(self.device) for k, v in batch.items()}
 
     def _writer_or_none(self):
-        if self._writer is None:
+        """The TensorBoard writer of ``out_dir/tb``; None when nothing is written."""
+        if self._writer is None and self.out_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(str(self.out_dir / "tb"))
@@ -237,7 +226,7 @@ class Trainer:
                 f"non-finite loss ({loss.item()}) at step {self.step}, batch of dataset items "
                 f"{first}..{first + self.cfg.batch_size - 1}; stopping instead of training on NaN. "
                 f"Lower the learning rate (now {lr:g}) or check those inputs; the last good checkpoint "
-                f"is in {self.out_dir}."
+                f"is in {self.out_dir or 'nowhere (out_dir=None)'}."
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -264,18 +253,19 @@ class Trainer:
             if record.step % self.cfg.log_every == 0 or record.step == stop:
                 self.history.append(record.as_dict())
                 for key, value in record.as_dict().items():
-                    if key != "step":
+                    if key != "step" and writer is not None:
                         writer.add_scalar(f"train/{key}", value, record.step)
             bar.update(1)
             bar.set_postfix(loss=f"{record.loss:.4f}")
             if record.step % self.cfg.checkpoint_every == 0 or record.step == stop:
                 metrics = on_checkpoint(self) if on_checkpoint else {}
                 for key, value in metrics.items():
-                    if isinstance(value, (int, float)):
+                    if isinstance(value, (int, float)) and writer is not None:
                         writer.add_scalar(f"eval/{key}", value, record.step)
                 self.save(metrics)
         bar.close()
-        writer.flush()
+        if writer is not None:
+            writer.flush()
         return self.history
 
     def averaged_model(self) -> nn.Module:
@@ -283,289 +273,56 @@ class Trainer:
         return self.ema.averaged_model(copy.deepcopy(self.model)).eval()
 
 
-# ----------------------------------------------------------------------------- recipes
-
-HELDOUT_SEED = 1234
-STUDENT_DRAWS = DistillLoss.n_draws  # K: logistic draws per step in the cross-entropy estimate
-
-
-def load_teacher(directory: Path, device: torch.device | str = "cpu") -> WaveNet:
-    """Rebuild a shipped teacher (EMA weights) in eval mode."""
-    state, config, _ = load_artifact(directory)
-    model = WaveNet(from_dict(WaveNetConfig, config["model"]))
-    model.load_state_dict(state)
-    return model.to(device).eval()
-
-
-def load_student(directory: Path, device: torch.device | str = "cpu") -> IAFStudent:
-    """Rebuild a shipped student (EMA weights) in eval mode."""
-    state, config, _ = load_artifact(directory)
-    model = IAFStudent(from_dict(StudentConfig, config["model"]))
-    model.load_state_dict(state)
-    return model.to(device).eval()
-
-
-def heldout_windows(audio: AudioConfig, window: int = 8_192, count: int = 16, split: str = "test") -> list[dict]:
-    """A fixed list of held-out windows (same every call): the yardstick for NLL and KL."""
-    dataset = AudioWindows(load_corpus(split), window, audio, seed=HELDOUT_SEED, length=count)
-    return [dataset[i] for i in range(count)]
-
-
-def _stack(items: list[dict], device: torch.device | str) -> dict[str, torch.Tensor]:
-    return {key: torch.stack([item[key] for item in items]).to(device) for key in items[0]}
-
-
-@torch.no_grad()
-def teacher_nll_bits(teacher: WaveNet, windows: list[dict], batch_size: int = 4) -> float:
-    """Mean teacher-forced NLL of ``windows`` in bits per sample (fp32, eval mode)."""
-    device = next(teacher.parameters()).device
-    teacher.eval()
-    total, count = 0.0, 0
-    for start in range(0, len(windows), batch_size):
-        batch = _stack(windows[start:start + batch_size], device)
-        nll = -teacher.log_prob(batch["audio"], batch["mel"]).double()
-        total, count = total + nll.sum().item(), count + nll.numel()
-    return total / count / math.log(2)
-
-
-def heldout_clip(audio: AudioConfig, seconds: float = 1.0, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
-    """The loudest ``seconds`` of the longest held-out utterance: (1, 1, T) audio and (1, n_mels, T // hop) mel."""
-    utterance = max(load_corpus(split), key=lambda u: (len(u.audio), u.id))
-    n = int(seconds * audio.sample_rate) // audio.hop_length * audio.hop_length
-    x = torch.from_numpy(loudest_window(utterance.audio, n, audio.hop_length)).float()
-    mel = torch.from_numpy(log_mel(x.numpy(), audio))
-    return x.view(1, 1, -1), mel.unsqueeze(0)
-
-
-@torch.no_grad()
-def resynthesis_phone_error_rate(teacher: WaveNet, audio: AudioConfig, count: int = 8, split: str = "test",
-                                 classifier: Path = PHONES_CHECKPOINT) -> dict:
-    """A machine listener's verdict: phone error rate of audio generated from held-out log-mels.
-
-    The teacher generates (cached, seed 0) from the log-mels of the ``count`` shortest ``split``
-    utterances, each cropped to whole hops. The shipped phone classifier (trained on real speech)
-    transcribes the generated audio, the real audio and white noise of the real audio's power, and
-    each gets its phone error rate against the utterances' phone targets. Speech-like audio scores
-    near the real figure; noise scores near 1.
-    """
-    utterances = sorted(load_corpus(split), key=lambda u: (len(u.audio), u.id))[:count]
-    hop = audio.hop_length
-    real = [torch.from_numpy(u.audio[: len(u.audio) // hop * hop]).float() for u in utterances]
-    frames = max(len(x) for x in real) // hop
-    mel = torch.full((len(real), audio.n_mels, frames), math.log(audio.log_mel_floor))
-    for i, x in enumerate(real):
-        mel[i, :, : len(x) // hop] = torch.from_numpy(log_mel(x.numpy(), audio))
-    device = next(teacher.parameters()).device
-    generated = teacher.generate(mel.to(device), generator=torch.Generator(device).manual_seed(0)).cpu()
-    noise_gen = torch.Generator().manual_seed(HELDOUT_SEED)
-    noise = [torch.randn(len(x), generator=noise_gen) * x.square().mean().sqrt() for x in real]
-    listener, targets = load_phone_classifier(classifier), load_targets()
-
-    def error_rate(signals: list[torch.Tensor]) -> float:
-        errors = sum(edit_distance(greedy_decode(listener(x.view(1, 1, -1)))[0], targets[u.id])
-                     for x, u in zip(signals, utterances, strict=True))
-        return errors / sum(len(targets[u.id]) for u in utterances)
-
-    return {
-        "phone_error_rate_generated": error_rate([generated[i, 0, : len(x)] for i, x in enumerate(real)]),
-        "phone_error_rate_real": error_rate(real),
-        "phone_error_rate_white_noise": error_rate(noise),
-        "phone_eval": f"{len(real)} shortest {split} utterances ({sum(map(len, real)) / audio.sample_rate:.2f} s), "
-                      f"classifier {classifier.name}",
-    }
+# ----------------------------------------------------------------------------- what each model minimises
 
 
 def teacher_loss(model: WaveNet, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean NLL in nats per sample of a batch of (audio, mel) windows."""
+    """Mean NLL in nats per sample of a batch of (audio, mel) windows (paper, section 2; notebook 04)."""
     return model.loss(batch["audio"], batch["mel"]), {}
 
 
-def _yaml(args: argparse.Namespace) -> dict:
-    """The --config file's sections (model:, train:, audio:, loss:), or {} without one."""
-    if not args.config:
-        return {}
-    if not args.config.is_file():
-        raise SystemExit(f"--config {args.config}: no such file; the course's recipes are in configs/")
-    return yaml.safe_load(args.config.read_text()) or {}
-
-
-def _configs(args: argparse.Namespace, table: dict) -> tuple[Any, TrainConfig, AudioConfig]:
-    """Preset configs, then the YAML file's sections, then command-line overrides."""
-    extra = _yaml(args)
-    model = preset(table, args.preset, **extra.get("model", {}))
-    train = preset(TRAIN_PRESETS, args.preset, **extra.get("train", {}))
-    audio = preset(AUDIO_PRESETS, args.preset, **extra.get("audio", {}))
-    if args.steps is not None:
-        train = dataclasses.replace(train, steps=args.steps)
-    if args.bf16:
-        train = dataclasses.replace(train, bf16=True)
-    return model, train, audio
-
-
-def _command(args: argparse.Namespace) -> str:
-    """The command line that reproduces this run (recorded in metrics.json)."""
-    return " ".join(["python -m pwn_lib.train", *args.argv])
-
-
-def _trainer(args: argparse.Namespace, model: nn.Module, loss_fn: LossFn, model_cfg: Any, train_cfg: TrainConfig,
-             audio: AudioConfig, out: Path, device: torch.device) -> tuple[Trainer, AudioWindows]:
-    """A Trainer (resumed from ``out`` unless --fresh) and the train split's window stream.
-
-    ``--init DIR`` starts the weights (and their EMA) from a shipped checkpoint instead of from scratch:
-    a warm start with a fresh optimiser and schedule. A resume state in ``out`` takes precedence.
-    """
-    if args.init:
-        state, config, _ = load_artifact(args.init)
-        if config.get("model") != to_dict(model_cfg) and from_dict(type(model_cfg), config["model"]) != model_cfg:
-            raise SystemExit(f"--init {args.init}: its model config {config.get('model')} differs from this run's "
-                             f"{to_dict(model_cfg)}; warm starts need the same architecture")
-        model.load_state_dict(state)
-    trainer = Trainer(model, loss_fn, train_cfg, out, model_config=to_dict(model_cfg), kind=args.kind,
-                      device=device)
-    if not args.fresh and trainer.resume():
-        print(f"resuming {out} at step {trainer.step}")
-    dataset = AudioWindows(load_corpus("train"), train_cfg.window, audio, seed=train_cfg.seed,
-                           length=train_cfg.steps * train_cfg.batch_size)
-    return trainer, dataset
-
-
-def teacher_run(args: argparse.Namespace) -> Path:
-    """Train the teacher on the corpus's train split; record held-out NLL and the log-mel distance."""
-    model_cfg, train_cfg, audio = _configs(args, TEACHER_PRESETS)
-    device = torch.device(args.device or default_device())
-    out = args.out or CHECKPOINT_DIR / f"teacher_{args.preset}"
-    seed_everything(train_cfg.seed)
-    trainer, dataset = _trainer(args, WaveNet(model_cfg), teacher_loss, model_cfg, train_cfg, audio, out, device)
-    windows = heldout_windows(audio)
-
-    def evaluate(t: Trainer) -> dict:
-        return {"heldout_nll_bits": teacher_nll_bits(t.averaged_model(), windows), "command": _command(args)}
-
-    trainer.fit(dataset, on_checkpoint=evaluate)
-    teacher = trainer.averaged_model()
-    x, mel = heldout_clip(audio, args.eval_seconds)
-    generated = teacher.generate(mel.to(device), generator=torch.Generator(device).manual_seed(0))
-    save_audio(out / "generated_heldout.wav", generated.view(-1).cpu().numpy(), audio.sample_rate)
-    metrics = {
-        "heldout_nll_bits": teacher_nll_bits(teacher, windows),
-        "heldout_windows": f"{len(windows)} x {windows[0]['audio'].shape[-1]} samples, test split, seed {HELDOUT_SEED}",
-        "logmel_distance_generated_vs_real": log_mel_distance(generated.view(-1), x.view(-1), audio),
-        "logmel_distance_silence_vs_real": log_mel_distance(torch.zeros_like(x.view(-1)), x.view(-1), audio),
-        "sample_rate": audio.sample_rate, "device": str(device), "command": _command(args),
-    }
-    if args.phone_utterances:
-        metrics.update(resynthesis_phone_error_rate(teacher, audio, args.phone_utterances))
-    trainer._writer_or_none().add_audio("heldout/generated", generated.view(1, -1).cpu(), trainer.step,
-                                        sample_rate=audio.sample_rate)
-    return trainer.save(metrics)
-
-
-def student_loss(teacher: WaveNet, recipe: DistillLoss) -> LossFn:
-    """The student's training loss for ``recipe``: KL + power_weight * power + stft_weight * MR-STFT."""
+def student_loss(teacher: WaveNet, recipe: DistillLoss, classifier: FeatureExtractor | None = None) -> LossFn:
+    """The student's training loss for ``recipe`` (:func:`pwn_lib.losses.recipe_terms`), every term logged."""
 
     def loss_fn(model: IAFStudent, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        terms = distillation_loss(model, teacher, batch["mel"], n_draws=recipe.n_draws)
-        x = terms["x"].float()
-        power = power_loss(x.squeeze(1), batch["audio"].squeeze(1))
-        loss = terms["loss"] + recipe.power_weight * power
-        extra = {"kl": terms["kl"].item(), "entropy": terms["entropy"].item(),
-                 "cross_entropy": terms["cross_entropy"].item(), "power": power.item()}
-        if recipe.stft_weight:
-            stft = mr_stft_loss(x, batch["audio"])
-            loss = loss + recipe.stft_weight * stft
-            extra["mr_stft"] = stft.item()
-        return loss, extra
+        terms = recipe_terms(recipe, model, teacher, batch, classifier)
+        return terms["loss"], {k: v.item() for k, v in terms.items() if k not in ("loss", "x")}
 
     return loss_fn
 
 
-def student_run(args: argparse.Namespace) -> Path:
-    """Distil the student from a frozen teacher (KL + power loss); record held-out KL and distances."""
-    if args.teacher is None:
-        raise SystemExit("student training needs --teacher DIR (e.g. data/checkpoints/teacher_course)")
-    model_cfg, train_cfg, audio = _configs(args, STUDENT_PRESETS)
-    device = torch.device(args.device or default_device())
-    out = args.out or CHECKPOINT_DIR / f"student_{args.preset}"
-    seed_everything(train_cfg.seed)
-    teacher = load_teacher(args.teacher, device)
-    student = IAFStudent(model_cfg)
-    recipe = from_dict(DistillLoss, _yaml(args).get("loss", {}))
-    loss_fn = student_loss(teacher, recipe)
-
-    trainer, dataset = _trainer(args, student, loss_fn, model_cfg, train_cfg, audio, out, device)
-    windows = heldout_windows(audio, count=8)
-    trainer.fit(dataset, on_checkpoint=lambda t: {"heldout_kl": heldout_kl(t.averaged_model(), teacher, windows)})
-    final = trainer.averaged_model()
-    metrics = {"heldout_kl": heldout_kl(final, teacher, windows),
-               **synthesis_report(final, teacher, audio, args.eval_seconds),
-               "teacher": str(args.teacher), "loss_recipe": to_dict(recipe), "command": _command(args)}
-    return trainer.save(metrics)
+def phone_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """CTC loss per target phone of a padded batch, with SpecAugment masks drawn from the step's seed."""
+    mels = spec_augment(batch["mels"][0], None)
+    return ctc_loss(model, (mels, batch["frames"][0], batch["targets"][0], batch["lengths"][0])), {}
 
 
-@torch.no_grad()
-def heldout_kl(student: IAFStudent, teacher: WaveNet, windows: list[dict]) -> float:
-    """Mean per-sample KL(P_S || P_T) on fixed held-out conditioning (fixed noise seed)."""
-    device = next(student.parameters()).device
-    batch = _stack(windows, device)
-    terms = distillation_loss(student, teacher, batch["mel"], n_draws=STUDENT_DRAWS,
-                              generator=torch.Generator(device).manual_seed(HELDOUT_SEED))
-    return terms["kl"].item()
-
-
-@torch.no_grad()
-def synthesis_report(student: IAFStudent, teacher: WaveNet, audio: AudioConfig, seconds: float = 1.0) -> dict:
-    """Log-mel distances of student and teacher audio to the real clip, and the student's timesteps/s."""
-    x, mel = heldout_clip(audio, seconds)
-    device = next(student.parameters()).device
-    mel = mel.to(device)
-    gen = torch.Generator(device).manual_seed(0)
-    started = time.perf_counter()
-    student_audio = student.sample(mel, generator=gen)
-    student_seconds = time.perf_counter() - started
-    teacher_audio = teacher.generate(mel, generator=gen)
-    real = x.view(-1)
-    return {
-        "logmel_distance_student_vs_real": log_mel_distance(student_audio.view(-1), real, audio),
-        "logmel_distance_teacher_vs_real": log_mel_distance(teacher_audio.view(-1), real, audio),
-        "student_timesteps_per_s": real.numel() / student_seconds,
-        "sample_rate": audio.sample_rate,
-    }
-
-
-# ----------------------------------------------------------------------------- command line
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pwn_lib.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("kind", choices=("teacher", "student"), help="what to train")
-    parser.add_argument("--preset", default="course", choices=("tiny", "course", "paper"))
-    parser.add_argument("--config", type=Path, help="YAML with optional sections model:, train:, audio:")
-    parser.add_argument("--out", type=Path, help="output directory (default data/checkpoints/<kind>_<preset>)")
-    parser.add_argument("--steps", type=int, help="total optimiser steps (overrides the preset)")
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (about 1.8x faster on CPU)")
-    parser.add_argument("--teacher", type=Path, help="student only: the teacher checkpoint directory")
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
-    parser.add_argument("--fresh", action="store_true", help="ignore an existing resume state in --out")
-    parser.add_argument("--init", type=Path, help="warm start: initial weights from this checkpoint directory")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    parser.add_argument("--eval-seconds", type=float, default=1.0,
-                        help="length of the held-out clip generated for the log-mel distance")
-    parser.add_argument("--phone-utterances", type=int, default=8,
-                        help="teacher only: test utterances resynthesised for the phone error rate (0 skips)")
-    return parser
+def fit_tiny_teacher(steps: int = 60, batch_size: int = 2, window: int = 1_024, lr: float = 3e-3,
+                     seed: int = 0, progress: bool = False) -> WaveNet:
+    """A ``tiny`` teacher trained for a few seconds by :class:`Trainer` (fast mode and tests); the real one
+    comes from ``python -m pwn_lib.train teacher --config configs/teacher_course.yaml``."""
+    torch.manual_seed(seed)
+    teacher = build_teacher("tiny")
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, window=window, lr=lr,
+                      lr_warmup=0, seed=seed, log_every=max(1, steps // 10), checkpoint_every=steps)
+    windows = AudioWindows(load_corpus("train"), window, AUDIO_PRESETS["tiny"], seed=seed + 1,
+                           length=steps * batch_size)
+    trainer = Trainer(teacher, teacher_loss, cfg, None, model_config=to_dict(teacher.cfg), kind="teacher")
+    trainer.fit(windows, progress=progress)
+    return trainer.model.eval()
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
-    args.argv = argv
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    run = teacher_run if args.kind == "teacher" else student_run
-    out = run(args)
-    print(f"artifact written to {out}")
-    return 0
+    """``python -m pwn_lib.train``: the command line of :mod:`pwn_lib.cli`."""
+    from pwn_lib.cli import main as cli_main
+
+    return cli_main(argv)
+
+
+__all__ = [
+    "EMA", "LossFn", "Trainer", "fit_tiny_teacher", "learning_rate", "main", "phone_loss", "student_loss",
+    "teacher_loss",
+]
 
 
 if __name__ == "__main__":

@@ -8,15 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from pwn_lib.ablation import (
-    ABLATION_PRESETS,
-    Arm,
-    arm_loss,
-    paper_arms,
-    run_ablation,
-)
+from pwn_lib.ablation import ABLATION_PRESETS, paper_arms, run_ablation
 from pwn_lib.audio import loudest_window, power_db
-from pwn_lib.losses import perceptual_loss, power_loss
+from pwn_lib.config import CONTRASTIVE_GAMMA, DistillLoss
+from pwn_lib.losses import perceptual_loss, power_loss, recipe_terms
 from pwn_lib.phones import PhoneClassifier, PhoneClassifierConfig
 from pwn_lib.student import build_student
 from pwn_lib.wavenet import build_teacher
@@ -25,9 +20,10 @@ from pwn_lib.wavenet import build_teacher
 def test_paper_arms_add_one_term_at_a_time() -> None:
     arms = paper_arms(ABLATION_PRESETS["course"])
     assert [a.name for a in arms] == ["kl", "kl+power", "kl+power+perceptual", "kl+power+perceptual+contrastive"]
-    assert [(a.power > 0, a.perceptual > 0, a.gamma > 0) for a in arms] == [
+    assert [(a.loss.power_weight > 0, a.loss.perceptual_weight > 0, a.loss.gamma > 0) for a in arms] == [
         (False, False, False), (True, False, False), (True, True, False), (True, True, True)]
-    assert arms[-1].gamma == 0.3
+    assert arms[-1].loss.gamma == CONTRASTIVE_GAMMA == 0.3
+    assert arms[1].loss == DistillLoss(), "the kl+power arm is the shipped student's recipe"
 
 
 def test_power_db_and_loudest_window() -> None:
@@ -39,20 +35,21 @@ def test_power_db_and_loudest_window() -> None:
     assert len(window) == 256 and window.sum() == 100.0
 
 
-def test_arm_loss_is_kl_plus_weighted_terms() -> None:
+def test_recipe_loss_is_kl_plus_weighted_terms() -> None:
     torch.manual_seed(0)
     student, teacher = build_student("tiny"), build_teacher("tiny")
     classifier = PhoneClassifier(PhoneClassifierConfig(channels=8, dilations=(1,))).eval()
     batch = {"audio": 0.1 * torch.randn(2, 1, 1_024), "mel": torch.randn(2, 80, 4) - 4}
-    plain = arm_loss(Arm("kl"), student, teacher, batch, None, 2, torch.Generator().manual_seed(3))
-    full = arm_loss(Arm("all", power=0.5, perceptual=2.0), student, teacher, batch, classifier, 2,
-                    torch.Generator().manual_seed(3))
+    kl_only = DistillLoss(n_draws=2, power_weight=0.0)
+    plain = recipe_terms(kl_only, student, teacher, batch, None, torch.Generator().manual_seed(3))
+    full = recipe_terms(DistillLoss(n_draws=2, power_weight=0.5, perceptual_weight=2.0), student, teacher, batch,
+                        classifier, torch.Generator().manual_seed(3))
     torch.testing.assert_close(full["kl"], plain["kl"])
     expected = plain["kl"] + 0.5 * power_loss(plain["x"], batch["audio"]) + 2.0 * perceptual_loss(
         plain["x"], batch["audio"], classifier)
     torch.testing.assert_close(full["loss"], expected)
-    with pytest.raises(ValueError, match="phone classifier"):
-        arm_loss(Arm("p", perceptual=1.0), student, teacher, batch, None, 2, torch.Generator())
+    with pytest.raises(ValueError, match="classifier"):
+        recipe_terms(DistillLoss(perceptual_weight=1.0), student, teacher, batch, None, torch.Generator())
 
 
 def test_tiny_ablation_runs_every_arm_on_the_same_budget() -> None:

@@ -9,7 +9,9 @@ import torch
 from safetensors.torch import load_file
 
 from pwn_lib.config import AUDIO_PRESETS, CHECKPOINT_DIR, REPO_ROOT
-from pwn_lib.train import heldout_kl, heldout_windows, load_student, load_teacher, teacher_nll_bits
+from pwn_lib.heldout import heldout_kl, heldout_windows, teacher_nll_bits
+from pwn_lib.student import IAFStudent
+from pwn_lib.wavenet import WaveNet
 
 TEACHER = CHECKPOINT_DIR / "teacher_course"
 STUDENT = CHECKPOINT_DIR / "student_course"
@@ -21,7 +23,7 @@ def metrics(directory) -> dict:
 
 @pytest.fixture(scope="module")
 def teacher():
-    return load_teacher(TEACHER)
+    return WaveNet.from_checkpoint(TEACHER)
 
 
 def test_shipped_teacher_reproduces_its_heldout_nll(teacher):
@@ -41,7 +43,7 @@ def test_shipped_teacher_records_how_to_reproduce_it():
 
 def test_shipped_student_reproduces_its_heldout_kl(teacher):
     recorded = metrics(STUDENT)
-    student = load_student(STUDENT)
+    student = IAFStudent.from_checkpoint(STUDENT)
     windows = heldout_windows(AUDIO_PRESETS["course"], count=8)
     assert heldout_kl(student, teacher, windows) == pytest.approx(recorded["heldout_kl"], rel=0.01, abs=1e-3)
     assert recorded["command"].startswith("python -m pwn_lib.train student --preset course")
@@ -53,13 +55,13 @@ def test_shipped_student_is_the_same_function_as_when_it_was_trained():
     """Outputs saved from the shipped student before the flows were refactored (tests/data)."""
     reference = load_file(str(REPO_ROOT / "tests" / "data" / "student_course_reference.safetensors"))
     with torch.no_grad():
-        x, mu_tot, log_s_tot = load_student(STUDENT)(reference["z"], reference["c"])
+        x, mu_tot, log_s_tot = IAFStudent.from_checkpoint(STUDENT)(reference["z"], reference["c"])
     assert torch.equal(x, reference["x"]) and torch.equal(log_s_tot, reference["log_s_tot"])
     assert torch.equal(mu_tot, reference["mu_tot"])
 
 
 def test_shipped_student_samples_in_one_pass():
-    student = load_student(STUDENT)
+    student = IAFStudent.from_checkpoint(STUDENT)
     mel = torch.zeros(1, student.cfg.cond_channels, 4) - 5.0
     x = student.sample(mel, generator=torch.Generator().manual_seed(0))
     assert x.shape == (1, 1, 4 * student.cfg.hop_length) and torch.isfinite(x).all()

@@ -167,7 +167,9 @@ def test_load_artifact_names_the_missing_file(tmp_path):
 
 def test_ten_step_teacher_and_student_runs_on_the_corpus(tmp_path):
     """The integration test: `python -m pwn_lib.train` for 10 steps each, then reload both artifacts."""
-    from pwn_lib.train import load_student, load_teacher, main
+    from pwn_lib.student import IAFStudent
+    from pwn_lib.train import main
+    from pwn_lib.wavenet import WaveNet
 
     teacher_dir, student_dir = tmp_path / "teacher", tmp_path / "student"
     common = ["--preset", "tiny", "--steps", "10", "--eval-seconds", "0.05"]
@@ -180,11 +182,14 @@ def test_ten_step_teacher_and_student_runs_on_the_corpus(tmp_path):
     # Ten steps teach a teacher nothing: the machine listener must hear its audio as worse than real speech.
     assert teacher_metrics["phone_error_rate_generated"] > teacher_metrics["phone_error_rate_real"] + 0.2
     assert "1 shortest test" in teacher_metrics["phone_eval"]
+    config = json.loads((teacher_dir / "config.json").read_text())
+    assert config["audio"]["sample_rate"] == 16_000 and config["model"]["log_mel_mean"] is not None
+    assert teacher_metrics["config"]["train"]["steps"] == 10, "metrics.json records the resolved config"
     student_metrics = json.loads((student_dir / "metrics.json").read_text())
     assert {"heldout_kl", "logmel_distance_student_vs_real", "logmel_distance_teacher_vs_real",
             "student_timesteps_per_s"} <= set(student_metrics)
-    load_teacher(teacher_dir)
-    assert load_student(student_dir).sample(torch.zeros(1, 80, 2) - 5).shape == (1, 1, 512)
+    assert WaveNet.from_checkpoint(teacher_dir).audio.sample_rate == 16_000
+    assert IAFStudent.from_checkpoint(student_dir).sample(torch.zeros(1, 80, 2) - 5).shape == (1, 1, 512)
 
 
 class Replay(nn.Module):
@@ -206,7 +211,7 @@ def test_resynthesis_phone_error_rate_scores_replayed_speech_like_speech():
     """Replaying the real audio must score exactly the real PER; silence must score (nearly) all errors."""
     from pwn_lib.config import AudioConfig
     from pwn_lib.data import load_corpus
-    from pwn_lib.train import resynthesis_phone_error_rate
+    from pwn_lib.heldout import resynthesis_phone_error_rate
 
     audio = AudioConfig()
     shortest = sorted(load_corpus("test"), key=lambda u: (len(u.audio), u.id))[:3]
@@ -229,3 +234,17 @@ def test_cosine_schedule_runs_from_lr_to_the_final_fraction():
     assert all(a >= b for a, b in zip(values, values[1:], strict=False))
     with pytest.raises(ValueError, match="lr_schedule"):
         learning_rate(0, small_config(lr_schedule="linear"))
+
+
+def test_the_phone_classifier_trains_through_the_same_loop(tmp_path):
+    from pwn_lib.config import REPO_ROOT
+    from pwn_lib.phones import PhoneClassifier
+    from pwn_lib.train import main
+
+    out = tmp_path / "phones"
+    recipe = str(REPO_ROOT / "configs" / "phones_course.yaml")
+    assert main(["phones", "--config", recipe, "--steps", "3", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 3 and metrics["command"].endswith(str(out))
+    assert metrics["test_per"] > 0.5, "three steps cannot teach it to transcribe: the PER must show that"
+    assert PhoneClassifier.from_checkpoint(out).audio.n_mels == 80

@@ -1,0 +1,301 @@
+"""The command line: ``python -m pwn_lib.train <kind> --config configs/<kind>_course.yaml``.
+
+Each kind wires a model, its data and its loss function to :class:`pwn_lib.train.Trainer`, then records
+held-out figures (:mod:`pwn_lib.heldout`) in the checkpoint's ``metrics.json`` together with the exact
+command and the resolved configuration, so every shipped artifact says how to make it again.
+
+Configuration, later sources winning: the named ``--preset``, then the YAML file's sections
+(``model:``, ``train:``, ``audio:``, ``loss:``, ``ablation:``), then ``--steps`` and ``--bf16``.
+
+    python -m pwn_lib.train teacher --config configs/teacher_course.yaml
+    python -m pwn_lib.train student --config configs/student_course.yaml --teacher data/checkpoints/teacher_course
+    python -m pwn_lib.train phones --config configs/phones_course.yaml
+    python -m pwn_lib.train ablation --config configs/ablation_course.yaml --teacher data/checkpoints/teacher_course
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from pwn_lib.artifacts import load_artifact, model_section, write_json
+from pwn_lib.audio import log_mel_distance, save_audio
+from pwn_lib.config import (
+    AUDIO_PRESETS,
+    CHECKPOINT_DIR,
+    PRESET_NAMES,
+    STUDENT_PRESETS,
+    TEACHER_PRESETS,
+    TRAIN_PRESETS,
+    AudioConfig,
+    DistillLoss,
+    default_device,
+    from_dict,
+    preset,
+    seed_everything,
+    to_dict,
+)
+from pwn_lib.data import AudioWindows, load_corpus
+from pwn_lib.features import corpus_statistics
+from pwn_lib.heldout import (
+    HELDOUT_SEED,
+    heldout_clip,
+    heldout_kl,
+    heldout_windows,
+    resynthesis_phone_error_rate,
+    synthesis_report,
+    teacher_nll_bits,
+)
+from pwn_lib.student import IAFStudent
+from pwn_lib.train import LossFn, Trainer, phone_loss, student_loss, teacher_loss
+from pwn_lib.wavenet import WaveNet
+
+KINDS = ("teacher", "student", "phones", "ablation")
+
+
+def read_yaml(path: Path | None) -> dict:
+    """The --config file's sections, or {} without one."""
+    if path is None:
+        return {}
+    if not path.is_file():
+        raise SystemExit(f"--config {path}: no such file; the course's recipes are in configs/")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def with_feature_statistics(model: Any, audio: AudioConfig) -> Any:
+    """The model config with the train split's log-mel statistics filled in where the recipe leaves them open."""
+    if getattr(model, "cond_channels", 0) and model.log_mel_mean is None:
+        return dataclasses.replace(model, **corpus_statistics(audio))
+    return model
+
+
+def resolve(args: argparse.Namespace, table: dict | None) -> dict[str, Any]:
+    """Preset configs, then the YAML file's sections, then command-line overrides: the run's whole recipe."""
+    extra = read_yaml(args.config)
+    audio = preset(AUDIO_PRESETS, args.preset, **extra.get("audio", {}))
+    train = preset(TRAIN_PRESETS, args.preset, **extra.get("train", {}))
+    if args.steps is not None:
+        train = dataclasses.replace(train, steps=args.steps)
+    if args.bf16:
+        train = dataclasses.replace(train, bf16=True)
+    resolved = {"audio": audio, "train": train, "loss": from_dict(DistillLoss, extra.get("loss", {}))}
+    if table is not None:
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in extra.get("model", {}).items()}
+        model = preset(table, args.preset, **fields)
+        if args.init:  # a warm start keeps the standardisation its weights were trained with
+            init_model = model_section(load_artifact(args.init)[1])
+            model = dataclasses.replace(model, **{k: init_model.get(k) for k in ("log_mel_mean", "log_mel_std")})
+        resolved["model"] = with_feature_statistics(model, audio)
+        check_audio(resolved["model"], audio)
+    return {**resolved, "yaml": extra}
+
+
+def check_audio(model: Any, audio: AudioConfig) -> None:
+    """The model's hop and mel count must be the AudioConfig's: they are set in two places, so say which differ."""
+    differ = {name: (getattr(model, name), getattr(audio, field)) for name, field in
+              (("hop_length", "hop_length"), ("cond_channels", "n_mels")) if getattr(model, name, 0)
+              and getattr(model, name) != getattr(audio, field)}
+    if differ:
+        raise SystemExit(f"model and audio configs disagree (model, audio): {differ}; set both in the YAML")
+
+
+def command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this run (recorded in metrics.json)."""
+    return " ".join(["python -m pwn_lib.train", *args.argv])
+
+
+def record(args: argparse.Namespace, resolved: dict) -> dict:
+    """What every metrics.json carries: the command and the resolved configuration."""
+    config = {key: to_dict(value) for key, value in resolved.items() if key != "yaml"}
+    return {"command": command(args), "config": config}
+
+
+def make_trainer(args: argparse.Namespace, model: torch.nn.Module, loss_fn: LossFn, resolved: dict, out: Path,
+                 device: torch.device) -> tuple[Trainer, AudioWindows]:
+    """A Trainer (resumed from ``out`` unless --fresh) and the train split's window stream.
+
+    ``--init DIR`` starts the weights (and their EMA) from a shipped checkpoint instead of from scratch:
+    a warm start with a fresh optimiser and schedule. A resume state in ``out`` takes precedence.
+    """
+    model_cfg, train_cfg, audio = resolved["model"], resolved["train"], resolved["audio"]
+    if args.init:
+        state, config, _ = load_artifact(args.init)
+        if from_dict(type(model_cfg), model_section(config)) != model_cfg:
+            raise SystemExit(f"--init {args.init}: its model config {config.get('model')} differs from this run's "
+                             f"{to_dict(model_cfg)}; warm starts need the same architecture")
+        model.load_state_dict(state)
+    trainer = Trainer(model, loss_fn, train_cfg, out, model_config=to_dict(model_cfg), kind=args.kind, device=device,
+                      extra_config={"audio": to_dict(audio)})
+    if not args.fresh and trainer.resume():
+        print(f"resuming {out} at step {trainer.step}")
+    dataset = AudioWindows(load_corpus("train"), train_cfg.window, audio, seed=train_cfg.seed,
+                           length=train_cfg.steps * train_cfg.batch_size)
+    return trainer, dataset
+
+
+def teacher_run(args: argparse.Namespace) -> Path:
+    """Train the teacher on the corpus's train split; record held-out NLL, log-mel distance and PER."""
+    resolved = resolve(args, TEACHER_PRESETS)
+    audio = resolved["audio"]
+    device = torch.device(args.device or default_device())
+    out = args.out or CHECKPOINT_DIR / f"teacher_{args.preset}"
+    seed_everything(resolved["train"].seed)
+    trainer, dataset = make_trainer(args, WaveNet(resolved["model"]), teacher_loss, resolved, out, device)
+    windows = heldout_windows(audio)
+
+    def evaluate(t: Trainer) -> dict:
+        return {"heldout_nll_bits": teacher_nll_bits(t.averaged_model(), windows), **record(args, resolved)}
+
+    trainer.fit(dataset, on_checkpoint=evaluate)
+    teacher = trainer.averaged_model()
+    x, mel = heldout_clip(audio, args.eval_seconds)
+    generated = teacher.generate(mel.to(device), generator=torch.Generator(device).manual_seed(0))
+    save_audio(out / "generated_heldout.wav", generated.view(-1).cpu().numpy(), audio.sample_rate)
+    metrics = {
+        "heldout_nll_bits": teacher_nll_bits(teacher, windows),
+        "heldout_windows": f"{len(windows)} x {windows[0]['audio'].shape[-1]} samples, test split, seed {HELDOUT_SEED}",
+        "logmel_distance_generated_vs_real": log_mel_distance(generated.view(-1), x.view(-1), audio),
+        "logmel_distance_silence_vs_real": log_mel_distance(torch.zeros_like(x.view(-1)), x.view(-1), audio),
+        "sample_rate": audio.sample_rate, "device": str(device), **record(args, resolved),
+    }
+    if args.phone_utterances:
+        metrics.update(resynthesis_phone_error_rate(teacher, audio, args.phone_utterances))
+    return trainer.save(metrics)
+
+
+def student_run(args: argparse.Namespace) -> Path:
+    """Distil the student from a frozen teacher with the YAML's loss recipe; record held-out KL and distances."""
+    if args.teacher is None:
+        raise SystemExit("student training needs --teacher DIR (e.g. data/checkpoints/teacher_course)")
+    resolved = resolve(args, STUDENT_PRESETS)
+    device = torch.device(args.device or default_device())
+    out = args.out or CHECKPOINT_DIR / f"student_{args.preset}"
+    seed_everything(resolved["train"].seed)
+    teacher = WaveNet.from_checkpoint(args.teacher, device)
+    recipe = resolved["loss"]
+    classifier = _classifier(args) if recipe.perceptual_weight > 0 else None
+    loss_fn = student_loss(teacher, recipe, classifier)
+    trainer, dataset = make_trainer(args, IAFStudent(resolved["model"]), loss_fn, resolved, out, device)
+    windows = heldout_windows(resolved["audio"], count=8)
+    trainer.fit(dataset, on_checkpoint=lambda t: {"heldout_kl": heldout_kl(t.averaged_model(), teacher, windows)})
+    final = trainer.averaged_model()
+    metrics = {"heldout_kl": heldout_kl(final, teacher, windows),
+               **synthesis_report(final, teacher, resolved["audio"], args.eval_seconds),
+               "teacher": str(args.teacher), "loss_recipe": to_dict(recipe), **record(args, resolved)}
+    return trainer.save(metrics)
+
+
+def _classifier(args: argparse.Namespace):
+    from pwn_lib.phones import load_phone_classifier
+
+    return load_phone_classifier(args.classifier)
+
+
+def phones_run(args: argparse.Namespace) -> Path:
+    """Train the CTC phone classifier (the machine listener and the perceptual loss's feature extractor)."""
+    from pwn_lib.phones import (
+        PHONES,
+        PhoneBatches,
+        PhoneClassifier,
+        PhoneClassifierConfig,
+        evaluate,
+        load_targets,
+        make_examples,
+    )
+
+    resolved = resolve(args, None)
+    extra, audio, train_cfg = resolved["yaml"], resolved["audio"], resolved["train"]
+    model_cfg = from_dict(PhoneClassifierConfig, extra.get("model", {}))
+    resolved["model"] = model_cfg
+    device = torch.device(args.device or default_device())
+    out = args.out or CHECKPOINT_DIR / f"phones_{args.preset}"
+    seed_everything(train_cfg.seed)
+    targets = load_targets()
+    train_set, valid_set, test_set = (make_examples(s, targets, audio) for s in ("train", "valid", "test"))
+    model = PhoneClassifier(model_cfg, audio)
+    model.set_statistics(train_set)
+    batches = PhoneBatches(train_set, train_cfg.batch_size, train_cfg.steps, train_cfg.seed)
+    trainer = Trainer(model, phone_loss, dataclasses.replace(train_cfg, batch_size=1), out,
+                      model_config=to_dict(model_cfg), kind="phone_classifier", device=device,
+                      extra_config={"audio": to_dict(audio), "phones": list(PHONES)}, collate_fn=lambda b: b[0])
+    if not args.fresh and trainer.resume():
+        print(f"resuming {out} at step {trainer.step}")
+
+    def scores(t: Trainer) -> dict:
+        valid = evaluate(t.averaged_model(), valid_set)
+        return {"valid_ctc_loss": valid["ctc_loss"], "valid_per": valid["per"], **record(args, resolved)}
+
+    trainer.fit(batches, on_checkpoint=scores)
+    final = trainer.averaged_model()
+    valid, test = evaluate(final, valid_set), evaluate(final, test_set)
+    metrics = {"valid_ctc_loss": valid["ctc_loss"], "valid_per": valid["per"], "test_ctc_loss": test["ctc_loss"],
+               "test_per": test["per"], "n_train": len(train_set), "n_valid": len(valid_set), "n_test": len(test_set),
+               "ctc_loss_units": "nats per target phone (torch CTCLoss reduction='mean'), utterance-weighted",
+               **record(args, resolved)}
+    return trainer.save(metrics)
+
+
+def ablation_run(args: argparse.Namespace) -> Path:
+    """Train every arm of the auxiliary-loss ablation with the same budget; write the results JSON."""
+    from pwn_lib.ablation import ABLATION_DIR, AblationConfig, run_ablation, shown
+
+    extra = read_yaml(args.config)
+    cfg = from_dict(AblationConfig, {**to_dict(AblationConfig()), **extra.get("ablation", {})})
+    if args.steps is not None:
+        cfg = dataclasses.replace(cfg, steps=args.steps)
+    teacher = WaveNet.from_checkpoint(args.teacher or CHECKPOINT_DIR / "teacher_course")
+    results = run_ablation(teacher, cfg=cfg, classifier=_classifier(args))
+    out = args.out or ABLATION_DIR / f"ablation_{args.preset}.json"
+    results.update(teacher=shown(args.teacher or CHECKPOINT_DIR / "teacher_course"), classifier=shown(args.classifier),
+                   preset=args.preset, command=command(args), config=to_dict(cfg))
+    write_json(out, results)
+    for row in results["arms"]:
+        print(row["arm"]["name"], {k: round(v, 3) for k, v in row["eval"].items()})
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pwn_lib.phones import DEFAULT_CHECKPOINT as PHONES_CHECKPOINT
+
+    parser = argparse.ArgumentParser(prog="python -m pwn_lib.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("kind", choices=KINDS, help="what to train")
+    parser.add_argument("--preset", default="course", choices=PRESET_NAMES)
+    parser.add_argument("--config", type=Path, help="YAML with optional sections model:, train:, audio:, loss:")
+    parser.add_argument("--out", type=Path, help="output directory (default data/checkpoints/<kind>_<preset>)")
+    parser.add_argument("--steps", type=int, help="total optimiser steps (overrides the preset and the YAML)")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (about 1.8x faster on CPU)")
+    parser.add_argument("--teacher", type=Path, help="student and ablation: the teacher checkpoint directory")
+    parser.add_argument("--classifier", type=Path, default=PHONES_CHECKPOINT,
+                        help="the phone classifier for perceptual losses (default: the shipped one)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--fresh", action="store_true", help="ignore an existing resume state in --out")
+    parser.add_argument("--init", type=Path, help="warm start: initial weights from this checkpoint directory")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    parser.add_argument("--eval-seconds", type=float, default=1.0,
+                        help="length of the held-out clip generated for the log-mel distance")
+    parser.add_argument("--phone-utterances", type=int, default=8,
+                        help="teacher only: test utterances resynthesised for the phone error rate (0 skips)")
+    return parser
+
+
+RUNS = {"teacher": teacher_run, "student": student_run, "phones": phones_run, "ablation": ablation_run}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"artifact written to {RUNS[args.kind](args)}")
+    return 0
+
+
+__all__ = ["KINDS", "build_parser", "main", "resolve"]
