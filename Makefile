@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -c "from pwn_lib.audio import warm_up; warm_up()"  # numba compiles librosa once, here
 	@touch $(STAMP)
 
+# `PWN_FAST=1 make lab` runs the notebooks in fast mode (tiny models, seconds per cell).
 lab: setup
-	@echo "Starting JupyterLab on notebooks/ — open the http://127.0.0.1:$(PORT)/lab?token=... URL printed below."
+	@echo "Starting JupyterLab on notebooks/ (PWN_FAST=$(or $(PWN_FAST),unset)); open the URL with the token that it prints."
 	$(BIN)/jupyter lab --notebook-dir=notebooks --no-browser --ip=127.0.0.1 --port=$(PORT) $(ALLOW_ROOT)
 
 # The rule set is in pyproject.toml ([tool.ruff]); notebooks are linted too.

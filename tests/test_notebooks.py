@@ -1,0 +1,132 @@
+"""The notebook contract: every notebook has the course's anatomy, and none re-implements what it handed off.
+
+Anatomy (STYLE.md, "Literate notebooks"): a title naming the paper section, what you will learn, prerequisites,
+the measured time, at least one "From here on we use `pwn_lib.X`" hand-off, an exercise, a summary and a
+Next link to a notebook that exists. House rules: python3 kernel, seeded, outputs stripped except cells
+marked ``# NBVAL_CHECK_OUTPUT``, plots end with ``plt.show()``, progress bars from ``tqdm.auto``, no
+``ipywidgets.interact``, audio players with an explicit rate and ``normalize=False``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from pwn_lib.config import REPO_ROOT
+
+NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+HAND_OFF = re.compile(r"from here on we use\s+\**`(pwn_lib[\w.]*)`", re.IGNORECASE)
+NAMED = re.compile(r"`(pwn_lib(?:\.\w+)+)`")
+
+
+def cells(path: Path) -> list[dict]:
+    return json.loads(path.read_text())["cells"]
+
+
+def source(cell: dict) -> str:
+    return "".join(cell["source"])
+
+
+def markdown(path: Path) -> str:
+    return "\n".join(source(c) for c in cells(path) if c["cell_type"] == "markdown")
+
+
+def handed_off(text: str) -> set[str]:
+    """The pwn_lib names a hand-off cell gives away: ``pwn_lib.mod`` and the last part of ``pwn_lib.mod.Name``."""
+    names = set()
+    for line in text.splitlines():
+        if HAND_OFF.search(line):
+            names |= {name for name in NAMED.findall(line)}
+    return names
+
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) >= 8
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_anatomy(path: Path):
+    text, first = markdown(path), source(cells(path)[0])
+    number = path.name[:2]
+    assert re.match(rf"# {number} · .+", first), f"{path.name}: the first cell must be the title '# {number} · ...'"
+    assert re.search(r"paper|§", first.splitlines()[0], re.IGNORECASE) or number == "00", (
+        f"{path.name}: the title must name the paper section it teaches")
+    assert re.search(r"what you will learn|in this notebook you will", first, re.IGNORECASE), path.name
+    assert "Prerequisites" in first, f"{path.name}: state the prerequisites in the first cell"
+    assert re.search(r"\*\*Time:\*\*", first), f"{path.name}: state the measured time at the top"
+    assert HAND_OFF.search(text), f"{path.name}: needs at least one 'From here on we use `pwn_lib.X`' hand-off"
+    assert re.search(r"\bExercise", text), f"{path.name}: needs an exercise"
+    assert re.search(r"^## Summary", text, re.MULTILINE), f"{path.name}: needs a '## Summary' section"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_next_link_points_to_a_notebook_that_exists(path: Path):
+    links = re.findall(r"Next:?\**:?\s.*?\]\(([\w.]+\.ipynb)\)", markdown(path))
+    assert links, f"{path.name}: needs a 'Next: [..](NN_name.ipynb)' link"
+    for link in links:
+        assert (path.parent / link).is_file(), f"{path.name}: Next link {link} does not exist"
+    every = re.findall(r"\]\((\d\d_[\w.]+\.ipynb)\)", markdown(path))
+    missing = [link for link in every if not (path.parent / link).is_file()]
+    assert not missing, f"{path.name}: links to notebooks that do not exist: {missing}"
+
+
+def reimplementations(notebook_cells: list[dict], trainer_taught: bool = False) -> list[str]:
+    """Code cells that define a handed-off name again, or run their own optimisation loop after a hand-off.
+
+    A loop is re-implemented after a hand-off to ``pwn_lib.train``, or after any hand-off once notebook 04 has
+    taught the Trainer (``trainer_taught``); the teaching loops of notebooks 01 and 03 stay.
+    """
+    given: set[str] = set()
+    found = []
+    for index, cell in enumerate(notebook_cells):
+        text = source(cell)
+        if cell["cell_type"] == "markdown":
+            given |= handed_off(text)
+            continue
+        for name in sorted({n.rsplit(".", 1)[-1] for n in given if n.count(".") >= 2}):
+            if re.search(rf"^\s*(def|class)\s+{name}\b", text, re.MULTILINE):
+                found.append(f"cell {index} re-implements {name}")
+        loop = ".backward()" in text and re.search(r"\.step\(\)", text)
+        if loop and (any(n.startswith("pwn_lib.train") for n in given) or (trainer_taught and given)):
+            found.append(f"cell {index} runs its own optimisation loop after a hand-off (use pwn_lib.train.Trainer)")
+    return found
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_code_after_a_hand_off_reimplements_it(path: Path):
+    found = reimplementations(cells(path), trainer_taught=int(path.name[:2]) >= 4)
+    assert not found, f"{path.name}: {found}"
+
+
+def test_the_reimplementation_check_catches_both_kinds():
+    md = {"cell_type": "markdown", "source": ["From here on we use `pwn_lib.losses.power_loss` and `pwn_lib.train`."]}
+    twin = {"cell_type": "code", "source": ["def power_loss(x, y):\n    return 0"]}
+    loop = {"cell_type": "code", "source": ["loss.backward()\noptimizer.step()"]}
+    assert reimplementations([twin, loop]) == []  # before the hand-off both are teaching code
+    assert len(reimplementations([md, twin, loop])) == 2
+    distill = {"cell_type": "markdown", "source": ["### From here on we use `pwn_lib.distill`"]}
+    assert reimplementations([distill, loop]) == []
+    assert len(reimplementations([distill, loop], trainer_taught=True)) == 1
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_house_rules(path: Path):
+    notebook = json.loads(path.read_text())
+    assert notebook["metadata"]["kernelspec"]["name"] == "python3", f"{path.name}: use the python3 kernel"
+    code = [(i, c) for i, c in enumerate(notebook["cells"]) if c["cell_type"] == "code"]
+    assert "seed_everything" in source(code[0][1]), f"{path.name}: the first code cell must seed everything"
+    for index, cell in code:
+        text = source(cell)
+        checked = text.lstrip().startswith("# NBVAL_CHECK_OUTPUT")
+        assert checked or not cell.get("outputs"), f"{path.name} cell {index}: strip outputs (strip_notebook.py)"
+        assert "interact(" not in text, f"{path.name} cell {index}: no ipywidgets.interact (use explicit widgets)"
+        assert not re.search(r"^\s*from tqdm import|^\s*import tqdm$", text, re.MULTILINE), (
+            f"{path.name} cell {index}: use tqdm.auto")
+        for call in re.findall(r"\bAudio\(([^\n]*)", text):
+            assert "rate=" in call and "normalize=False" in call, f"{path.name} cell {index}: rate=, normalize=False"
+        plots = [m.end() for m in re.finditer(r"plt\.(subplots|figure)\(|compare_spectrograms\(", text)]
+        if plots and "widgets." not in text:  # a widget redraws its own figure on every change
+            assert text.rfind("plt.show()") > plots[-1], f"{path.name} cell {index}: show every figure with plt.show()"
