@@ -97,10 +97,11 @@ def resolve(args: argparse.Namespace, table: dict | None) -> dict[str, Any]:
 
 
 def check_audio(model: Any, audio: AudioConfig) -> None:
-    """The model's hop and mel count must be the AudioConfig's: they are set in two places, so say which differ."""
-    differ = {name: (getattr(model, name), getattr(audio, field)) for name, field in
-              (("hop_length", "hop_length"), ("cond_channels", "n_mels")) if getattr(model, name, 0)
-              and getattr(model, name) != getattr(audio, field)}
+    """The model's hop, mel count and bit depth must be the AudioConfig's: they are set in two places, so say which
+    differ (a model without conditioning has cond_channels 0 and is not checked for it)."""
+    pairs = (("hop_length", "hop_length"), ("cond_channels", "n_mels"), ("bits", "bits"))
+    differ = {name: (getattr(model, name), getattr(audio, field)) for name, field in pairs
+              if getattr(model, name, 0) and getattr(model, name) != getattr(audio, field)}
     if differ:
         raise SystemExit(f"model and audio configs disagree (model, audio): {differ}; set both in the YAML")
 

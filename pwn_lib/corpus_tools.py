@@ -2,11 +2,14 @@
 
 - ``build-corpus``: rebuild ``data/corpus`` from Debian's ``asterisk-core-sounds-en-g722`` package and check
   every hash against ``data/corpus/manifest.json`` (needs the ``corpus`` extra, G722).
+- ``build-targets``: phonemise every transcript with espeak-ng into ``data/corpus/phones.tsv`` (the phone
+  classifier's CTC targets, :mod:`pwn_lib.phones`).
 - ``download-ljspeech``: LJSpeech-1.1 with a progress bar, resuming, and an integrity check.
 
 Command line::
 
     python -m pwn_lib.corpus_tools build-corpus [--deb-dir DIR] [--out DIR]
+    python -m pwn_lib.corpus_tools build-targets
     python -m pwn_lib.corpus_tools download-ljspeech [--dest DIR]
 """
 
@@ -41,7 +44,9 @@ from pwn_lib.data import (
     CORPUS_DIR,
     LJSPEECH_SHA256,
     LJSPEECH_URL,
+    load_corpus,
 )
+from pwn_lib.phones import TARGETS_PATH
 
 # ---------------------------------------------------------------------------------------------
 # Downloading LJSpeech: progress bar, HTTP Range resume, sha256 and tar check, atomic extraction
@@ -331,6 +336,70 @@ def _summary(manifest: dict, out: Path) -> str:
             f"{mb:.1f} MB of FLAC in {out}")
 
 
+# ---------------------------------------------------------------------------------------------
+# Phone targets: every transcript phonemised once with espeak-ng (data/corpus/phones.tsv)
+# ---------------------------------------------------------------------------------------------
+
+ESPEAK_COMMAND = ("espeak-ng", "-q", "-x", "--sep=_", "-v", "en-us")
+
+# espeak-ng (en-us, ``-x`` mnemonics, stress removed) -> ARPAbet. Variants with a trailing digit
+# or '#' fall back to their base symbol (see :func:`espeak_to_arpabet`).
+ESPEAK_TO_ARPABET: dict[str, tuple[str, ...]] = {
+    "@": ("AH",), "@-": ("AH",), "@L": ("AH", "L"), "3": ("ER",), "3:": ("ER",), "a": ("AE",), "aa": ("AE",),
+    "a#": ("AH",), "A:": ("AA",), "A@": ("AA", "R"), "0": ("AA",), "O": ("AO",), "O:": ("AO",),
+    "O@": ("AO", "R"), "o@": ("AO", "R"), "V": ("AH",), "VR": ("AH", "R"), "E": ("EH",), "e@": ("EH", "R"),
+    "I": ("IH",), "IR": ("IH", "R"), "i": ("IY",), "i:": ("IY",), "i@": ("IH", "R"), "U": ("UH",),
+    "u:": ("UW",), "U@": ("UH", "R"), "aI": ("AY",), "aU": ("AW",), "eI": ("EY",), "OI": ("OY",),
+    "oU": ("OW",), "aI@": ("AY", "ER"), "aI3": ("AY", "ER"), "aU@": ("AW", "ER"),
+    "p": ("P",), "b": ("B",), "t": ("T",), "d": ("D",), "k": ("K",), "g": ("G",), "f": ("F",),
+    "v": ("V",), "T": ("TH",), "D": ("DH",), "s": ("S",), "z": ("Z",), "S": ("SH",), "Z": ("ZH",),
+    "h": ("HH",), "m": ("M",), "n": ("N",), "N": ("NG",), "l": ("L",), "r": ("R",), "w": ("W",),
+    "j": ("Y",), "tS": ("CH",), "dZ": ("JH",), "*": ("T",), "?": ("T",), "x": ("K",),
+    "n-": ("N",), "m-": ("M",), "l-": ("L",), "r-": ("R",),
+}
+_STRESS = str.maketrans("", "", "',%=!")  # stress, and '!' (espeak's pause/emphasis prefix)
+_NOT_PHONES = frozenset({"", ":", "::", ";", "-"})  # lengthening, linking and pause markers
+
+
+
+
+def espeak_to_arpabet(symbol: str) -> tuple[str, ...]:
+    """Map one espeak-ng ``-x`` phoneme (stress marks allowed) to ARPAbet phones.
+
+    Unknown symbols raise ``KeyError`` naming the symbol: add it to :data:`ESPEAK_TO_ARPABET`.
+    """
+    s = symbol.translate(_STRESS)
+    if s in _NOT_PHONES:
+        return ()
+    candidates = (s, s.rstrip("0123456789"), s.rstrip("0123456789#"), s.replace("#", "").rstrip("0123456789"))
+    for key in candidates:
+        if key in ESPEAK_TO_ARPABET:
+            return ESPEAK_TO_ARPABET[key]
+    raise KeyError(f"espeak phoneme {symbol!r} has no ARPAbet mapping; add it to corpus_tools.ESPEAK_TO_ARPABET")
+
+
+def phonemize(text: str) -> list[str]:
+    """Transcript -> ARPAbet phones via the espeak-ng binary (build time only)."""
+    if shutil.which(ESPEAK_COMMAND[0]) is None:
+        raise RuntimeError("espeak-ng is not installed; `apt-get install espeak-ng` (only needed to rebuild "
+                           f"{TARGETS_PATH}, which is committed)")
+    out = subprocess.run([*ESPEAK_COMMAND, text], check=True, capture_output=True, text=True).stdout
+    phones: list[str] = []
+    for word in out.split():
+        for symbol in word.split("_"):
+            for phone in espeak_to_arpabet(symbol):
+                if not (phone == "R" and phones[-1:] == ["R"]):  # "U@" + "r" in "your": one R
+                    phones.append(phone)
+    return phones
+
+
+def build_targets(path: Path = TARGETS_PATH) -> dict[str, list[str]]:
+    """Phonemise every corpus transcript and write ``id<TAB>phones`` to ``path``."""
+    targets = {u.id: phonemize(u.text) for u in load_corpus("all")}
+    Path(path).write_text("".join(f"{uid}\t{' '.join(p)}\n" for uid, p in sorted(targets.items())))
+    return targets
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pwn_lib.corpus_tools", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -342,12 +411,15 @@ def main(argv: Sequence[str] | None = None) -> None:
                        help="manifest to check against (default: %(default)s)")
     build.add_argument("--write-manifest", action="store_true",
                        help="skip the check and write a fresh manifest (maintainers only)")
+    commands.add_parser("build-targets", help=f"phonemise the corpus transcripts with espeak-ng into {TARGETS_PATH}")
     lj = commands.add_parser("download-ljspeech", help="download, verify and extract LJSpeech-1.1 (2.6 GB)")
     lj.add_argument("--dest", type=Path, default=DATA_DIR, help="destination folder (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.command == "build-corpus":
         manifest = None if args.write_manifest else args.manifest
         print(_summary(build_corpus(args.deb_dir, args.out, manifest), args.out))
+    elif args.command == "build-targets":
+        print(f"wrote {len(build_targets())} phone sequences to {TARGETS_PATH}")
     else:
         print(download_ljspeech(args.dest))
 
@@ -357,5 +429,6 @@ if __name__ == "__main__":
 
 
 __all__ = [
-    "AUDIO_DEB", "TEXT_DEB", "DownloadError", "build_corpus", "download_ljspeech", "main", "sha256_file", "split_of",
+    "AUDIO_DEB", "ESPEAK_TO_ARPABET", "TEXT_DEB", "DownloadError", "build_corpus", "build_targets", "download_ljspeech",
+    "espeak_to_arpabet", "main", "phonemize", "sha256_file", "split_of",
 ]

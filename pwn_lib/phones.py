@@ -4,7 +4,7 @@ Targets: each transcript is phonemised once with espeak-ng (``espeak-ng -q -x --
 stress marks are dropped and the espeak phonemes are mapped onto the 39 ARPAbet phones
 (:data:`PHONES`; diphthongs with r-colouring become two phones). The result is committed as
 ``data/corpus/phones.tsv`` (``id<TAB>space-separated phones``), so nothing outside Python is
-needed at run time; ``python -m pwn_lib.phones build-targets`` rebuilds it (needs espeak-ng).
+needed at run time; ``python -m pwn_lib.corpus_tools build-targets`` rebuilds it (needs espeak-ng).
 
 Model: log-mel frames (the course's conditioning features, :func:`pwn_lib.audio.log_mel`) ->
 1x1 input projection -> residual blocks of non-causal dilated convolutions -> per-frame logits
@@ -15,16 +15,13 @@ gradients reach the audio.
 
 Command line::
 
-    python -m pwn_lib.phones build-targets
+    python -m pwn_lib.corpus_tools build-targets   # the phone targets (a data tool)
     python -m pwn_lib.train phones --config configs/phones_course.yaml
 """
 
 from __future__ import annotations
 
-import argparse
 import random
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +35,6 @@ from pwn_lib.config import CHECKPOINT_DIR, DATA_DIR, AudioConfig, from_dict
 
 TARGETS_PATH = DATA_DIR / "corpus" / "phones.tsv"
 DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "phones_course"
-ESPEAK_COMMAND = ("espeak-ng", "-q", "-x", "--sep=_", "-v", "en-us")
 
 PHONES: tuple[str, ...] = (
     "AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY", "F", "G", "HH", "IH",
@@ -47,72 +43,13 @@ PHONES: tuple[str, ...] = (
 )
 BLANK = 0  # CTC blank; phone PHONES[i] has class i + 1
 
-# espeak-ng (en-us, ``-x`` mnemonics, stress removed) -> ARPAbet. Variants with a trailing digit
-# or '#' fall back to their base symbol (see :func:`espeak_to_arpabet`).
-ESPEAK_TO_ARPABET: dict[str, tuple[str, ...]] = {
-    "@": ("AH",), "@-": ("AH",), "@L": ("AH", "L"), "3": ("ER",), "3:": ("ER",), "a": ("AE",), "aa": ("AE",),
-    "a#": ("AH",), "A:": ("AA",), "A@": ("AA", "R"), "0": ("AA",), "O": ("AO",), "O:": ("AO",),
-    "O@": ("AO", "R"), "o@": ("AO", "R"), "V": ("AH",), "VR": ("AH", "R"), "E": ("EH",), "e@": ("EH", "R"),
-    "I": ("IH",), "IR": ("IH", "R"), "i": ("IY",), "i:": ("IY",), "i@": ("IH", "R"), "U": ("UH",),
-    "u:": ("UW",), "U@": ("UH", "R"), "aI": ("AY",), "aU": ("AW",), "eI": ("EY",), "OI": ("OY",),
-    "oU": ("OW",), "aI@": ("AY", "ER"), "aI3": ("AY", "ER"), "aU@": ("AW", "ER"),
-    "p": ("P",), "b": ("B",), "t": ("T",), "d": ("D",), "k": ("K",), "g": ("G",), "f": ("F",),
-    "v": ("V",), "T": ("TH",), "D": ("DH",), "s": ("S",), "z": ("Z",), "S": ("SH",), "Z": ("ZH",),
-    "h": ("HH",), "m": ("M",), "n": ("N",), "N": ("NG",), "l": ("L",), "r": ("R",), "w": ("W",),
-    "j": ("Y",), "tS": ("CH",), "dZ": ("JH",), "*": ("T",), "?": ("T",), "x": ("K",),
-    "n-": ("N",), "m-": ("M",), "l-": ("L",), "r-": ("R",),
-}
-_STRESS = str.maketrans("", "", "',%=!")  # stress, and '!' (espeak's pause/emphasis prefix)
-_NOT_PHONES = frozenset({"", ":", "::", ";", "-"})  # lengthening, linking and pause markers
-
-
-# ----------------------------------------------------------------------------- targets
-
-
-def espeak_to_arpabet(symbol: str) -> tuple[str, ...]:
-    """Map one espeak-ng ``-x`` phoneme (stress marks allowed) to ARPAbet phones.
-
-    Unknown symbols raise ``KeyError`` naming the symbol: add it to :data:`ESPEAK_TO_ARPABET`.
-    """
-    s = symbol.translate(_STRESS)
-    if s in _NOT_PHONES:
-        return ()
-    candidates = (s, s.rstrip("0123456789"), s.rstrip("0123456789#"), s.replace("#", "").rstrip("0123456789"))
-    for key in candidates:
-        if key in ESPEAK_TO_ARPABET:
-            return ESPEAK_TO_ARPABET[key]
-    raise KeyError(f"espeak phoneme {symbol!r} has no ARPAbet mapping; add it to pwn_lib.phones.ESPEAK_TO_ARPABET")
-
-
-def phonemize(text: str) -> list[str]:
-    """Transcript -> ARPAbet phones via the espeak-ng binary (build time only)."""
-    if shutil.which(ESPEAK_COMMAND[0]) is None:
-        raise RuntimeError("espeak-ng is not installed; `apt-get install espeak-ng` (only needed to rebuild "
-                           f"{TARGETS_PATH}, which is committed)")
-    out = subprocess.run([*ESPEAK_COMMAND, text], check=True, capture_output=True, text=True).stdout
-    phones: list[str] = []
-    for word in out.split():
-        for symbol in word.split("_"):
-            for phone in espeak_to_arpabet(symbol):
-                if not (phone == "R" and phones[-1:] == ["R"]):  # "U@" + "r" in "your": one R
-                    phones.append(phone)
-    return phones
-
-
-def build_targets(path: Path = TARGETS_PATH) -> dict[str, list[str]]:
-    """Phonemise every corpus transcript and write ``id<TAB>phones`` to ``path``."""
-    from pwn_lib.data import load_corpus
-
-    targets = {u.id: phonemize(u.text) for u in load_corpus("all")}
-    Path(path).write_text("".join(f"{uid}\t{' '.join(p)}\n" for uid, p in sorted(targets.items())))
-    return targets
-
-
 def load_targets(path: Path = TARGETS_PATH) -> dict[str, list[int]]:
     """Read ``phones.tsv`` as ``{id: [class indices 1..39]}``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; run `python -m pwn_lib.phones build-targets` (needs espeak-ng)")
+        raise FileNotFoundError(
+            f"{path} is missing; run `python -m pwn_lib.corpus_tools build-targets` (needs espeak-ng)"
+        )
     index = {p: i + 1 for i, p in enumerate(PHONES)}
     targets = {}
     for n, line in enumerate(path.read_text().splitlines(), 1):
@@ -121,7 +58,7 @@ def load_targets(path: Path = TARGETS_PATH) -> dict[str, list[int]]:
             targets[uid] = [index[p] for p in phones.split()]
         except KeyError as err:
             raise ValueError(
-                f"{path}:{n}: unknown phone {err}; rebuild with `python -m pwn_lib.phones build-targets`"
+                f"{path}:{n}: unknown phone {err}; rebuild with `python -m pwn_lib.corpus_tools build-targets`"
             ) from None
     return targets
 
@@ -364,21 +301,3 @@ class PhoneBatches(torch.utils.data.Dataset):
 def load_phone_classifier(directory: Path = DEFAULT_CHECKPOINT) -> PhoneClassifier:
     """The shipped classifier in eval mode, with gradients off for its weights (not for its inputs)."""
     return PhoneClassifier.from_checkpoint(directory).requires_grad_(False)
-
-
-# ----------------------------------------------------------------------------- command line
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pwn_lib.phones", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("build-targets", help=f"phonemise the corpus transcripts with espeak-ng into {TARGETS_PATH}")
-    parser.parse_args(argv)
-    targets = build_targets()
-    print(f"wrote {len(targets)} phone sequences to {TARGETS_PATH}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -45,3 +45,16 @@ def test_the_ablation_recipe_names_only_known_fields():
 
     section = yaml.safe_load((REPO_ROOT / "configs" / "ablation_course.yaml").read_text())["ablation"]
     assert from_dict(AblationConfig, section).steps == 80
+
+
+def test_model_and_audio_settings_that_must_agree_are_checked():
+    from pwn_lib.cli import check_audio
+    from pwn_lib.config import AUDIO_PRESETS, preset
+
+    for name in ("tiny", "course", "paper"):
+        check_audio(TEACHER_PRESETS[name], AUDIO_PRESETS[name])
+        check_audio(STUDENT_PRESETS[name], AUDIO_PRESETS[name])
+    with pytest.raises(SystemExit, match="hop_length"):
+        check_audio(preset(TEACHER_PRESETS, "course", hop_length=300), AUDIO_PRESETS["course"])
+    with pytest.raises(SystemExit, match="bits"):
+        check_audio(preset(TEACHER_PRESETS, "course", bits=8), AUDIO_PRESETS["course"])

@@ -10,6 +10,7 @@ import torch
 
 from pwn_lib.audio import log_mel
 from pwn_lib.config import AudioConfig
+from pwn_lib.corpus_tools import espeak_to_arpabet
 from pwn_lib.data import load_corpus
 from pwn_lib.phones import (
     BLANK,
@@ -19,7 +20,6 @@ from pwn_lib.phones import (
     PhoneClassifierConfig,
     TorchLogMel,
     edit_distance,
-    espeak_to_arpabet,
     evaluate,
     greedy_decode,
     load_phone_classifier,
