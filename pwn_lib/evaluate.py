@@ -350,11 +350,16 @@ def load_system(path: Path, name: str | None = None, device: str = "cpu") -> Sys
 @torch.no_grad()
 def synthesise(system: System, clips: list[np.ndarray], audio: AudioConfig, batch_size: int = 8,
                seed: int = EVAL_SEED, progress: bool = True) -> list[np.ndarray]:
-    """The system's audio for each clip, conditioned on the clip's log-mel (clips sorted by length batch best)."""
+    """The system's audio for each clip, conditioned on the clip's log-mel.
+
+    Clips go in batches of ``batch_size`` (sorted by length, they pad least); batch ``i`` draws its noise
+    from a generator seeded ``seed + i``, so any one batch can be recomputed on its own.
+    """
     device = next(system.model.parameters()).device
-    generator = torch.Generator(device).manual_seed(seed)
     out: list[np.ndarray] = []
-    for start in tqdm(range(0, len(clips), batch_size), desc=f"synthesise {system.name}", disable=not progress):
+    for index, start in enumerate(tqdm(range(0, len(clips), batch_size), desc=f"synthesise {system.name}",
+                                       disable=not progress)):
+        generator = torch.Generator(device).manual_seed(seed + index)
         group = clips[start : start + batch_size]
         mel = _mel_batch(group, audio).to(device)
         if system.kind == "teacher":
@@ -400,6 +405,33 @@ def evaluate_systems(signals: dict[str, list[np.ndarray]], utterances: list[Utte
     return {"systems": rows, "per_utterance": per_utterance}
 
 
+class QuickScore:
+    """Time-aligned metrics of a parallel student on a few fixed utterances: cheap enough for every checkpoint.
+
+    Used by ``python -m pwn_lib.train student`` to log voicing, periodicity, power and MCD curves to
+    TensorBoard during distillation (model selection on the valid split; the test split is for the end).
+    """
+
+    def __init__(self, audio: AudioConfig, split: str = "valid", count: int = 4):
+        self.audio = audio
+        self.utterances = pick_utterances(split, count)
+        self.clips = _cropped(self.utterances, audio.hop_length, None)
+        self.tracks = [pitch_track(x, audio.sample_rate) for x in self.clips]
+
+    @torch.no_grad()
+    def __call__(self, student: torch.nn.Module) -> dict[str, float]:
+        system = System(name="student", kind="student", model=student, path=Path("."))
+        outputs = synthesise(system, self.clips, self.audio, progress=False)
+        values: dict[str, list[float]] = {}
+        for x, real, track in zip(outputs, self.clips, self.tracks, strict=True):
+            for key, value in score_clip(x, real, self.audio, track).items():
+                values.setdefault(key, []).append(value)
+        real_share = float(np.mean([t.voiced.mean() for t in self.tracks]))
+        scores = {key: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for key, v in values.items()}
+        scores["voiced_share_vs_real"] = scores["voiced_share"] / real_share
+        return scores
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -432,7 +464,7 @@ def headline(results: dict, system: str) -> dict[str, float | None]:
 
 def run(checkpoints: list[Path], split: str = "test", count: int | None = None, names: list[str] | None = None,
         max_seconds: float | None = None, with_espeak: bool = True, audio_dir: Path | None = None,
-        device: str = "cpu", progress: bool = True) -> dict:
+        device: str = "cpu", progress: bool = True, batch_size: int = 8) -> dict:
     """Score ``checkpoints`` and the reference rows on ``split``; returns the JSON-ready results."""
     systems = [load_system(p, n, device) for p, n in zip(checkpoints, names or [None] * len(checkpoints),
                                                          strict=True)]
@@ -444,7 +476,7 @@ def run(checkpoints: list[Path], split: str = "test", count: int | None = None, 
     timings = {}
     for system in systems:
         started = time.perf_counter()
-        signals[system.name] = synthesise(system, clips, audio, progress=progress)
+        signals[system.name] = synthesise(system, clips, audio, batch_size, progress=progress)
         timings[system.name] = round(time.perf_counter() - started, 1)
     espeak = None
     if with_espeak:
@@ -456,6 +488,7 @@ def run(checkpoints: list[Path], split: str = "test", count: int | None = None, 
         "split": split, "utterances": [u.id for u in utterances],
         "seconds": round(sum(len(x) for x in clips) / audio.sample_rate, 2), "sample_rate": audio.sample_rate,
         "checkpoints": {s.name: str(s.path) for s in systems}, "synthesis_seconds": timings, "seed": EVAL_SEED,
+        "batch_size": batch_size,
         "definitions": {"voiced": f"YIN periodicity >= {VOICED_PERIODICITY} and level > {VOICED_FLOOR_DB} dBFS",
                         "frames": f"{FRAME_LENGTH}-sample frames every {FRAME_HOP} samples",
                         "mcd": f"c1-c{N_CEPSTRA}, DCT-II of {audio.n_mels}-band natural-log mel amplitude, "
@@ -463,6 +496,35 @@ def run(checkpoints: list[Path], split: str = "test", count: int | None = None, 
                         "ci95": "t-based over utterances; per: percentile bootstrap over utterances"},
     })
     return results
+
+
+def json_safe(value):
+    """``value`` with every NaN or infinity replaced by None (strict JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def record(results: dict, directory: Path, system: str) -> None:
+    """Write ``system``'s row, the reference rows and its per-utterance values into ``directory/metrics.json``.
+
+    The shipped checkpoints' headline figures come from here; tests/test_shipped.py recomputes them.
+    """
+    path = Path(directory) / "metrics.json"
+    metrics = json.loads(path.read_text())
+    rows = results["systems"]
+    metrics["evaluation"] = {
+        "command": results.get("command"), "split": results["split"], "utterances": results["utterances"],
+        "seconds": results["seconds"], "seed": results["seed"], "batch_size": results["batch_size"],
+        "definitions": results["definitions"], "synthesis_seconds": results["synthesis_seconds"].get(system),
+        "rows": {name: rows[name] for name in (system, "real", "noise", "silence", "espeak") if name in rows},
+        "per_utterance": results["per_utterance"][system],
+    }
+    write_json(path, json_safe(metrics))
 
 
 def _audio_config(checkpoints: list[Path]) -> AudioConfig:
@@ -498,6 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="JSON file for the results (default data/eval/<names>.json)")
     parser.add_argument("--audio-dir", type=Path, help="also write every system's clips here as WAV")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--record", action="store_true",
+                        help="also write each checkpoint's row into its own metrics.json (the shipped figures)")
     return parser
 
 
@@ -513,7 +577,11 @@ def main(argv: list[str] | None = None) -> int:
     results = run(args.checkpoints, args.split, count, names, max_seconds, not args.no_espeak, args.audio_dir)
     results["command"] = " ".join(["python -m pwn_lib.evaluate", *(sys.argv[1:] if argv is None else argv)])
     out = args.out or RESULTS_DIR / f"{'_'.join(results['checkpoints'])}_{args.split}.json"
+    results = json_safe(results)
     write_json(out, results)
+    if args.record:
+        for name, path in results["checkpoints"].items():
+            record(results, Path(path), name)
     print(format_table(results))
     print(f"{results['seconds']} s of {args.split} audio over {len(results['utterances'])} utterances; "
           f"written to {out}")

@@ -34,10 +34,11 @@ from pwn_lib.artifacts import load_artifact, save_artifact, write_json, write_te
 from pwn_lib.audio import log_mel, log_mel_distance, loudest_window, save_audio
 from pwn_lib.config import (
     AUDIO_PRESETS, CHECKPOINT_DIR, STUDENT_PRESETS, TEACHER_PRESETS, TRAIN_PRESETS, AudioConfig, DistillLoss,
-    StudentConfig, TrainConfig, WaveNetConfig, default_device, from_dict, preset, seed_everything, to_dict,
+    StudentConfig, TrainConfig, WaveNetConfig, default_device, fast_mode, from_dict, preset, seed_everything, to_dict,
 )
 from pwn_lib.data import AudioWindows, load_corpus
 from pwn_lib.distill import distillation_loss
+from pwn_lib.evaluate import QuickScore
 from pwn_lib.losses import mr_stft_loss, power_loss
 from pwn_lib.phones import DEFAULT_CHECKPOINT as PHONES_CHECKPOINT
 from pwn_lib.phones import edit_distance, greedy_decode, load_phone_classifier, load_targets
@@ -481,7 +482,14 @@ def student_run(args: argparse.Namespace) -> Path:
 
     trainer, dataset = _trainer(args, student, loss_fn, model_cfg, train_cfg, audio, out, device)
     windows = heldout_windows(audio, count=8)
-    trainer.fit(dataset, on_checkpoint=lambda t: {"heldout_kl": heldout_kl(t.averaged_model(), teacher, windows)})
+    quick = QuickScore(audio, count=2 if fast_mode() else 4)
+
+    def evaluate(t: Trainer) -> dict:
+        averaged = t.averaged_model()
+        return {"heldout_kl": heldout_kl(averaged, teacher, windows),
+                **{f"valid_{k}": v for k, v in quick(averaged).items()}}
+
+    trainer.fit(dataset, on_checkpoint=evaluate)
     final = trainer.averaged_model()
     metrics = {"heldout_kl": heldout_kl(final, teacher, windows),
                **synthesis_report(final, teacher, audio, args.eval_seconds),
