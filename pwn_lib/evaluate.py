@@ -435,6 +435,38 @@ class QuickScore:
 # ----------------------------------------------------------------------------- report
 
 
+def compare_spectrograms(clips: dict[str, np.ndarray], sample_rate: int, metrics: dict[str, dict] | None = None,
+                         top_db: float = 80.0, n_fft: int = 1024, hop: int = 256):
+    """Side-by-side spectrograms on one colour map and one dB scale, with a labelled colour bar.
+
+    ``clips`` maps a system name to its audio ``(T,)``; ``metrics`` optionally maps the same names to
+    ``{metric: value}`` shown in each panel's title. The scale is dB re full scale, from the loudest
+    bin of all panels down ``top_db``. Returns the matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    window = np.hanning(n_fft)
+    spectra = {name: 20 * np.log10(np.maximum(np.abs(librosa.stft(np.asarray(x, dtype=np.float32), n_fft=n_fft,
+                                                                   hop_length=hop, window=window)) * 2 / window.sum(),
+                                              1e-10))
+               for name, x in clips.items()}
+    vmax = max(float(s.max()) for s in spectra.values())
+    fig, axes = plt.subplots(1, len(spectra), figsize=(4.2 * len(spectra), 3.4), sharey=True, squeeze=False)
+    for ax, (name, spec) in zip(axes[0], spectra.items(), strict=True):
+        extent = (0, spec.shape[1] * hop / sample_rate, 0, sample_rate / 2)
+        image = ax.imshow(spec, origin="lower", aspect="auto", extent=extent, cmap="magma",
+                          vmin=vmax - top_db, vmax=vmax)
+        title = name
+        if metrics and name in metrics:
+            title += "".join(f"\n{k} {v:.3g}" for k, v in metrics[name].items() if v is not None)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("time (s)")
+    axes[0][0].set_ylabel("frequency (Hz)")
+    fig.colorbar(image, ax=axes[0].tolist(), label="level (dB re full scale)")
+    return fig
+
+
+
 def format_table(results: dict) -> str:
     """A plain-text table: one row per system, mean ± 95 % CI per metric."""
     systems = results["systems"]
