@@ -19,7 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pwn_lib.listening.design import rater_id
-from pwn_lib.listening.stimuli import ListeningTest
+from pwn_lib.listening.stimuli import ListeningTest, mnru, mulaw_roundtrip, write_test
 from pwn_lib.listening.store import RatingStore
 from pwn_lib.listening.widgets import LISTENING_DEVICES, ABPage, MOSPage, TrialPage, answer_from_code
 
@@ -61,6 +61,28 @@ class SimulatedRater:
         return "none" if abs(d) < AB_TIE else ("A" if d > 0 else "B")
 
 
+def toy_test(root, utterances: int = 3, seconds: float = 0.6, sample_rate: int = 16_000,
+             name: str = "toy") -> ListeningTest:
+    """A small synthetic test (harmonic tones, no checkpoints) for tests and demos, written to ``root``.
+
+    Systems: ``real`` (the reference tones), ``coarse`` (4-bit mu-law) and ``anchor`` (MNRU, Q = 5 dB); one A/B
+    pair (real, coarse); gold clips and five trap clips like a built test's (tones, not speech).
+    """
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    tones = {f"u{i + 1}": (0.3 * np.sin(2 * np.pi * 110 * (i + 2) * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t)))
+             .astype(np.float32) for i in range(utterances)}
+    stimuli = {"real": tones, "coarse": {u: mulaw_roundtrip(x, bits=4) for u, x in tones.items()},
+               "anchor": {u: mnru(x, 5.0, seed=i) for i, (u, x) in enumerate(tones.items())}}
+    roles = {"real": {"role": "reference", "source": "tones"}, "coarse": {"role": "system", "source": "4-bit mu-law"},
+             "anchor": {"role": "anchor", "source": "MNRU 5 dB"}}
+    lead = tones["u1"]
+    controls = [({"name": "gold_good", "kind": "gold", "utterance": "u1", "expected": 5}, lead),
+                ({"name": "gold_bad", "kind": "gold", "utterance": "u1", "expected": 1}, mnru(lead, 0.0))]
+    controls += [({"name": f"trap_{k}", "kind": "trap", "utterance": "u1", "expected": k}, lead * (0.5 + 0.1 * k))
+                 for k in range(1, 6)]
+    return write_test(root, name, stimuli, sample_rate, roles, controls=controls, ab_pairs=[("real", "coarse")])
+
+
 def simulated_raters(count: int, seed: int = 0, n_random: int = 1, n_straight: int = 1) -> list[SimulatedRater]:
     """``count`` raters, the last ``n_random + n_straight`` of them careless."""
     rng = np.random.default_rng(seed)
@@ -96,4 +118,4 @@ def simulate_class(test: ListeningTest, store: RatingStore, raters: int = 12, qu
     return ids
 
 
-__all__ = ["DEFAULT_QUALITY", "SimulatedRater", "simulate_class", "simulated_raters"]
+__all__ = ["DEFAULT_QUALITY", "SimulatedRater", "simulate_class", "simulated_raters", "toy_test"]

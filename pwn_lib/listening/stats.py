@@ -125,21 +125,24 @@ def paired_scores(frame: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
 
 
 def paired_wilcoxon(frame: pd.DataFrame, a: str, b: str) -> dict:
-    """Wilcoxon signed-rank test of ``a`` vs ``b`` on paired scores; zero differences dropped (``zero_method="wilcox"``).
+    """Wilcoxon signed-rank test of ``a`` vs ``b`` on scores paired by (rater, utterance), two-sided.
 
-    Returns n pairs, nonzero pairs, mean difference a - b, the statistic and the two-sided p-value (exact when
-    there are no ties or zeros and at most 50 pairs, else the normal approximation with tie correction: scipy).
+    Zero differences are dropped (``zero_method="wilcox"``). The p-value is exact when at most 50 nonzero
+    differences remain and none of their magnitudes tie; otherwise it is the normal approximation with the
+    tie-corrected variance, which is what 1-5 ratings (full of ties) nearly always need. (scipy's own "auto"
+    picks the exact null distribution even with ties, which that distribution does not describe.)
     """
     pairs = paired_scores(frame, a, b)
     diff = (pairs["a"] - pairs["b"]).to_numpy()
-    nonzero = int(np.count_nonzero(diff))
-    if nonzero == 0:
-        stat, p = math.nan, 1.0
-    else:
-        result = scipy.stats.wilcoxon(pairs["a"], pairs["b"], zero_method="wilcox", alternative="two-sided")
-        stat, p = float(result.statistic), float(result.pvalue)
-    return {"a": a, "b": b, "pairs": len(pairs), "nonzero": nonzero, "mean_diff": float(diff.mean()),
-            "statistic": stat, "p": p}
+    nonzero = diff[diff != 0]
+    out = {"a": a, "b": b, "pairs": len(pairs), "nonzero": len(nonzero), "mean_diff": float(diff.mean()),
+           "statistic": math.nan, "p": 1.0, "method": "none"}
+    if len(nonzero):
+        ties = len(np.unique(np.abs(nonzero))) < len(nonzero)
+        method = "exact" if len(nonzero) <= 50 and not ties else "approx"
+        result = scipy.stats.wilcoxon(nonzero, zero_method="wilcox", alternative="two-sided", method=method)
+        out.update(statistic=float(result.statistic), p=float(result.pvalue), method=method)
+    return out
 
 
 def holm(pvalues: Sequence[float]) -> np.ndarray:

@@ -120,6 +120,12 @@ class RatingStore:
         try:
             self._configure(timeout)
             self._init_schema()
+        except sqlite3.OperationalError as err:
+            self._conn.close()
+            if "locked" not in str(err):
+                raise StoreError(f"{self.path}: cannot open the ratings database ({err})") from None
+            raise StoreError(f"{self.path}: still locked by another writer after {timeout:g} s ({err}); "
+                             "retry, or pass a longer timeout") from None
         except sqlite3.DatabaseError as err:
             self._conn.close()
             raise StoreError(f"{self.path}: not a SQLite ratings database ({err}); pass another path, or move "
@@ -184,6 +190,10 @@ class RatingStore:
                     f"{rating.test!r}; each trial is rated once (resume continues at the first unrated trial)"
                 ) from None
             raise StoreError(f"{self.path}: refused rating {row} ({err})") from None
+        except sqlite3.OperationalError as err:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise StoreError(f"{self.path}: rating not saved ({err}); nothing was written, submit it again") from None
         except BaseException:
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")

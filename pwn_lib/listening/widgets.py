@@ -61,6 +61,8 @@ function render({ model, el }) {
   model.on("change:clip", load);
   load();
   el.classList.add("pwn-clip-player");
+  el.style.display = "flex";
+  el.style.alignItems = "center";
   el.append(label, audio);
   return () => { if (url) URL.revokeObjectURL(url); };
 }
@@ -238,7 +240,7 @@ class MOSPage(TrialPage):
         return f"<p>{MOS_QUESTION}</p><p style='font-size:0.9em'>{TRAP_NOTE}</p>"
 
     def _clips(self, trial: Trial) -> list[tuple[object, str]]:
-        return [(trial.path, "clip")]
+        return [(trial.path, "")]
 
     def _rating(self, trial: Trial, response_ms: float) -> Rating:
         return Rating(**self._common(trial, response_ms), score=int(self.answer))
