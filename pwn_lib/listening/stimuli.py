@@ -232,6 +232,22 @@ def load_test(root: str | Path) -> ListeningTest:
     return test
 
 
+def _clear_previous(root: Path) -> None:
+    """Remove the stimuli of an earlier test in ``root`` (so no stale utterance lingers); refuse other folders."""
+    if not root.exists() or not any(root.iterdir()):
+        return
+    manifest = root / MANIFEST
+    if not manifest.is_file():
+        raise StimulusError(f"{root}: exists, is not empty and holds no {MANIFEST}; choose a new folder for the test")
+    old = json.loads(manifest.read_text())
+    for folder in [*old.get("systems", {}), CONTROL_DIR]:
+        if (root / folder).is_dir():
+            for path in (root / folder).iterdir():
+                if path.suffix.lower() in AUDIO_SUFFIXES:
+                    path.unlink()
+    manifest.unlink()
+
+
 def write_test(root: str | Path, name: str, stimuli: dict[str, dict[str, np.ndarray]], sample_rate: int,
                roles: dict[str, dict], *, controls: list[tuple[dict, np.ndarray]] = (),
                ab_pairs: list[tuple[str, str]] = (), metrics: dict | None = None, seed: int = 0,
@@ -239,9 +255,11 @@ def write_test(root: str | Path, name: str, stimuli: dict[str, dict[str, np.ndar
     """Loudness-normalise and store ``stimuli[system][utterance] = (T,) float audio``; return the loaded test.
 
     ``roles[system]`` describes each system (it must hold ``role``); ``controls`` pairs each control's manifest
-    entry (without ``file``) with its audio. Files are written atomically, the manifest last.
+    entry (without ``file``) with its audio. Files are written atomically, the manifest last. An earlier test in
+    ``root`` is replaced; any other non-empty folder is refused.
     """
     root = Path(root)
+    _clear_previous(root)
     systems = list(stimuli)
     utterances = sorted(stimuli[systems[0]])
     for system in systems:
