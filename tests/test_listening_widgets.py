@@ -102,6 +102,16 @@ def test_session_widget_anonymises_and_chains_mos_then_ab(setup):
     assert "Grace" not in rows.to_csv()
 
 
+def test_session_resumed_after_the_mos_part_goes_straight_to_ab(setup):
+    test, store = setup
+    mos = MOSPage(test, store, rater_id("Linus", test.name))
+    while not mos.finished:
+        answer_from_code(mos, 3)
+    session = ListeningSession(test, store)
+    session.name.value = "linus"
+    assert isinstance(session.begin(), ABPage) and session.page.progress.value == "<b>trial 1 of 3</b>"
+
+
 def test_simulated_class_writes_every_trial_of_every_rater(setup):
     test, store = setup
     ids = simulate_class(test, store, raters=4, progress=False)

@@ -283,20 +283,27 @@ class ListeningSession(widgets.VBox):
                           self.name, self.device, self.start, self.status])
 
     def begin(self) -> TrialPage | None:
+        """Start (or resume) the session of the rater named in ``name``; return the page now shown."""
         try:
             rater = rater_id(self.name.value, self.test.name)
         except ValueError as err:
             self.status.value = str(err)
             return None
         self.status.value = f"Your anonymous rater id: <code>{rater}</code>"
-        self.page = MOSPage(self.test, self.store, rater, self.device.value, on_finished=lambda: self._ab(rater))
-        self.children = [self.status, self.page]
+        mos = MOSPage(self.test, self.store, rater, self.device.value)
+        mos.on_finished = lambda: self._ab(rater)
+        self._show(mos)
+        if mos.finished:  # resumed after the MOS part: straight to A/B
+            self._ab(rater)
         return self.page
 
+    def _show(self, page: TrialPage) -> None:
+        self.page = page
+        self.children = [self.status, page]
+
     def _ab(self, rater: str) -> None:
-        if self.test.ab_pairs and not isinstance(self.page, ABPage):
-            self.page = ABPage(self.test, self.store, rater, self.device.value)
-            self.children = [self.status, self.page]
+        if self.test.ab_pairs:
+            self._show(ABPage(self.test, self.store, rater, self.device.value))
 
 
 def answer_from_code(page: TrialPage, answer: int | str, plays: int = 1) -> int | None:
