@@ -1,4 +1,4 @@
-"""Objective vocoder metrics, the ones vocoder papers report (HiFi-GAN, BigVGAN, Vocos), and the CLI that scores checkpoints.
+"""Objective vocoder metrics as vocoder papers report them (HiFi-GAN, BigVGAN, Vocos), and a CLI to score checkpoints.
 
 Every metric compares a system's audio with the real recording it was conditioned on. The
 teacher generates from, and the student transforms noise under, the real utterance's log-mel, so
@@ -557,6 +557,29 @@ def record(results: dict, directory: Path, system: str) -> None:
         "per_utterance": results["per_utterance"][system],
     }
     write_json(path, json_safe(metrics))
+
+
+def recompute(directory: Path, batches: int | None = None, progress: bool = False) -> dict[str, list]:
+    """Re-score a checkpoint on the utterances its metrics.json ``evaluation`` records, batch by batch.
+
+    ``batches`` limits the work to the first few synthesis batches (the shortest utterances); each batch
+    uses the recorded seed scheme, so its per-utterance values should match the recorded ones.
+    Returns ``{metric: [value per recomputed utterance]}``.
+    """
+    directory = Path(directory)
+    recorded = json.loads((directory / "metrics.json").read_text()).get("evaluation")
+    if recorded is None:
+        raise KeyError(f"{directory}/metrics.json has no 'evaluation'; run python -m pwn_lib.evaluate {directory} "
+                       "--record")
+    system = load_system(directory)
+    audio = _audio_config([directory])
+    by_id = {u.id: u for u in load_corpus(recorded["split"])}
+    count = len(recorded["utterances"]) if batches is None else batches * recorded["batch_size"]
+    utterances = [by_id[i] for i in recorded["utterances"][:count]]
+    clips = _cropped(utterances, audio.hop_length, None)
+    outputs = synthesise(system, clips, audio, recorded["batch_size"], recorded["seed"], progress)
+    results = evaluate_systems({system.name: outputs}, utterances, clips, audio, Listener(), progress=progress)
+    return results["per_utterance"][system.name]
 
 
 def _audio_config(checkpoints: list[Path]) -> AudioConfig:

@@ -13,7 +13,14 @@ import soundfile as sf
 from pwn_lib.audio import save_audio
 from pwn_lib.config import DATA_DIR
 from pwn_lib.listening import (
-    StimulusError, ab_trials, load_test, loudness_lufs, mnru, mos_trials, mulaw_roundtrip, normalize_loudness,
+    StimulusError,
+    ab_trials,
+    load_test,
+    loudness_lufs,
+    mnru,
+    mos_trials,
+    mulaw_roundtrip,
+    normalize_loudness,
     rater_id,
 )
 from pwn_lib.listening.simulate import toy_test

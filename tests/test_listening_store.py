@@ -12,7 +12,13 @@ import pandas as pd
 import pytest
 
 from pwn_lib.listening.store import (
-    SCHEMA_VERSION, DuplicateRatingError, Rating, RatingStore, SchemaVersionError, StoreError, read_ratings,
+    SCHEMA_VERSION,
+    DuplicateRatingError,
+    Rating,
+    RatingStore,
+    SchemaVersionError,
+    StoreError,
+    read_ratings,
 )
 
 FORK = multiprocessing.get_context("fork")  # children inherit the imported modules: no 2-s torch import each
@@ -33,7 +39,8 @@ def test_new_store_is_wal_with_schema_version(tmp_path):
         frame = store.ratings()
     assert row_id == 1 and len(frame) == 1
     row = frame.iloc[0]
-    assert (row["rater"], row["trial"], row["score"], row["plays"], row["app_version"]) == ("r1", 0, 4, 1, "pwn_lib 0.1.0")
+    got = (row["rater"], row["trial"], row["score"], row["plays"], row["app_version"])
+    assert got == ("r1", 0, 4, 1, "pwn_lib 0.1.0")
     assert row["rated_at"].endswith("+00:00")
 
 

@@ -16,14 +16,39 @@ The paper's claim "no loss of quality" (van den Oord et al., 2017, Table 1: teac
 
 from pwn_lib.listening.design import AB, MOS, Trial, ab_trials, mos_trials, rater_id, trials
 from pwn_lib.listening.stats import (
-    ACR_LABELS, ab_preference, ab_table, accepted, bootstrap_interval, bootstrap_means, holm, mos_table,
-    objective_table, paired_wilcoxon, pairwise_wilcoxon, plot_mos, report, screen_raters, t_interval,
+    ACR_LABELS,
+    ab_preference,
+    ab_table,
+    accepted,
+    bootstrap_interval,
+    bootstrap_means,
+    holm,
+    mos_table,
+    objective_table,
+    paired_wilcoxon,
+    pairwise_wilcoxon,
+    plot_mos,
+    report,
+    screen_raters,
+    t_interval,
 )
 from pwn_lib.listening.stimuli import (
-    TARGET_LUFS, ListeningTest, StimulusError, load_test, loudness_lufs, mnru, mulaw_roundtrip, normalize_loudness,
+    TARGET_LUFS,
+    ListeningTest,
+    StimulusError,
+    load_test,
+    loudness_lufs,
+    mnru,
+    mulaw_roundtrip,
+    normalize_loudness,
 )
 from pwn_lib.listening.store import (
-    DuplicateRatingError, Rating, RatingStore, SchemaVersionError, StoreError, read_ratings,
+    DuplicateRatingError,
+    Rating,
+    RatingStore,
+    SchemaVersionError,
+    StoreError,
+    read_ratings,
 )
 from pwn_lib.listening.widgets import ABPage, ClipPlayer, ListeningSession, MOSPage, answer_from_code
 

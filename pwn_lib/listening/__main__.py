@@ -44,8 +44,15 @@ def _simulate(args: argparse.Namespace) -> None:
 
 
 def _analyse(args: argparse.Namespace) -> None:
-    from pwn_lib.listening.stats import ab_table, accepted, objective_table, pairwise_wilcoxon, report, screen_raters
-    from pwn_lib.listening.stats import mos_table
+    from pwn_lib.listening.stats import (
+        ab_table,
+        accepted,
+        mos_table,
+        objective_table,
+        pairwise_wilcoxon,
+        report,
+        screen_raters,
+    )
 
     test = load_test(args.test)
     frame = pd.concat([read_ratings(p, test.name) for p in args.ratings], ignore_index=True)

@@ -33,7 +33,13 @@ from pwn_lib.config import CHECKPOINT_DIR, DATA_DIR, REPO_ROOT, AudioConfig
 from pwn_lib.data import load_corpus
 from pwn_lib.listening.stats import CHECKPOINT_FIGURES
 from pwn_lib.listening.stimuli import (
-    MANIFEST, TARGET_LUFS, ListeningTest, StimulusError, mnru, mulaw_roundtrip, write_test,
+    MANIFEST,
+    TARGET_LUFS,
+    ListeningTest,
+    StimulusError,
+    mnru,
+    mulaw_roundtrip,
+    write_test,
 )
 
 DEFAULT_SYSTEMS = "real,teacher,student,mulaw8,anchor"

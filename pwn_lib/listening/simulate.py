@@ -89,7 +89,7 @@ def simulated_raters(count: int, seed: int = 0, n_random: int = 1, n_straight: i
     behaviours = ["attentive"] * (count - n_random - n_straight) + ["random"] * n_random + ["straight"] * n_straight
     devices = rng.choice(LISTENING_DEVICES[:3], size=count, p=[0.7, 0.2, 0.1])
     return [SimulatedRater(f"simulated-{i + 1:02d}", b, float(rng.normal(0.0, BIAS_SD)), str(d))
-            for i, (b, d) in enumerate(zip(behaviours, devices))]
+            for i, (b, d) in enumerate(zip(behaviours, devices, strict=True))]
 
 
 def _drive(page: TrialPage, answer) -> int:
@@ -103,7 +103,7 @@ def _drive(page: TrialPage, answer) -> int:
 def simulate_class(test: ListeningTest, store: RatingStore, raters: int = 12, quality: dict[str, float] | None = None,
                    seed: int = 0, n_random: int = 1, n_straight: int = 1, ab: bool = True,
                    progress: bool = True) -> list[str]:
-    """Let ``raters`` simulated listeners rate ``test`` through :class:`MOSPage` and :class:`ABPage`; return their ids."""
+    """Let ``raters`` simulated listeners rate ``test`` via :class:`MOSPage` and :class:`ABPage`; return their ids."""
     quality = {**DEFAULT_QUALITY, **(quality or {})}
     rng = np.random.default_rng(seed + 1)
     effect = {u: float(rng.normal(0.0, UTTERANCE_SD)) for u in test.utterances}
@@ -111,9 +111,9 @@ def simulate_class(test: ListeningTest, store: RatingStore, raters: int = 12, qu
     for rater in tqdm(simulated_raters(raters, seed, n_random, n_straight), desc="simulated raters",
                       disable=not progress):
         rid = rater_id(rater.name, test.name)
-        _drive(MOSPage(test, store, rid, rater.device), lambda p: rater.score(p, quality, effect, rng))
+        _drive(MOSPage(test, store, rid, rater.device), lambda p, rater=rater: rater.score(p, quality, effect, rng))
         if ab and test.ab_pairs:
-            _drive(ABPage(test, store, rid, rater.device), lambda p: rater.choice(p, quality, rng))
+            _drive(ABPage(test, store, rid, rater.device), lambda p, rater=rater: rater.choice(p, quality, rng))
         ids.append(rid)
     return ids
 

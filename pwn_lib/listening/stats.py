@@ -120,7 +120,8 @@ def paired_scores(frame: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
     wide = rows[rows["system"].isin([a, b])].pivot_table(index=["rater", "utterance"], columns="system",
                                                           values="score", aggfunc="mean")
     if a not in wide or b not in wide:
-        raise ValueError(f"no MOS ratings for {a!r} and {b!r} to pair; systems rated: {sorted(rows['system'].unique())}")
+        rated = sorted(rows["system"].unique())
+        raise ValueError(f"no MOS ratings for {a!r} and {b!r} to pair; systems rated: {rated}")
     return wide.dropna(subset=[a, b]).reset_index().rename(columns={a: "a", b: "b"})[["rater", "utterance", "a", "b"]]
 
 
@@ -194,7 +195,7 @@ def ab_table(frame: pd.DataFrame, pairs: Sequence[tuple[str, str]] | None = None
     """:func:`ab_preference` for each pair (default: every pair that was A/B tested)."""
     if pairs is None:
         rows = frame[(frame["kind"] == "ab") & (frame["role"] == "test")]
-        pairs = sorted({tuple(sorted(p)) for p in zip(rows["system"], rows["system_b"])})
+        pairs = sorted({tuple(sorted(p)) for p in zip(rows["system"], rows["system_b"], strict=True)})
     return pd.DataFrame([ab_preference(frame, a, b, ties) for a, b in pairs])
 
 
@@ -282,7 +283,8 @@ def plot_mos(table: pd.DataFrame, ax=None):
 
 
 def _fmt_table(table: pd.DataFrame) -> str:
-    lines = ["| system | role | ratings | raters | MOS ± 95 % CI (t) | bootstrap 95 % CI |", "|---|---|---|---|---|---|"]
+    lines = ["| system | role | ratings | raters | MOS ± 95 % CI (t) | bootstrap 95 % CI |",
+             "|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
         lines.append(f"| {r['system']} | {r.get('role', '')} | {r['ratings']} | {r['raters']} | "
                      f"{r['mos']:.2f} ± {r['ci95']:.2f} | [{r['boot_low']:.2f}, {r['boot_high']:.2f}] |")
@@ -302,13 +304,15 @@ def report(frame: pd.DataFrame, test: ListeningTest, *, gold_tolerance: int = GO
         f"## Listening test report: {test.name}",
         "",
         f"- **Test type:** listening-only absolute category rating (ACR, ITU-T P.800 Annex B) with hidden reference "
-        f"({', '.join(test.with_role('reference')) or 'none'}) and low anchor ({', '.join(test.with_role('anchor')) or 'none'})"
+        f"({', '.join(test.with_role('reference')) or 'none'}) and low anchor "
+        f"({', '.join(test.with_role('anchor')) or 'none'})"
         + (f"; A/B preference (paired comparison) of {', '.join(f'{a} vs {b}' for a, b in test.ab_pairs)}"
            if test.ab_pairs else "") + ".",
         "- **Scale:** listening quality, 5 Excellent, 4 Good, 3 Fair, 2 Poor, 1 Bad; A/B: A, B or no preference "
         f"(ties {'dropped' if ties == 'drop' else 'split evenly'} in the binomial test).",
         f"- **Stimuli:** {len(test.systems)} systems x {len(test.utterances)} held-out utterances, "
-        f"{test.clip_seconds():.1f} s each, {test.sample_rate} Hz mono 16-bit, loudness-normalised to {test.loudness_lufs:g} LUFS "
+        f"{test.clip_seconds():.1f} s each, {test.sample_rate} Hz mono 16-bit, "
+        f"loudness-normalised to {test.loudness_lufs:g} LUFS "
         "(ITU-R BS.1770); order randomised per rater; A/B sides randomised per trial.",
         f"- **Raters:** {len(screening)} took part, {int(screening['accepted'].sum())} kept after screening.",
         f"- **Screening (ITU-T P.808):** every clip played to the end ({failed['all_played']} failed), trap clip "

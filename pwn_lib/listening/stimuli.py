@@ -92,7 +92,7 @@ def mulaw_roundtrip(x: np.ndarray, bits: int = 8) -> np.ndarray:
 
 @dataclass
 class ListeningTest:
-    """A validated test folder (see the module docstring); build one with :func:`write_test`, open with :func:`load_test`.
+    """A validated test folder (see the module docstring); :func:`write_test` writes one, :func:`load_test` opens it.
 
     ``systems`` maps each system name to its description (``role``, and where it came from); ``controls`` lists
     the gold and trap clips as dicts with ``name``, ``kind`` ("gold" | "trap"), ``file``, ``utterance`` and

@@ -15,7 +15,7 @@ import dataclasses
 import os
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -103,7 +103,7 @@ COLUMNS = ["id"] + [f.name for f in dataclasses.fields(Rating)]
 
 def utc_now() -> str:
     """The current UTC time, ISO 8601 with milliseconds."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 class RatingStore:
@@ -268,7 +268,7 @@ def write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
 
 
 def read_ratings(path: str | os.PathLike, test: str | None = None) -> pd.DataFrame:
-    """Ratings from a ``.csv`` export or a SQLite ratings file, as the same DataFrame :meth:`RatingStore.ratings` gives."""
+    """Ratings from a ``.csv`` export or a SQLite ratings file, as the DataFrame :meth:`RatingStore.ratings` gives."""
     path = Path(path)
     if not path.is_file():
         raise StoreError(f"{path}: no such ratings file; pass a .csv export or a ratings database")

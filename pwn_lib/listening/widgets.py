@@ -170,7 +170,7 @@ class TrialPage(widgets.VBox):
             return
         self.current = trial = remaining[0]
         self.progress.value = f"<b>trial {trial.index + 1} of {len(self.trials)}</b>"
-        for player, (path, label) in zip(self.players, self._clips(trial)):
+        for player, (path, label) in zip(self.players, self._clips(trial), strict=True):
             player.load(wav_bytes(self.test.load(path), self.test.sample_rate), label)
         self._enable(False)
 
