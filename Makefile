@@ -7,7 +7,7 @@ PORT ?= 8888
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)  # containers often run as root
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with .ci/nbval_sanitize.cfg
 
-.PHONY: setup lab test test-unit test-notebooks bench clean-venv
+.PHONY: setup lab lint test test-unit test-notebooks bench clean-venv
 
 setup: $(STAMP)
 
@@ -23,8 +23,12 @@ lab: setup
 	@echo "Starting JupyterLab on notebooks/ — open the http://127.0.0.1:$(PORT)/lab?token=... URL printed below."
 	$(BIN)/jupyter lab --notebook-dir=notebooks --no-browser --ip=127.0.0.1 --port=$(PORT) $(ALLOW_ROOT)
 
-# Unit tests and every notebook, in fast mode (PWN_FAST=1), in one pytest run.
-test: setup
+# The rule set is in pyproject.toml ([tool.ruff]); notebooks are linted too.
+lint: setup
+	$(BIN)/ruff check pwn_lib tests scripts notebooks
+
+# Lint, then the unit tests and every notebook, in fast mode (PWN_FAST=1), in one pytest run.
+test: lint
 	PWN_FAST=1 $(BIN)/python -m pytest tests notebooks $(NBVAL)
 
 test-unit: setup

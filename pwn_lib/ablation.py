@@ -24,7 +24,6 @@ Command line (the course-scale run whose JSON notebook 07 plots)::
 from __future__ import annotations
 
 import argparse
-import math
 import shlex
 import sys
 import time
@@ -61,7 +60,7 @@ class Arm:
     gamma: float = 0.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class AblationConfig:
     """Budget and scale of one ablation run; every arm gets exactly this budget."""
 

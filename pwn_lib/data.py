@@ -30,12 +30,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
-import soundfile as sf
 import torch
 from tqdm.auto import tqdm
 

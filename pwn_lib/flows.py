@@ -15,7 +15,8 @@ parallel forward, sequential inverse). They differ only in the direction they us
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -32,7 +33,7 @@ def change_of_variables(log_prob_z: torch.Tensor, log_abs_det_dx_dz: torch.Tenso
 
 
 def transformed_log_prob(
-    transform: "Transform", base_log_prob: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
+    transform: Transform, base_log_prob: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
 ) -> torch.Tensor:
     """log p_x(x) per coordinate when ``x = transform(z)`` and ``z ~ base``; ``x: (..., D) -> (..., D)``.
 
@@ -46,22 +47,32 @@ def transformed_log_prob(
 
 
 class Transform(nn.Module):
-    """A bijection ``x: (..., D) -> y: (..., D)`` with a triangular Jacobian."""
+    """A bijection ``x: (..., D) -> y: (..., D)`` with a triangular Jacobian.
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} must implement forward(x)")
+    ``**context`` carries conditioning that the transform reads but does not transform (the student's
+    upsampled log-mel ``c`` and speaker vector ``g``); transforms without conditioning ignore it.
+    """
 
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, **context: Any) -> torch.Tensor:
+        return self.forward_and_log_det(x, **context)[0]
+
+    def inverse(self, y: torch.Tensor, **context: Any) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement inverse(y)")
 
-    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor, **context: Any) -> torch.Tensor:
         """Per-coordinate ``log |dy_i / dx_i|``, ``(..., D)``; sum over the last axis for log |det J|."""
-        raise NotImplementedError(f"{type(self).__name__} must implement log_abs_det_jacobian(x, y)")
+        return self.forward_and_log_det(x, **context)[1]
 
-    def forward_and_log_det(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(y, log_abs_det_jacobian(x, y))``; subclasses override it to share work."""
-        y = self.forward(x)
-        return y, self.log_abs_det_jacobian(x, y)
+    def forward_and_log_det(self, x: torch.Tensor, **context: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(y, log_abs_det_jacobian(x, y))``. Subclasses override this (one pass for both), or override
+        ``forward`` and ``log_abs_det_jacobian`` instead, as notebook 01's ``Sinh`` does."""
+        cls = type(self)
+        if cls.forward is Transform.forward or cls.log_abs_det_jacobian is Transform.log_abs_det_jacobian:
+            raise NotImplementedError(
+                f"{cls.__name__} must implement forward_and_log_det(x), or both forward and log_abs_det_jacobian"
+            )
+        y = self.forward(x, **context)
+        return y, self.log_abs_det_jacobian(x, y, **context)
 
 
 class ElementwiseAffine(Transform):
@@ -72,53 +83,55 @@ class ElementwiseAffine(Transform):
         self.loc = nn.Parameter(torch.zeros(dim))
         self.log_scale = nn.Parameter(torch.zeros(dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.exp(self.log_scale) + self.loc
+    def forward_and_log_det(self, x: torch.Tensor, **context: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return x * torch.exp(self.log_scale) + self.loc, self.log_scale.expand_as(x)
 
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+    def inverse(self, y: torch.Tensor, **context: Any) -> torch.Tensor:
         return (y - self.loc) * torch.exp(-self.log_scale)
-
-    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.log_scale.expand_as(x)
 
 
 class Reverse(Transform):
     """Reverses the coordinates, so that the next autoregressive layer sees them in the other order."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flip(-1)
+    def forward_and_log_det(self, x: torch.Tensor, **context: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return x.flip(-1), torch.zeros_like(x)
 
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+    def inverse(self, y: torch.Tensor, **context: Any) -> torch.Tensor:
         return y.flip(-1)
-
-    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return torch.zeros_like(x)
 
 
 class Compose(Transform):
-    """Apply ``transforms`` in order; the log-det terms add up."""
+    """Apply ``transforms`` in order, each with the same ``**context``; the log-det terms add up."""
 
     def __init__(self, transforms: Sequence[Transform]) -> None:
         super().__init__()
         self.transforms = nn.ModuleList(transforms)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_and_log_det(x)[0]
-
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+    def inverse(self, y: torch.Tensor, **context: Any) -> torch.Tensor:
         for transform in reversed(self.transforms):
-            y = transform.inverse(y)
+            y = transform.inverse(y, **context)
         return y
 
-    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.forward_and_log_det(x)[1]
-
-    def forward_and_log_det(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_and_log_det(self, x: torch.Tensor, **context: Any) -> tuple[torch.Tensor, torch.Tensor]:
         total = torch.zeros_like(x)
         for transform in self.transforms:
-            x, log_det = transform.forward_and_log_det(x)
+            x, log_det = transform.forward_and_log_det(x, **context)
             total = total + log_det
         return x, total
+
+
+class Conditioned(Transform):
+    """``transform`` with its ``**context`` fixed, so it maps ``x`` alone (for generic flow code and tests)."""
+
+    def __init__(self, transform: Transform, **context: Any) -> None:
+        super().__init__()
+        self.transform, self.context = transform, context
+
+    def forward_and_log_det(self, x: torch.Tensor, **context: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform.forward_and_log_det(x, **self.context)
+
+    def inverse(self, y: torch.Tensor, **context: Any) -> torch.Tensor:
+        return self.transform.inverse(y, **self.context)
 
 
 # --------------------------------------------------------------------------- conditioners
@@ -149,14 +162,15 @@ class MADE(nn.Module):
         degrees = [torch.arange(1, dim + 1)]
         degrees += [torch.arange(hidden) % max(dim - 1, 1) + 1 for _ in range(layers)]
         self.hidden = nn.ModuleList(
-            MaskedLinear(deg_out[:, None] >= deg_in[None, :]) for deg_in, deg_out in zip(degrees, degrees[1:])
+            MaskedLinear(deg_out[:, None] >= deg_in[None, :])
+            for deg_in, deg_out in zip(degrees, degrees[1:], strict=False)
         )
         out_mask = degrees[0][:, None] > degrees[-1][None, :]
         self.out = MaskedLinear(out_mask.repeat(2, 1))
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, **context: Any) -> tuple[torch.Tensor, torch.Tensor]:
         h = x
         for layer in self.hidden:
             h = torch.tanh(layer(h))
@@ -183,7 +197,7 @@ class CausalConvConditioner(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, **context: Any) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.inp(F.pad(x, (1, -1)).unsqueeze(1))  # (B, C, T), step t holds x_{t-1}
         for conv in self.convs:
             h = h + torch.tanh(conv(F.pad(h, ((self.kernel_size - 1) * conv.dilation[0], 0))))
@@ -199,32 +213,97 @@ class CausalConvConditioner(nn.Module):
 class AutoregressiveAffine(Transform):
     """``y_i = x_i * exp(log_s_i(x_<i)) + mu_i(x_<i)``: one parallel pass forward, D passes to invert.
 
-    ``conditioner(x: (B, D)) -> (mu, log_s)`` each ``(B, D)`` with output i a function of ``x_<i`` only
-    (:class:`MADE` for vectors, :class:`CausalConvConditioner` for sequences).
+    ``conditioner(x: (..., D), **context) -> (mu, log_s)`` each ``(..., D)`` with output i a function of
+    ``x_<i`` only (:class:`MADE` for vectors, :class:`CausalConvConditioner` for sequences). A subclass may
+    instead override :meth:`shift_and_log_scale`: the student's flows do, with a WaveNet as the conditioner
+    (:class:`pwn_lib.student.IAFFlow`). Taught in notebook 01, section 2; the paper's equation (5).
     """
 
-    def __init__(self, conditioner: nn.Module) -> None:
+    def __init__(self, conditioner: nn.Module | None = None) -> None:
         super().__init__()
-        self.conditioner = conditioner
+        if conditioner is not None:
+            self.conditioner = conditioner
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_and_log_det(x)[0]
+    def shift_and_log_scale(self, x: torch.Tensor, **context: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mu, log_s)``, each shaped like ``x``; step i sees only ``x[..., :i]``."""
+        return self.conditioner(x, **context)
 
-    def forward_and_log_det(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, log_s = self.conditioner(x)
-        return x * torch.exp(log_s) + mu, log_s
+    def affine_step(self, x: torch.Tensor, **context: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(y, mu, log_s)``: the output and the step's shift and log-scale, from one conditioner pass."""
+        mu, log_s = self.shift_and_log_scale(x, **context)
+        return x * torch.exp(log_s) + mu, mu, log_s
 
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+    def forward_and_log_det(self, x: torch.Tensor, **context: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        y, _, log_s = self.affine_step(x, **context)
+        return y, log_s
+
+    def inverse(self, y: torch.Tensor, **context: Any) -> torch.Tensor:
         """Sequential: step i needs x_<i, so it takes D conditioner passes."""
         x = torch.zeros_like(y)
         for i in range(y.shape[-1]):
-            mu, log_s = self.conditioner(x)
+            mu, log_s = self.shift_and_log_scale(x, **context)
             x = x.clone()
             x[..., i] = (y[..., i] - mu[..., i]) * torch.exp(-log_s[..., i])
         return x
 
-    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.conditioner(x)[1]
+
+def collapse_affine_steps(
+    steps: Sequence[tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The closed form of stacked affine steps ``x <- x * s_i + mu_i``: one affine map ``x = z * s_tot + mu_tot``.
+
+    ``steps`` holds ``(mu_i, log_s_i)`` in the order applied. ``log s_tot = sum_i log s_i`` and
+    ``mu_tot = sum_i mu_i prod_{j>i} s_j``, accumulated as ``mu_tot <- mu_tot * s_i + mu_i``. For the
+    student every (mu_i, s_i) at step t depends only on z_<t, so x_t is a single logistic
+    L(mu_tot_t, s_tot_t) given the past (paper, section 3, equations (6)-(7); notebook 05, section 2).
+    """
+    mu_tot = torch.zeros_like(steps[0][0])
+    log_s_tot = torch.zeros_like(steps[0][1])
+    for mu, log_s in steps:
+        mu_tot = mu_tot * torch.exp(log_s) + mu
+        log_s_tot = log_s_tot + log_s
+    return mu_tot, log_s_tot
+
+
+class AffineStack(Transform):
+    """Autoregressive affine transforms applied in order, with the closed form of their composition.
+
+    Indexable and iterable like ``nn.ModuleList`` (its layers are children ``0``, ``1``, ...). Besides the
+    usual ``forward_and_log_det`` it offers :meth:`forward_and_collapse`, which also returns ``mu_tot``:
+    the Parallel WaveNet student is an ``AffineStack`` of WaveNet-conditioned flows (notebook 05).
+    """
+
+    def __init__(self, layers: Sequence[AutoregressiveAffine]) -> None:
+        super().__init__()
+        for i, layer in enumerate(layers):
+            self.add_module(str(i), layer)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __getitem__(self, index: int) -> AutoregressiveAffine:
+        return list(self._modules.values())[index]
+
+    def forward_and_collapse(self, x: torch.Tensor, **context: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(y, mu_tot, log_s_tot)`` with ``y = x * exp(log_s_tot) + mu_tot``; ``log_s_tot`` is the log-det."""
+        steps = []
+        for layer in self:
+            x, mu, log_s = layer.affine_step(x, **context)
+            steps.append((mu, log_s))
+        mu_tot, log_s_tot = collapse_affine_steps(steps)
+        return x, mu_tot, log_s_tot
+
+    def forward_and_log_det(self, x: torch.Tensor, **context: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        y, _, log_s_tot = self.forward_and_collapse(x, **context)
+        return y, log_s_tot
+
+    def inverse(self, y: torch.Tensor, **context: Any) -> torch.Tensor:
+        for layer in reversed(list(self)):
+            y = layer.inverse(y, **context)
+        return y
 
 
 def autoregressive_stack(dim: int, n_layers: int = 4, hidden: int = 64) -> Compose:
@@ -322,7 +401,7 @@ class MAF(Flow):
 
 
 __all__ = [
-    "AutoregressiveAffine", "CausalConvConditioner", "Compose", "ElementwiseAffine", "Flow", "IAF", "MADE",
-    "MAF", "MaskedLinear", "Reverse", "Transform", "autoregressive_stack", "change_of_variables",
-    "transformed_log_prob",
+    "AutoregressiveAffine", "CausalConvConditioner", "Compose", "Conditioned", "ElementwiseAffine", "Flow", "IAF",
+    "MADE", "MAF", "MaskedLinear", "Reverse", "Transform", "autoregressive_stack", "change_of_variables",
+    "AffineStack", "collapse_affine_steps", "transformed_log_prob",
 ]

@@ -58,7 +58,9 @@ def stft_power(x: Tensor, n_fft: int = POWER_N_FFT, hop: int = POWER_HOP, win: i
     x = _as_batch(x, "x")
     win = n_fft if win is None else win
     if x.shape[-1] < n_fft:
-        raise ValueError(f"signal of {x.shape[-1]} samples is shorter than n_fft={n_fft}; use a longer clip or a smaller n_fft")
+        raise ValueError(
+            f"signal of {x.shape[-1]} samples is shorter than n_fft={n_fft}; use a longer clip or a smaller n_fft"
+        )
     window = torch.hann_window(win, dtype=x.dtype, device=x.device)
     spec = torch.stft(x, n_fft, hop_length=hop, win_length=win, window=window, center=False, return_complex=True)
     return spec.real.square() + spec.imag.square()
@@ -151,7 +153,9 @@ def perceptual_loss(x: Tensor, y: Tensor, classifier: FeatureExtractor, kind: st
             total = total + (gram_matrix(fx) - gram_matrix(fy)).square().mean()
         else:
             if fx.shape != fy.shape:
-                raise ValueError(f"feature perceptual loss needs aligned clips; got maps {tuple(fx.shape)} vs {tuple(fy.shape)}")
+                raise ValueError(
+                    f"feature perceptual loss needs aligned clips; got maps {tuple(fx.shape)} vs {tuple(fy.shape)}"
+                )
             total = total + (fx - fy).square().mean()
     return total
 

@@ -123,7 +123,9 @@ def load_targets(path: Path = TARGETS_PATH) -> dict[str, list[int]]:
         try:
             targets[uid] = [index[p] for p in phones.split()]
         except KeyError as err:
-            raise ValueError(f"{path}:{n}: unknown phone {err}; rebuild with `python -m pwn_lib.phones build-targets`") from None
+            raise ValueError(
+                f"{path}:{n}: unknown phone {err}; rebuild with `python -m pwn_lib.phones build-targets`"
+            ) from None
     return targets
 
 
@@ -154,7 +156,7 @@ class TorchLogMel(nn.Module):
         return mel.clamp_min(self.cfg.log_mel_floor).log()
 
 
-@dataclass
+@dataclass(frozen=True)
 class PhoneClassifierConfig:
     """Hyper-parameters of :class:`PhoneClassifier`; receptive field 1 + (k - 1) * sum(dilations) frames."""
 
@@ -270,7 +272,8 @@ def make_examples(split: str, targets: dict[str, list[int]], audio: AudioConfig 
 
 
 def collate(examples: list[Example]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Pad a batch: (mels (B, n_mels, F_max) padded with the log floor, frame lengths, targets (B, L_max), target lengths)."""
+    """Pad a batch: (mels (B, n_mels, F_max) padded with the log floor, frame lengths, targets (B, L_max),
+    target lengths)."""
     floor = min(float(e.mel.min()) for e in examples)
     frames = torch.tensor([e.mel.shape[1] for e in examples])
     mels = torch.full((len(examples), examples[0].mel.shape[0], int(frames.max())), floor)
@@ -371,7 +374,8 @@ def train(out: Path = DEFAULT_CHECKPOINT, minutes: float = 10.0, max_steps: int 
     metrics = {
         "valid_ctc_loss": valid["ctc_loss"], "valid_per": valid["per"], "test_ctc_loss": test["ctc_loss"],
         "test_per": test["per"], "best_step": best.get("step", 0), "steps": step,
-        "train_cpu_seconds": round(train_seconds, 1), "train_wall_seconds": round(wall_seconds, 1), "threads": torch.get_num_threads(),
+        "train_cpu_seconds": round(train_seconds, 1), "train_wall_seconds": round(wall_seconds, 1),
+        "threads": torch.get_num_threads(),
         "n_train": len(train_set), "n_valid": len(valid_set), "n_test": len(test_set),
         "ctc_loss_units": "nats per target phone (torch CTCLoss reduction='mean'), utterance-weighted",
         "command": command, "history": history,
@@ -410,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {len(targets)} phone sequences to {TARGETS_PATH}")
         return 0
     torch.set_num_threads(args.threads)
-    command = "python -m pwn_lib.phones " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    argv = argv if argv is not None else sys.argv[1:]
+    command = "python -m pwn_lib.phones " + " ".join(shlex.quote(a) for a in argv)
     metrics = train(args.out, args.minutes, args.max_steps, seed=args.seed, command=command)
     print({k: v for k, v in metrics.items() if k != "history"})
     return 0

@@ -1,12 +1,13 @@
 """The Parallel WaveNet student: a stack of inverse autoregressive flows (van den Oord et al., 2017, section 3).
 
-The student turns white logistic noise ``z ~ Logistic(0, 1)`` into audio in one parallel pass. Flow i is
+Taught in notebook 05. The student turns white logistic noise ``z ~ Logistic(0, 1)`` into audio in one
+parallel pass. Flow i is the autoregressive affine transform of :mod:`pwn_lib.flows` (notebook 01),
 
     x^i_t = x^{i-1}_t * s^i_t + mu^i_t,   (mu^i_t, log s^i_t) = WaveNet_i(x^{i-1}_{<t}, c)
 
-with ``x^0 = z``. Because (mu^i_t, s^i_t) only see the *past* of their input (the input is shifted right by
-one step before the causal convolutions), every flow is an affine map of x^{i-1}_t whose coefficients do not
-depend on z_t. The stack is therefore a single logistic per step:
+with ``x^0 = z`` and a WaveNet without skip paths as its conditioner (:class:`IAFFlow`). Because
+(mu^i_t, s^i_t) only see the *past* of their input (the input is shifted right by one step before the causal
+convolutions), the stack collapses to a single logistic per step (:func:`pwn_lib.flows.collapse_affine_steps`):
 
     x_t = z_t * s_tot_t + mu_tot_t,   s_tot = prod_i s^i,   mu_tot = sum_i mu^i prod_{j>i} s^j,
 
@@ -23,6 +24,7 @@ from torch import nn
 
 from pwn_lib.config import STUDENT_PRESETS, StudentConfig, preset
 from pwn_lib.distributions import Gaussian, Logistic
+from pwn_lib.flows import AffineStack, AutoregressiveAffine, Conditioned
 from pwn_lib.wavenet import ConditionUpsampler, ResidualBlock, receptive_field
 
 INIT_OUTPUT_STD = 0.05  # standard deviation of the student's output at initialisation (speech is ~0.05-0.1)
@@ -43,11 +45,13 @@ def shift_right(x: torch.Tensor) -> torch.Tensor:
     return nn.functional.pad(x, (1, 0))[..., :-1]
 
 
-class IAFFlow(nn.Module):
-    """One flow: a WaveNet without skip paths that reads x^{i-1} shifted right by one step.
+class IAFFlow(AutoregressiveAffine):
+    """One flow: :class:`pwn_lib.flows.AutoregressiveAffine` whose conditioner is a WaveNet without skip paths.
 
-    ``forward(x_prev: (B, 1, T), c: (B, n_mels, T) upsampled | None, g: speaker embedding | None)``
-    returns ``(mu, log_s)``, each ``(B, 1, T)``, where step t only depends on ``x_prev[..., :t]``.
+    The WaveNet reads x^{i-1} shifted right by one step, so ``shift_and_log_scale(x_prev: (B, 1, T),
+    c: (B, n_mels, T) upsampled | None, g: (B, speaker_dim) | None)`` returns ``(mu, log_s)``, each
+    ``(B, 1, T)``, where step t only depends on ``x_prev[..., :t]``. ``forward_and_log_det`` then gives
+    ``(x_prev * s + mu, log_s)``; ``inverse`` undoes it step by step.
     """
 
     def __init__(self, n_layers: int, cfg: StudentConfig, init_log_scale: float) -> None:
@@ -78,10 +82,10 @@ class IAFFlow(nn.Module):
         """Past samples x^{i-1}_{t-R..t-1} that (mu_t, s_t) see: ``(k - 1) * sum(dilations) + 1`` (the shift adds 1)."""
         return receptive_field(self.kernel_size, self.dilations)
 
-    def forward(
+    def shift_and_log_scale(
         self, x_prev: torch.Tensor, c: torch.Tensor | None = None, g: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Under bf16 autocast only the block convolutions run in bf16, as in the teacher: the input
+        """The conditioner. Under bf16 autocast only the block convolutions run in bf16, as in the teacher: the input
         projection, the residual stream and the head stay in the input's dtype (audio needs > 8 mantissa bits).
         """
         device = x_prev.device.type
@@ -111,7 +115,7 @@ class IAFStudent(nn.Module):
         )
         self.speaker_embedding = nn.Embedding(cfg.n_speakers, cfg.speaker_dim) if cfg.n_speakers > 0 else None
         init_log_scale = math.log(INIT_OUTPUT_STD / LOGISTIC_STD) / len(cfg.flow_layers)
-        self.flows = nn.ModuleList(IAFFlow(n, cfg, init_log_scale) for n in cfg.flow_layers)
+        self.flows = AffineStack([IAFFlow(n, cfg, init_log_scale) for n in cfg.flow_layers])
 
     @property
     def receptive_field(self) -> int:
@@ -143,20 +147,23 @@ class IAFStudent(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``z: (B, 1, T)`` noise -> ``(x, mu_tot, log_s_tot)``, each ``(B, 1, T)``.
 
-        The closed form is accumulated flow by flow: after flow i, ``mu_tot <- mu_tot * s^i + mu^i`` and
-        ``log_s_tot <- log_s_tot + log s^i``, which unrolls to ``sum_i mu^i prod_{j>i} s^j`` and ``sum_i log s^i``.
+        The flows run as one :class:`pwn_lib.flows.AffineStack`: its log-det is ``log s_tot`` (the diagonal
+        of dx/dz) and its closed-form collapse gives ``mu_tot``, so ``x == z * s_tot + mu_tot``.
         """
-        c, g = self.conditioning(c, speaker, z.shape[-1])
-        x = z
-        mu_tot = torch.zeros_like(z)
-        log_s_tot = torch.zeros_like(z)
-        for flow in self.flows:
-            mu, log_s = flow(x, c, g)
-            s = torch.exp(log_s)
-            x = x * s + mu
-            mu_tot = mu_tot * s + mu
-            log_s_tot = log_s_tot + log_s
-        return x, mu_tot, log_s_tot
+        cu, g = self.conditioning(c, speaker, z.shape[-1])
+        return self.flows.forward_and_collapse(z, c=cu, g=g)
+
+    def as_transform(
+        self, c: torch.Tensor | None = None, speaker: torch.Tensor | None = None, n_samples: int | None = None
+    ) -> Conditioned:
+        """The student as a :class:`pwn_lib.flows.Transform` ``z: (B, 1, T) -> x`` for these frames and speakers.
+
+        It has ``forward``, ``inverse`` (sequential, T passes) and ``log_abs_det_jacobian``, so the flows'
+        generic property tests cover the real student.
+        """
+        n_samples = c.shape[-1] * self.cfg.hop_length if c is not None else n_samples
+        cu, g = self.conditioning(c, speaker, n_samples)
+        return Conditioned(self.flows, c=cu, g=g)
 
     def draw_noise(
         self, shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None = None,

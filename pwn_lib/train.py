@@ -25,16 +25,30 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from safetensors.torch import load_file
 from torch import nn
-import yaml
 from tqdm.auto import tqdm
 
 from pwn_lib.artifacts import load_artifact, save_artifact, write_json, write_tensors
 from pwn_lib.audio import log_mel, log_mel_distance, loudest_window, save_audio
 from pwn_lib.config import (
-    AUDIO_PRESETS, CHECKPOINT_DIR, STUDENT_PRESETS, TEACHER_PRESETS, TRAIN_PRESETS, AudioConfig, DistillLoss,
-    StudentConfig, TrainConfig, WaveNetConfig, default_device, fast_mode, from_dict, preset, seed_everything, to_dict,
+    AUDIO_PRESETS,
+    CHECKPOINT_DIR,
+    STUDENT_PRESETS,
+    TEACHER_PRESETS,
+    TRAIN_PRESETS,
+    AudioConfig,
+    DistillLoss,
+    StudentConfig,
+    TrainConfig,
+    WaveNetConfig,
+    default_device,
+    fast_mode,
+    from_dict,
+    preset,
+    seed_everything,
+    to_dict,
 )
 from pwn_lib.data import AudioWindows, load_corpus
 from pwn_lib.distill import distillation_loss

@@ -134,8 +134,9 @@ class ConditionUpsampler(nn.Module):
 
     ``mode="transpose"``: a stack of learned transposed convolutions (kernel 2s, stride s) whose
     strides multiply to ``hop_length``; each starts as linear interpolation between neighbouring
-    frames (edge frames are replicated, so the ends hold their value). ``mode="repeat"``: repeat each frame ``hop_length`` times, then a learned 3-tap conv
-    (initialised to the identity). Frame k lands on samples [k * hop, (k + 1) * hop).
+    frames (edge frames are replicated, so the ends hold their value). ``mode="repeat"``: repeat each frame
+    ``hop_length`` times, then a learned 3-tap conv (initialised to the identity).
+    Frame k lands on samples [k * hop, (k + 1) * hop).
     """
 
     def __init__(self, n_mels: int, hop_length: int, mode: str = "transpose"):
@@ -167,7 +168,7 @@ class ConditionUpsampler(nn.Module):
         c = (c - LOG_MEL_MEAN) / LOG_MEL_STD
         if self.mode == "repeat":
             return self.layers[0](c.repeat_interleave(self.hop_length, dim=-1))
-        for s, layer in zip(self.strides, self.layers):
+        for s, layer in zip(self.strides, self.layers, strict=True):
             frames = c.shape[-1]
             padded = F.pad(c, (1, 1), mode="replicate")  # edge frames get a neighbour equal to themselves
             start = s + s // 2  # (F + 3) * s outputs -> F * s, frame k centred in [k * s, (k + 1) * s)
@@ -211,7 +212,9 @@ class WaveNet(nn.Module):
         self.cfg = cfg
         self.dilations = dilations(cfg)
         self.input = nn.Conv1d(1, cfg.residual_channels, 1)
-        self.upsample = ConditionUpsampler(cfg.cond_channels, cfg.hop_length, cfg.upsample) if cfg.cond_channels else None
+        self.upsample = (
+            ConditionUpsampler(cfg.cond_channels, cfg.hop_length, cfg.upsample) if cfg.cond_channels else None
+        )
         self.speaker_embedding = nn.Embedding(cfg.n_speakers, cfg.speaker_dim) if cfg.n_speakers else None
         global_channels = cfg.speaker_dim if cfg.n_speakers else 0
         self.blocks = nn.ModuleList(
@@ -300,14 +303,18 @@ class WaveNet(nn.Module):
 
     # ----- likelihood ---------------------------------------------------------------------
     def distribution(self, params: torch.Tensor) -> Distribution:
-        """The output distribution object for params (B, C_out, T) (MoL, Gaussian or mu-law)."""
-        return output_distribution(params.float(), self.cfg)
+        """The output distribution object for params (B, C_out, T) (MoL, Gaussian or mu-law).
+
+        bf16 params are promoted to float32 (a 16-bit bin is narrower than bf16 can place); float64 stays float64.
+        """
+        return output_distribution(params.to(torch.promote_types(params.dtype, torch.float32)), self.cfg)
 
     def log_prob(
         self, x: torch.Tensor, c: torch.Tensor | None = None, speaker: torch.Tensor | None = None
     ) -> torch.Tensor:
         """x: (B, 1, T) -> (B, T) log p(x_t | x_<t, c) in nats, teacher-forced."""
-        return self.distribution(self(x, c, speaker)).log_prob(x.squeeze(1).float())
+        params = self(x, c, speaker)
+        return self.distribution(params).log_prob(x.squeeze(1).to(torch.promote_types(params.dtype, torch.float32)))
 
     def loss(
         self, x: torch.Tensor, c: torch.Tensor | None = None, speaker: torch.Tensor | None = None
@@ -349,10 +356,10 @@ class WaveNet(nn.Module):
         """
         batch, n_samples, cu, g = self._generation_inputs(c, n_samples, speaker)
         state = CachedState(self, batch, cu, g)
-        device = self.input.weight.device
-        x = torch.zeros(batch, 1, n_samples, device=device)
-        params_all = torch.zeros(batch, output_channels(self.cfg), n_samples, device=device) if return_params else None
-        previous = torch.zeros(batch, 1, device=device)
+        like = {"device": self.input.weight.device, "dtype": self.input.weight.dtype}  # float64 models stay float64
+        x = torch.zeros(batch, 1, n_samples, **like)
+        params_all = torch.zeros(batch, output_channels(self.cfg), n_samples, **like) if return_params else None
+        previous = torch.zeros(batch, 1, **like)
         for t in tqdm(range(n_samples), desc="cached generation", disable=not progress, leave=False):
             params = state.step(previous, t)
             previous = self._sample_step(params, generator).unsqueeze(1)
@@ -376,9 +383,9 @@ class WaveNet(nn.Module):
         Same arguments and result as :meth:`generate`; O(receptive_field * layers) per sample.
         """
         batch, n_samples, cu, g = self._generation_inputs(c, n_samples, speaker)
-        device = self.input.weight.device
-        shifted = torch.zeros(batch, 1, n_samples + 1, device=device)  # shifted[..., t] = x[..., t - 1]
-        params_all = torch.zeros(batch, output_channels(self.cfg), n_samples, device=device) if return_params else None
+        like = {"device": self.input.weight.device, "dtype": self.input.weight.dtype}
+        shifted = torch.zeros(batch, 1, n_samples + 1, **like)  # shifted[..., t] = x[..., t - 1]
+        params_all = torch.zeros(batch, output_channels(self.cfg), n_samples, **like) if return_params else None
         for t in tqdm(range(n_samples), desc="naive generation", disable=not progress, leave=False):
             start = max(0, t + 1 - self.receptive_field)
             window_c = cu[..., start : t + 1] if cu is not None else None
@@ -407,8 +414,8 @@ class WaveNet(nn.Module):
 class _LayerQueue:
     """Ring buffer of one layer's last ``(k - 1) * d`` inputs, time-major: ((k - 1) * d, B, R)."""
 
-    def __init__(self, batch: int, channels: int, kernel_size: int, dilation: int, device: torch.device):
-        self.buffer = torch.zeros((kernel_size - 1) * dilation, batch, channels, device=device)
+    def __init__(self, batch: int, channels: int, kernel_size: int, dilation: int, like: torch.Tensor):
+        self.buffer = torch.zeros((kernel_size - 1) * dilation, batch, channels, dtype=like.dtype, device=like.device)
         self.offsets = [j * dilation for j in range(kernel_size - 1, 0, -1)]  # oldest tap first
 
     def read_write(self, h: torch.Tensor, t: int) -> torch.Tensor:
@@ -430,15 +437,17 @@ class CachedState:
     def __init__(
         self, model: WaveNet, batch: int, cu: torch.Tensor | None, g: torch.Tensor | None, chunk: int = 256
     ):
-        cfg, device = model.cfg, model.input.weight.device
+        cfg, like = model.cfg, model.input.weight
         self.n_layers, self.chunk, self.cu = len(model.blocks), chunk, cu
-        self.queues = [_LayerQueue(batch, cfg.residual_channels, cfg.kernel_size, d, device) for d in model.dilations]
+        self.queues = [_LayerQueue(batch, cfg.residual_channels, cfg.kernel_size, d, like) for d in model.dilations]
         self.input = _matrix(model.input)
         # conv weight (G, R, k) -> (k * R, G) to match the (B, k, R) window flattened
-        self.convs = [b.conv.weight.permute(2, 1, 0).reshape(-1, b.conv.out_channels).contiguous() for b in model.blocks]
+        self.convs = [
+            b.conv.weight.permute(2, 1, 0).reshape(-1, b.conv.out_channels).contiguous() for b in model.blocks
+        ]
         self.conv_biases = [b.conv.bias.expand(batch, -1) for b in model.blocks]
         if g is not None:  # speaker terms are constant over time: fold them into the biases
-            self.conv_biases = [bias + b.speaker(g) for bias, b in zip(self.conv_biases, model.blocks)]
+            self.conv_biases = [bias + b.speaker(g) for bias, b in zip(self.conv_biases, model.blocks, strict=True)]
         self.blocks = list(model.blocks)
         self.add_previous_sample = model.add_previous_sample
         self.head = [_matrix(layer) for layer in model.head if isinstance(layer, nn.Conv1d)]

@@ -153,8 +153,10 @@ def student_synthesis_rows(name: str, bf16: bool, settings: Settings) -> list[Ro
     wall, cpu = seconds_per_call(synthesise, settings.synthesis_calls)
     n, dtype = frames * hop, "bf16 autocast" if bf16 else "fp32"
     rows = [Row("student", name, "synthesis", f"{dtype}, batch 1, {n} samples", "samples", n, wall, cpu)]
-    rows += [Row("student", name, "x real time (1 / RTF)", f"{dtype}, at {sr // 1000} kHz", "audio-s", n / sr, wall, cpu)
-             for sr in REAL_TIME_RATES]
+    rows += [
+        Row("student", name, "x real time (1 / RTF)", f"{dtype}, at {sr // 1000} kHz", "audio-s", n / sr, wall, cpu)
+        for sr in REAL_TIME_RATES
+    ]
     return rows
 
 

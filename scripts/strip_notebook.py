@@ -23,7 +23,8 @@ def strip(path: Path) -> bool:
             continue
         source = "".join(cell["source"])
         keep = source.lstrip().startswith(CHECK_MARK)
-        cell["outputs"] = [o for o in cell["outputs"] if o.get("output_type") in ("stream", "execute_result")] if keep else []
+        kept = ("stream", "execute_result")
+        cell["outputs"] = [o for o in cell["outputs"] if o.get("output_type") in kept] if keep else []
         # nbval refuses a kept output whose cell looks unrun, so checked cells keep a count of 1.
         cell["execution_count"] = 1 if keep else None
         for output in cell["outputs"]:

@@ -13,7 +13,14 @@ import soundfile as sf
 import torch
 
 from pwn_lib.audio import (
-    AudioError, dequantize, load_audio, log_mel, log_mel_distance, mulaw_decode, mulaw_encode, quantize,
+    AudioError,
+    dequantize,
+    load_audio,
+    log_mel,
+    log_mel_distance,
+    mulaw_decode,
+    mulaw_encode,
+    quantize,
     save_audio,
 )
 from pwn_lib.config import AudioConfig

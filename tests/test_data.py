@@ -21,8 +21,21 @@ import torch
 from pwn_lib.audio import dequantize, load_audio, log_mel, quantize, save_audio
 from pwn_lib.config import AudioConfig
 from pwn_lib.data import (
-    AUDIO_DEB, CORPUS_DIR, SPLITS, TEXT_DEB, AudioWindows, DownloadError, Utterance, build_corpus, corpus_split,
-    download_ljspeech, load_corpus, load_ljspeech, main, sha256_file, split_of,
+    AUDIO_DEB,
+    CORPUS_DIR,
+    SPLITS,
+    TEXT_DEB,
+    AudioWindows,
+    DownloadError,
+    Utterance,
+    build_corpus,
+    corpus_split,
+    download_ljspeech,
+    load_corpus,
+    load_ljspeech,
+    main,
+    sha256_file,
+    split_of,
 )
 
 CFG = AudioConfig()
@@ -363,7 +376,8 @@ def test_build_corpus_keeps_speech_only_and_writes_split_transcripts_license(tmp
     assert manifest["sources"][AUDIO_DEB]["sha256"] == sha256_file(debs / AUDIO_DEB)
     assert manifest["files"]["wavs/hello.flac"]["sha256"] == sha256_file(out / "wavs" / "hello.flac")
     x, rate = sf.read(str(out / "wavs" / "hello.flac"), dtype="int16")
-    assert rate == 16_000 and manifest["files"]["wavs/hello.flac"]["pcm_sha256"] == hashlib.sha256(x.tobytes()).hexdigest()
+    assert rate == 16_000
+    assert manifest["files"]["wavs/hello.flac"]["pcm_sha256"] == hashlib.sha256(x.tobytes()).hexdigest()
     assert len(load_audio(out / "wavs" / "hello.flac")) == manifest["files"]["wavs/hello.flac"]["samples"]
 
 

@@ -11,7 +11,12 @@ import torch
 from scipy import integrate
 
 from pwn_lib.distill import (
-    distillation_loss, freeze, gaussian_distillation_loss, kl_estimate, student_entropy, teacher_log_density,
+    distillation_loss,
+    freeze,
+    gaussian_distillation_loss,
+    kl_estimate,
+    student_entropy,
+    teacher_log_density,
 )
 from pwn_lib.distributions import DiscretizedMixLogistics, Gaussian, Logistic, gaussian_kl
 from pwn_lib.student import build_student
@@ -40,7 +45,8 @@ def student_params(n_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def logistic_teacher(loc: float, scale: float):
     def log_density(draws: torch.Tensor) -> torch.Tensor:
-        return Logistic(torch.tensor(loc, dtype=draws.dtype), torch.tensor(math.log(scale), dtype=draws.dtype)).log_prob(draws)
+        base = Logistic(torch.tensor(loc, dtype=draws.dtype), torch.tensor(math.log(scale), dtype=draws.dtype))
+        return base.log_prob(draws)
 
     return log_density
 
@@ -104,8 +110,9 @@ def test_entropy_is_log_scale_plus_two():
 
 
 def test_closed_form_gaussian_kl_matches_monte_carlo():
-    q = Gaussian(torch.tensor([0.2, -0.1], dtype=torch.float64), torch.tensor([math.log(0.3), math.log(0.05)], dtype=torch.float64))
-    p = Gaussian(torch.tensor([-0.1, 0.0], dtype=torch.float64), torch.tensor([math.log(0.5), math.log(0.08)], dtype=torch.float64))
+    f64 = torch.float64
+    q = Gaussian(torch.tensor([0.2, -0.1], dtype=f64), torch.tensor([math.log(0.3), math.log(0.05)], dtype=f64))
+    p = Gaussian(torch.tensor([-0.1, 0.0], dtype=f64), torch.tensor([math.log(0.5), math.log(0.08)], dtype=f64))
     closed = gaussian_kl(q, p)
     g = torch.Generator().manual_seed(0)
     x = Gaussian(q.loc.expand(200_000, 2), q.log_scale.expand(200_000, 2)).sample(g)
@@ -163,7 +170,9 @@ def test_gaussian_distillation_kl_matches_monte_carlo_on_the_same_sample():
     assert torch.equal(x, out["x"])
     p = teacher.distribution(teacher(x, c))
     q = Gaussian(mu[:, 0], log_s[:, 0])
-    draws = Gaussian(q.loc.expand(400, -1, -1), q.log_scale.expand(400, -1, -1)).sample(torch.Generator().manual_seed(1))
+    draws = Gaussian(q.loc.expand(400, -1, -1), q.log_scale.expand(400, -1, -1)).sample(
+        torch.Generator().manual_seed(1)
+    )
     terms = (q.log_prob(draws) - p.log_prob(draws)).detach().flatten()
     mc, se = terms.mean().item(), terms.std().item() / math.sqrt(terms.numel())
     assert abs(out["kl"].item() - mc) < 3 * se

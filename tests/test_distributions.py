@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy import stats
+import torch.nn.functional as F
+from scipy import special, stats
 
 from pwn_lib.audio import mulaw_decode, mulaw_encode
 from pwn_lib.config import WaveNetConfig
@@ -106,7 +107,8 @@ def test_edge_bins_are_exactly_the_first_and_last_bins() -> None:
     ]).log()
     torch.testing.assert_close(dist.log_prob(x)[0], expected, rtol=1e-9, atol=0)
     top = DiscretizedMixLogistics(mol_params([0.0], [0.99], [-3.0]), bits).log_prob(torch.ones(1, 1, dtype=F64))
-    assert top.item() == pytest.approx(math.log(1 - torch.sigmoid(torch.tensor((1 - w / 2 - 0.99) / math.exp(-3.0))).item()))
+    edge = torch.sigmoid(torch.tensor((1 - w / 2 - 0.99) / math.exp(-3.0))).item()
+    assert top.item() == pytest.approx(math.log(1 - edge))
 
 
 def test_tiny_bin_masses_match_the_pdf_times_width_fallback() -> None:
@@ -155,19 +157,77 @@ def test_log_scale_floor_is_applied() -> None:
     assert sharp.log_scales.min().item() == -9.0
 
 
-def test_mol_sampling_histogram_matches_pmf() -> None:
-    bits, n = 8, 100_000
-    one = mol_params([0.0, 1.0, -0.5], [-0.3, 0.2, 0.97], [-3.0, -2.5, -3.5])
-    dist = DiscretizedMixLogistics(one.expand(1, 9, n), bits)
-    codes = torch.round((dist.sample(gen(7))[0] + 1) / bin_width(bits)).long()
-    counts = torch.bincount(codes, minlength=2**bits).double()
-    expected = all_bin_probs(one, bits)[:, 0] * n
+def scipy_mol_pmf(logits, means, log_scales, bits: int) -> np.ndarray:
+    """pmf of every b-bit bin from scipy's logistic CDF (float64), edge bins taking the tails (no pwn_lib code)."""
+    width = 2 / (2**bits - 1)
+    edges = np.concatenate([[-np.inf], np.arange(2**bits - 1) * width - 1 + width / 2, [np.inf]])
+    weights = np.exp(logits) / np.exp(logits).sum()
+    cdfs = [stats.logistic.cdf(edges, loc=m, scale=np.exp(s)) for m, s in zip(means, log_scales, strict=True)]
+    return sum(w * np.diff(cdf) for w, cdf in zip(weights, cdfs, strict=True))
+
+
+def sampled_bin_counts(logits, means, log_scales, bits: int, n: int, seed: int) -> np.ndarray:
+    dist = DiscretizedMixLogistics(mol_params(logits, means, log_scales).expand(1, 3 * len(logits), n), bits)
+    codes = torch.round((dist.sample(gen(seed))[0] + 1) / bin_width(bits)).long()
+    return torch.bincount(codes, minlength=2**bits).double().numpy()
+
+
+def chi_square_pvalue(counts: np.ndarray, pmf: np.ndarray) -> float:
+    """Chi-square goodness of fit; bins expecting fewer than 5 draws are pooled into one."""
+    expected = pmf * counts.sum()
     keep = expected >= 5
-    observed = torch.cat([counts[keep], counts[~keep].sum()[None]]).numpy()
-    predicted = torch.cat([expected[keep], expected[~keep].sum()[None]]).numpy()
-    predicted *= observed.sum() / predicted.sum()
-    assert keep.sum() > 40
-    assert stats.chisquare(observed, predicted).pvalue > 1e-3
+    observed = np.concatenate([counts[keep], [counts[~keep].sum()]])
+    predicted = np.concatenate([expected[keep], [expected[~keep].sum()]])
+    return stats.chisquare(observed, predicted * observed.sum() / predicted.sum()).pvalue
+
+
+# At 16 bits the scales are a few bins wide (e^-9 is 4 bins), so a half-bin error in the sampler shows.
+SAMPLER_CASES = {
+    8: ([0.0, 1.0, -0.5], [-0.3, 0.2, 0.97], [-3.0, -2.5, -3.5]),
+    16: ([0.0, 0.5, -0.5], [-0.3, 0.2004, 0.9995], [-9.0, -8.5, -8.0]),
+}
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_mol_sampling_histogram_matches_scipy_pmf(bits: int) -> None:
+    logits, means, log_scales = SAMPLER_CASES[bits]
+    pmf = scipy_mol_pmf(logits, means, log_scales, bits)
+    assert (pmf * 100_000 >= 5).sum() > 40
+    assert chi_square_pvalue(sampled_bin_counts(logits, means, log_scales, bits, 100_000, 7), pmf) > 1e-3
+
+
+def test_sampler_histogram_test_rejects_a_half_bin_shift() -> None:
+    """The test above can fail: draws moved by half a bin (floor instead of round) are rejected."""
+    logits, means, log_scales = SAMPLER_CASES[16]
+    counts = sampled_bin_counts(logits, means, log_scales, 16, 100_000, 7)
+    shifted = np.roll(counts, 1)  # every draw one bin up: the smallest error the grid can show
+    assert chi_square_pvalue(shifted, scipy_mol_pmf(logits, means, log_scales, 16)) < 1e-6
+
+
+def stable_log_bin_mass(centre: np.ndarray, half: float, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """log(F(c + h) - F(c - h)) in float64, subtracting on the side of the mean where the CDFs are small."""
+    a, b = (centre + half - mean) / scale, (centre - half - mean) / scale
+    below = np.log(special.expit(a) - special.expit(b))
+    above = np.log(special.expit(-b) - special.expit(-a))
+    return np.where(a + b < 0, below, above)
+
+
+def test_float32_mol_log_prob_is_accurate_when_a_component_is_much_wider_than_a_bin() -> None:
+    n, bits = 20_000, 16
+    g = gen(21)
+    means = torch.rand(n, generator=g, dtype=F64) * 1.6 - 0.8
+    log_scales = torch.rand(n, generator=g, dtype=F64) * 3 - 2.5  # scales 0.08 to 1.6: 2,700 to 54,000 bins
+    codes = torch.randint(1, 2**bits - 1, (n,), generator=g)
+    x = codes.double() * bin_width(bits) - 1  # bin centres, so float32 rounding cannot move x to another bin
+    params = torch.stack([torch.zeros_like(means), means, log_scales])[None]
+    got = DiscretizedMixLogistics(params.float(), bits).log_prob(x.float()[None])[0].double().numpy()
+    ref = stable_log_bin_mass(x.numpy(), bin_width(bits) / 2, means.numpy(), log_scales.exp().numpy())
+    assert np.abs(got - ref).max() < 5e-5
+    # The form this replaced, log(-expm1(lower - upper)) with each edge rounded to float32 on its own, is 100x worse.
+    m32, s32, c32 = means.float(), log_scales.float().exp(), x.float()
+    upper, lower = (c32 + bin_width(bits) / 2 - m32) / s32, (c32 - bin_width(bits) / 2 - m32) / s32
+    separate = upper + torch.log(-torch.expm1(lower - upper)) - F.softplus(upper) - F.softplus(lower)
+    assert np.abs(separate.double().numpy() - ref).max() > 1e-3
 
 
 def test_mol_samples_lie_on_the_bin_grid() -> None:

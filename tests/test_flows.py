@@ -37,42 +37,72 @@ def randomised(module: nn.Module, seed: int, std: float = 0.5) -> nn.Module:
     return module
 
 
-def transforms() -> dict[str, Transform]:
+def student_transform(**overrides) -> tuple[Transform, torch.Tensor]:
+    """The real student (tiny preset, randomised, float64) as a transform of z: (2, 1, D), with its conditioning."""
+    from pwn_lib.student import build_student
+
+    torch.manual_seed(0)
+    student = randomised(build_student("tiny", **overrides), 12, std=0.15)  # larger is ill-conditioned
+    g = torch.Generator().manual_seed(13)
+    c = torch.randn(2, 80, D // 2, generator=g, dtype=F64) if student.cfg.cond_channels else None
+    speaker = torch.arange(2) % student.cfg.n_speakers if student.cfg.n_speakers else None
+    return student.as_transform(c, speaker, n_samples=D), torch.randn(2, 1, D, generator=g, dtype=F64)
+
+
+def cases() -> dict[str, tuple[Transform, torch.Tensor]]:
+    """Every transform with an input batch: (n, D) vectors, or (B, 1, D) sequences for the student."""
     return {
-        "elementwise": randomised(ElementwiseAffine(D), 0),
-        "reverse": Reverse(),
-        "made": randomised(AutoregressiveAffine(MADE(D, hidden=16)), 1),
-        "causal_conv": randomised(AutoregressiveAffine(CausalConvConditioner(channels=4, layers=2)), 2),
-        "stack": randomised(Compose([autoregressive_stack(D, n_layers=3, hidden=16), ElementwiseAffine(D)]), 3),
+        "elementwise": (randomised(ElementwiseAffine(D), 0), x_batch()),
+        "reverse": (Reverse(), x_batch()),
+        "made": (randomised(AutoregressiveAffine(MADE(D, hidden=16)), 1), x_batch()),
+        "causal_conv": (randomised(AutoregressiveAffine(CausalConvConditioner(channels=4, layers=2)), 2), x_batch()),
+        "stack": (randomised(Compose([autoregressive_stack(D, n_layers=3, hidden=16), ElementwiseAffine(D)]), 3),
+                  x_batch()),
+        "student": student_transform(cond_channels=0),
+        "student_conditioned": student_transform(hop_length=2, n_speakers=3),
     }
+
+
+AUTOREGRESSIVE = ("made", "causal_conv", "student", "student_conditioned")
 
 
 def x_batch(seed: int = 10, n: int = 3) -> torch.Tensor:
     return torch.randn(n, D, generator=torch.Generator().manual_seed(seed), dtype=F64)
 
 
-@pytest.mark.parametrize("name", list(transforms()))
+def jacobian_of_one(transform: Transform, x: torch.Tensor) -> torch.Tensor:
+    """(D, D) Jacobian of the transform at one batch element ``x: (..., D)`` (batch axis dropped)."""
+    return torch.autograd.functional.jacobian(lambda v: transform(v[None])[0].reshape(-1), x).reshape(D, D)
+
+
+@pytest.mark.parametrize("name", list(cases()))
 def test_log_det_matches_autograd_jacobian(name: str) -> None:
-    transform = transforms()[name]
-    for x in x_batch():
-        jacobian = torch.autograd.functional.jacobian(lambda v: transform(v[None])[0], x)
+    transform, batch = cases()[name]
+    for i, x in enumerate(batch):
+        if name.startswith("student"):  # the conditioning is per batch row: score the whole batch instead
+            jacobian = torch.autograd.functional.jacobian(lambda v, i=i: transform(v)[i].reshape(-1), batch)[:, i]
+            jacobian = jacobian.reshape(D, D)
+            got = transform.log_abs_det_jacobian(batch, transform(batch))[i].sum()
+        else:
+            jacobian = jacobian_of_one(transform, x)
+            got = transform.log_abs_det_jacobian(x[None], transform(x[None]))[0].sum()
         expected = torch.linalg.slogdet(jacobian).logabsdet
-        got = transform.log_abs_det_jacobian(x[None], transform(x[None]))[0].sum()
         torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("name", list(transforms()))
+@pytest.mark.parametrize("name", list(cases()))
 def test_inverse_undoes_forward(name: str) -> None:
-    transform, x = transforms()[name], x_batch()
+    transform, x = cases()[name]
     torch.testing.assert_close(transform.inverse(transform(x)), x, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(transform(transform.inverse(x)), x, rtol=1e-9, atol=1e-9)
 
 
-def test_autoregressive_jacobians_are_lower_triangular() -> None:
-    for name in ("made", "causal_conv"):
-        transform = transforms()[name]
-        jacobian = torch.autograd.functional.jacobian(lambda v: transform(v[None])[0], x_batch()[0])
-        assert torch.equal(jacobian.triu(1), torch.zeros_like(jacobian)), name
+@pytest.mark.parametrize("name", AUTOREGRESSIVE)
+def test_autoregressive_jacobians_are_lower_triangular_and_use_the_past(name: str) -> None:
+    transform, batch = cases()[name]
+    jacobian = torch.autograd.functional.jacobian(lambda v: transform(v)[0].reshape(-1), batch)[:, 0].reshape(D, D)
+    assert torch.equal(jacobian.triu(1), torch.zeros_like(jacobian)), name
+    assert jacobian.tril(-1).abs().max() > 1e-3, f"{name}: output t ignores the past, the test would be vacuous"
 
 
 @pytest.mark.parametrize("conditioner", [MADE(12, hidden=32), CausalConvConditioner(channels=8, layers=3)])

@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from pwn_lib import evaluate as ev
-from pwn_lib.config import AUDIO_PRESETS, CHECKPOINT_DIR
+from pwn_lib.config import AUDIO_PRESETS, CHECKPOINT_DIR, REPO_ROOT
 from pwn_lib.train import heldout_kl, heldout_windows, load_student, load_teacher, teacher_nll_bits
 
 TEACHER = CHECKPOINT_DIR / "teacher_course"
@@ -48,6 +49,15 @@ def test_shipped_student_reproduces_its_heldout_kl(teacher):
     assert recorded["command"].startswith("python -m pwn_lib.train student --preset course")
     for key in ("logmel_distance_student_vs_real", "logmel_distance_teacher_vs_real", "student_timesteps_per_s"):
         assert recorded[key] > 0, key
+
+
+def test_shipped_student_is_the_same_function_as_when_it_was_trained():
+    """Outputs saved from the shipped student before the flows were refactored (tests/data)."""
+    reference = load_file(str(REPO_ROOT / "tests" / "data" / "student_course_reference.safetensors"))
+    with torch.no_grad():
+        x, mu_tot, log_s_tot = load_student(STUDENT)(reference["z"], reference["c"])
+    assert torch.equal(x, reference["x"]) and torch.equal(log_s_tot, reference["log_s_tot"])
+    assert torch.equal(mu_tot, reference["mu_tot"])
 
 
 def test_shipped_student_samples_in_one_pass():

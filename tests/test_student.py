@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pwn_lib.flows import AutoregressiveAffine, collapse_affine_steps
 from pwn_lib.student import INIT_OUTPUT_STD, IAFStudent, build_student, flow_dilations
 
 
@@ -40,12 +41,13 @@ def test_closed_form_equals_flows_applied_one_after_another(overrides):
     x, mu_tot, log_s_tot = student(z, c, speaker)
 
     cu, g = student.conditioning(c, speaker, z.shape[-1])
-    mus, scales, x_seq = [], [], z
+    mus, scales, steps, x_seq = [], [], [], z
     for flow in student.flows:
-        mu, log_s = flow(x_seq, cu, g)
+        mu, log_s = flow.shift_and_log_scale(x_seq, cu, g)
         x_seq = x_seq * torch.exp(log_s) + mu
         mus.append(mu)
         scales.append(torch.exp(log_s))
+        steps.append((mu, log_s))
     s_expected = torch.stack(scales).prod(dim=0)
     mu_expected = sum(mus[i] * torch.stack(scales[i + 1 :]).prod(dim=0) if i + 1 < len(mus) else mus[i]
                       for i in range(len(mus)))
@@ -55,6 +57,10 @@ def test_closed_form_equals_flows_applied_one_after_another(overrides):
     torch.testing.assert_close(mu_tot, mu_expected, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(x, z * torch.exp(log_s_tot) + mu_tot, rtol=1e-12, atol=1e-12)
     assert max(float(m.detach().abs().max()) for m in mus) > 0.1, "flows are near-identity: the test would be vacuous"
+    # The explicit closed form (pwn_lib.flows.collapse_affine_steps) gives the same pair.
+    mu_collapsed, log_s_collapsed = collapse_affine_steps(steps)
+    torch.testing.assert_close(mu_collapsed, mu_expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(log_s_collapsed, log_s_tot, rtol=1e-12, atol=1e-12)
 
 
 def test_jacobian_is_lower_triangular_with_s_tot_on_the_diagonal():
@@ -157,3 +163,8 @@ def test_bf16_autocast_keeps_the_composition_in_fp32_and_close_to_fp32():
         x16, mu16, log_s16 = student(z, c)
     assert x16.dtype == mu16.dtype == log_s16.dtype == torch.float32
     assert (x16 - x32).abs().max() < 0.02 * x32.abs().max()
+
+
+def test_every_flow_is_the_flows_modules_autoregressive_affine():
+    student = build_student("tiny")
+    assert all(isinstance(flow, AutoregressiveAffine) for flow in student.flows)

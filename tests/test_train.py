@@ -73,11 +73,56 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     assert second.resume() and second.step == 4
     second.fit(Regression(), progress=False)
 
+    assert_same_run(straight, second)
+
+
+def assert_same_run(straight: Trainer, resumed: Trainer) -> None:
+    """Bit for bit: raw weights, EMA weights, Adam's moments and the logged losses."""
     for name, value in straight.model.state_dict().items():
-        torch.testing.assert_close(second.model.state_dict()[name], value, rtol=1e-6, atol=1e-7)
+        assert torch.equal(resumed.model.state_dict()[name], value), name
     for name, value in straight.ema.shadow.items():
-        torch.testing.assert_close(second.ema.shadow[name], value, rtol=1e-6, atol=1e-7)
-    assert [h["loss"] for h in second.history] == pytest.approx([h["loss"] for h in straight.history])
+        assert torch.equal(resumed.ema.shadow[name], value), f"ema {name}"
+    moments, resumed_moments = straight.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    assert set(moments) == set(resumed_moments)
+    for index, slots in moments.items():
+        assert all(torch.equal(slots[k], resumed_moments[index][k]) for k in ("exp_avg", "exp_avg_sq")), index
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
+
+
+def corpus_trainer(kind: str, out, teacher=None) -> tuple[Trainer, torch.utils.data.Dataset]:
+    """A tiny teacher or student on real corpus windows, with the command line's loss functions."""
+    from pwn_lib.config import AUDIO_PRESETS, DistillLoss
+    from pwn_lib.data import AudioWindows, load_corpus
+    from pwn_lib.student import build_student
+    from pwn_lib.train import student_loss, teacher_loss
+    from pwn_lib.wavenet import build_teacher
+
+    cfg = small_config(steps=4, batch_size=2, window=1_024, checkpoint_every=2, lr=1e-3)
+    torch.manual_seed(0)
+    if kind == "teacher":
+        model, loss_fn = build_teacher("tiny"), teacher_loss
+    else:
+        model, loss_fn = build_student("tiny"), student_loss(teacher, DistillLoss(n_draws=2))
+    windows = AudioWindows(load_corpus("train"), cfg.window, AUDIO_PRESETS["tiny"], seed=0, length=8)
+    return Trainer(model, loss_fn, cfg, out, model_config={}, kind=kind), windows
+
+
+@pytest.mark.parametrize("kind", ["teacher", "student"])
+def test_resume_of_the_real_teacher_and_student_is_bit_exact(tmp_path, kind):
+    teacher = None
+    if kind == "student":
+        from pwn_lib.wavenet import build_teacher
+
+        torch.manual_seed(1)
+        teacher = build_teacher("tiny")
+    straight, windows = corpus_trainer(kind, tmp_path / "straight", teacher)
+    straight.fit(windows, progress=False)
+    first, _ = corpus_trainer(kind, tmp_path / "split", teacher)
+    first.fit(windows, steps=2, progress=False)
+    resumed, _ = corpus_trainer(kind, tmp_path / "split", teacher)
+    assert resumed.resume() and resumed.step == 2
+    resumed.fit(windows, progress=False)
+    assert_same_run(straight, resumed)
 
 
 def test_training_reduces_the_loss_and_ships_ema_weights(tmp_path):
@@ -132,7 +177,9 @@ def test_ten_step_teacher_and_student_runs_on_the_corpus(tmp_path):
     teacher_metrics = json.loads((teacher_dir / "metrics.json").read_text())
     assert teacher_metrics["steps"] == 10 and teacher_metrics["command"].startswith("python -m pwn_lib.train teacher")
     assert 0 < teacher_metrics["heldout_nll_bits"] < 40
-    assert 0 <= teacher_metrics["phone_error_rate_generated"] and "1 shortest test" in teacher_metrics["phone_eval"]
+    # Ten steps teach a teacher nothing: the machine listener must hear its audio as worse than real speech.
+    assert teacher_metrics["phone_error_rate_generated"] > teacher_metrics["phone_error_rate_real"] + 0.2
+    assert "1 shortest test" in teacher_metrics["phone_eval"]
     student_metrics = json.loads((student_dir / "metrics.json").read_text())
     assert {"heldout_kl", "logmel_distance_student_vs_real", "logmel_distance_teacher_vs_real",
             "student_timesteps_per_s"} <= set(student_metrics)
@@ -179,6 +226,6 @@ def test_cosine_schedule_runs_from_lr_to_the_final_fraction():
     assert abs(learning_rate(50, cfg) - 0.55) < 1e-12  # halfway down the cosine: (1 + 0.1) / 2
     assert abs(learning_rate(100, cfg) - 0.1) < 1e-12
     values = [learning_rate(s, cfg) for s in range(101)]
-    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
     with pytest.raises(ValueError, match="lr_schedule"):
         learning_rate(0, small_config(lr_schedule="linear"))

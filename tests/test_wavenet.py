@@ -8,7 +8,14 @@ import torch
 
 from pwn_lib.config import TEACHER_PRESETS, WaveNetConfig
 from pwn_lib.wavenet import (
-    LOG_MEL_MEAN, LOG_MEL_STD, CausalConv1d, ConditionUpsampler, ResidualBlock, WaveNet, build_teacher, stride_factors,
+    LOG_MEL_MEAN,
+    LOG_MEL_STD,
+    CausalConv1d,
+    ConditionUpsampler,
+    ResidualBlock,
+    WaveNet,
+    build_teacher,
+    stride_factors,
 )
 
 HOP = 8
@@ -34,24 +41,61 @@ def inputs(cfg: WaveNetConfig, batch: int, frames: int, seed: int = 0):
     return c, speaker
 
 
+def network_output(model: WaveNet, x, c, speaker) -> torch.Tensor:
+    """The head's output before the location prior rho * x[t-1] is added: (B, C_out, T)."""
+    seen = {}
+    hook = model.head.register_forward_hook(lambda module, args, out: seen.setdefault("out", out))
+    with torch.no_grad():
+        model(x, c, speaker)
+    hook.remove()
+    return seen["out"]
+
+
 @pytest.mark.parametrize("kernel_size", [2, 3])
 @pytest.mark.parametrize("conditioned", [True, False])
 @pytest.mark.parametrize("speakers", [0, 3])
 def test_cached_generation_equals_teacher_forced_pass(kernel_size, conditioned, speakers):
-    torch.manual_seed(kernel_size * 10 + conditioned * 2 + speakers)
-    model = WaveNet(small_config(kernel_size, conditioned, speakers))
+    """float64, so that a wrong queue tap shows far above rounding; every row's network output must vary."""
+    torch.manual_seed(100 + kernel_size * 10 + conditioned * 2 + speakers)  # seeds whose rows all stay alive
+    model = WaveNet(small_config(kernel_size, conditioned, speakers)).double()
+    with torch.no_grad():  # a larger last layer than training's 0.1x start, so the network's part is not tiny
+        model.head[-1].weight.mul_(30.0)
     frames = -(-2 * model.receptive_field // HOP) + 1  # more than twice the receptive field
     c, speaker = inputs(model.cfg, 2, frames)
+    c = c.double() if c is not None else None
     n = frames * HOP
     x, params = model.generate(c, n_samples=n, speaker=speaker, progress=False, return_params=True,
                                generator=torch.Generator().manual_seed(1))
     batch = 1 if c is None and speaker is None else 2  # unconditional generation draws one waveform
-    assert x.shape == (batch, 1, n) and params.shape == (batch, 9, n)
+    assert x.shape == (batch, 1, n) and params.shape == (batch, 9, n) and x.dtype == torch.float64
     assert n >= 2 * model.receptive_field
     with torch.no_grad():
         reference = model(x, c, speaker)
-    assert (params - reference).abs().max().item() < 1e-5
-    assert x.std() > 0  # the samples really vary, so the comparison covers the queues
+    assert (params - reference).abs().max().item() < 1e-10
+    # Each row's own network output (not just the rho * x[t-1] prior) must move, or the queues go untested.
+    varying = network_output(model, x, c, speaker).std(dim=-1).amax(dim=1)
+    assert (varying > 1e-3).all(), f"a batch row has a dead head: time-std per row {varying.tolist()}"
+
+
+def test_dead_head_check_catches_a_row_whose_output_is_constant():
+    torch.manual_seed(0)
+    model = WaveNet(small_config(speakers=3)).double()
+    with torch.no_grad():
+        model.head[1].bias.fill_(-1e3)  # every head ReLU off: params are a constant plus the prior
+    c, speaker = inputs(model.cfg, 2, 4)
+    x = model.generate(c.double(), speaker=speaker, progress=False, generator=torch.Generator().manual_seed(1))
+    assert (network_output(model, x, c.double(), speaker).std(dim=-1).amax(dim=1) < 1e-12).all()
+
+
+def test_generation_keeps_a_float64_model_in_float64():
+    torch.manual_seed(0)
+    model = WaveNet(small_config(speakers=2)).double()
+    c, speaker = inputs(model.cfg, 2, 6)
+    fast = model.generate(c.double(), speaker=speaker, progress=False, generator=torch.Generator().manual_seed(3))
+    slow = model.generate_naive(c.double(), speaker=speaker, progress=False, generator=torch.Generator().manual_seed(3))
+    assert fast.dtype == slow.dtype == torch.float64
+    assert torch.equal(fast, slow)
+    assert model.log_prob(fast, c.double(), speaker).dtype == torch.float64
 
 
 @pytest.mark.parametrize("output", ["mol", "gaussian"])
