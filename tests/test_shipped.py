@@ -56,8 +56,9 @@ def test_shipped_student_is_the_same_function_as_when_it_was_trained():
     reference = load_file(str(REPO_ROOT / "tests" / "data" / "student_course_reference.safetensors"))
     with torch.no_grad():
         x, mu_tot, log_s_tot = load_student(STUDENT)(reference["z"], reference["c"])
-    assert torch.equal(x, reference["x"]) and torch.equal(log_s_tot, reference["log_s_tot"])
-    assert torch.equal(mu_tot, reference["mu_tot"])
+    # Equal to float32 rounding: the thread count changes the order of the convolutions' sums.
+    for name, got in (("x", x), ("mu_tot", mu_tot), ("log_s_tot", log_s_tot)):
+        torch.testing.assert_close(got, reference[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_shipped_student_samples_in_one_pass():
