@@ -36,12 +36,14 @@ from pwn_lib.config import (
     AudioConfig,
     DistillLoss,
     default_device,
+    fast_mode,
     from_dict,
     preset,
     seed_everything,
     to_dict,
 )
 from pwn_lib.data import AudioWindows, load_corpus
+from pwn_lib.evaluate import QuickScore
 from pwn_lib.features import corpus_statistics
 from pwn_lib.heldout import (
     HELDOUT_SEED,
@@ -184,7 +186,14 @@ def student_run(args: argparse.Namespace) -> Path:
     loss_fn = student_loss(teacher, recipe, classifier)
     trainer, dataset = make_trainer(args, IAFStudent(resolved["model"]), loss_fn, resolved, out, device)
     windows = heldout_windows(resolved["audio"], count=8)
-    trainer.fit(dataset, on_checkpoint=lambda t: {"heldout_kl": heldout_kl(t.averaged_model(), teacher, windows)})
+    quick = QuickScore(resolved["audio"], count=2 if fast_mode() else 4)
+
+    def evaluate(t: Trainer) -> dict:
+        averaged = t.averaged_model()
+        return {"heldout_kl": heldout_kl(averaged, teacher, windows),
+                **{f"valid_{k}": v for k, v in quick(averaged).items()}}
+
+    trainer.fit(dataset, on_checkpoint=evaluate)
     final = trainer.averaged_model()
     metrics = {"heldout_kl": heldout_kl(final, teacher, windows),
                **synthesis_report(final, teacher, resolved["audio"], args.eval_seconds),

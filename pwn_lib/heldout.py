@@ -20,8 +20,8 @@ from pwn_lib.audio import log_mel, log_mel_distance, loudest_window
 from pwn_lib.config import AudioConfig
 from pwn_lib.data import AudioWindows, load_corpus
 from pwn_lib.distill import distillation_loss
+from pwn_lib.evaluate import Listener, mel_batch
 from pwn_lib.phones import DEFAULT_CHECKPOINT as PHONES_CHECKPOINT
-from pwn_lib.phones import edit_distance, greedy_decode, load_phone_classifier, load_targets
 from pwn_lib.student import IAFStudent
 from pwn_lib.wavenet import WaveNet
 
@@ -74,20 +74,16 @@ def resynthesis_phone_error_rate(teacher: WaveNet, audio: AudioConfig, count: in
     utterances = sorted(load_corpus(split), key=lambda u: (len(u.audio), u.id))[:count]
     hop = audio.hop_length
     real = [torch.from_numpy(u.audio[: len(u.audio) // hop * hop]).float() for u in utterances]
-    frames = max(len(x) for x in real) // hop
-    mel = torch.full((len(real), audio.n_mels, frames), math.log(audio.log_mel_floor))
-    for i, x in enumerate(real):
-        mel[i, :, : len(x) // hop] = torch.from_numpy(log_mel(x.numpy(), audio))
+    mel = mel_batch([x.numpy() for x in real], audio)
     device = next(teacher.parameters()).device
     generated = teacher.generate(mel.to(device), generator=torch.Generator(device).manual_seed(0)).cpu()
     noise_gen = torch.Generator().manual_seed(HELDOUT_SEED)
     noise = [torch.randn(len(x), generator=noise_gen) * x.square().mean().sqrt() for x in real]
-    listener, targets = load_phone_classifier(classifier), load_targets()
+    listener = Listener(classifier)
 
     def error_rate(signals: list[torch.Tensor]) -> float:
-        errors = sum(edit_distance(greedy_decode(listener(x.view(1, 1, -1)))[0], targets[u.id])
-                     for x, u in zip(signals, utterances, strict=True))
-        return errors / sum(len(targets[u.id]) for u in utterances)
+        counts = [listener.errors(x.numpy(), u.id) for x, u in zip(signals, utterances, strict=True)]
+        return sum(e for e, _ in counts) / sum(n for _, n in counts)
 
     return {
         "phone_error_rate_generated": error_rate([generated[i, 0, : len(x)] for i, x in enumerate(real)]),

@@ -1,0 +1,289 @@
+"""Ratings in one SQLite file (stdlib sqlite3, WAL mode): one row per rating, each committed on its own.
+
+Many raters can write at once, from separate kernels or processes on one machine: WAL lets readers run beside
+the one writer, every insert is its own ``BEGIN IMMEDIATE`` transaction (waiting up to ``timeout`` seconds for
+the write lock), and ``synchronous=FULL`` makes a committed rating survive a killed process or a power cut.
+A rating is either wholly in the file or not at all. ``UNIQUE(test, rater, kind, trial)`` refuses duplicates.
+
+The schema is versioned (``meta.schema_version``) and checked whenever a file is opened.
+SQLite's locking needs a local disk: keep the file off network shares (NFS, SMB), where WAL does not work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from pwn_lib import __version__
+
+SCHEMA_VERSION = 1
+APP_VERSION = f"pwn_lib {__version__}"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ratings (
+    id          INTEGER PRIMARY KEY,
+    test        TEXT    NOT NULL,
+    rater       TEXT    NOT NULL,
+    kind        TEXT    NOT NULL CHECK (kind IN ('mos', 'ab')),
+    trial       INTEGER NOT NULL CHECK (trial >= 0),
+    n_trials    INTEGER NOT NULL,
+    role        TEXT    NOT NULL CHECK (role IN ('test', 'gold', 'trap')),
+    system      TEXT    NOT NULL,
+    system_b    TEXT,
+    utterance   TEXT    NOT NULL,
+    score       INTEGER CHECK (score BETWEEN 1 AND 5),
+    choice      TEXT    CHECK (choice IN ('A', 'B', 'none')),
+    expected    INTEGER,
+    plays       INTEGER NOT NULL,
+    ended       INTEGER NOT NULL,
+    plays_b     INTEGER,
+    ended_b     INTEGER,
+    response_ms REAL,
+    listening   TEXT,
+    rated_at    TEXT    NOT NULL,
+    app_version TEXT    NOT NULL,
+    UNIQUE (test, rater, kind, trial),
+    CHECK ((kind = 'mos' AND score IS NOT NULL AND choice IS NULL)
+        OR (kind = 'ab' AND choice IS NOT NULL AND score IS NULL AND system_b IS NOT NULL))
+);
+"""
+
+
+class StoreError(RuntimeError):
+    """A ratings file that cannot be used, or a rating it refused; the message says which file and what to do."""
+
+
+class SchemaVersionError(StoreError):
+    """The file was written with another schema version."""
+
+
+class DuplicateRatingError(StoreError):
+    """This rater has already rated this trial."""
+
+
+@dataclass
+class Rating:
+    """One row of ``ratings``. ``score`` (1-5) for MOS trials; ``choice`` ("A", "B" or "none") for A/B trials.
+
+    ``plays``/``ended``: how often the (A) clip's audio element fired ``play`` and ``ended``; ``plays_b``/``ended_b``
+    the same for B. ``response_ms``: from the end of the first complete playback to the answer.
+    """
+
+    test: str
+    rater: str
+    kind: str
+    trial: int
+    n_trials: int
+    role: str
+    system: str
+    utterance: str
+    plays: int
+    ended: int
+    score: int | None = None
+    choice: str | None = None
+    system_b: str | None = None
+    expected: int | None = None
+    plays_b: int | None = None
+    ended_b: int | None = None
+    response_ms: float | None = None
+    listening: str | None = None
+    rated_at: str = ""
+    app_version: str = APP_VERSION
+
+
+COLUMNS = ["id"] + [f.name for f in dataclasses.fields(Rating)]
+
+
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 with milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class RatingStore:
+    """One ratings file. ``RatingStore(path)`` creates it (schema version :data:`SCHEMA_VERSION`) or opens it.
+
+    Opening checks that the file is a pwn_lib ratings database of this schema version. Use one store per
+    process or kernel; :meth:`add` is safe while other processes write the same file.
+    """
+
+    def __init__(self, path: str | os.PathLike, timeout: float = 60.0):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        try:
+            self._configure(timeout)
+            self._init_schema()
+        except sqlite3.OperationalError as err:
+            self._conn.close()
+            if "locked" not in str(err):
+                raise StoreError(f"{self.path}: cannot open the ratings database ({err})") from None
+            raise StoreError(f"{self.path}: still locked by another writer after {timeout:g} s ({err}); "
+                             "retry, or pass a longer timeout") from None
+        except sqlite3.DatabaseError as err:
+            self._conn.close()
+            raise StoreError(f"{self.path}: not a SQLite ratings database ({err}); pass another path, or move "
+                             "this file away and start a new database") from None
+        except StoreError:
+            self._conn.close()
+            raise
+
+    def _configure(self, timeout: float) -> None:
+        self._conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise StoreError(f"{self.path}: SQLite could not switch to WAL mode (got {mode!r}); keep the database "
+                             "on a local disk, not a network share")
+        self._conn.execute("PRAGMA synchronous = FULL")
+
+    def _init_schema(self) -> None:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables and "meta" not in tables:
+                raise StoreError(f"{self.path}: a SQLite file but not a pwn_lib ratings database (tables "
+                                 f"{sorted(tables)}); pass a new path for the ratings")
+            if "meta" in tables:
+                row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                found = None if row is None else int(row[0])
+                if found != SCHEMA_VERSION:
+                    raise SchemaVersionError(
+                        f"{self.path}: ratings schema version {found}, but this pwn_lib ({APP_VERSION}) reads and "
+                        f"writes version {SCHEMA_VERSION}; export it to CSV with the pwn_lib version that wrote it, "
+                        "or start a new database file")
+            else:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('created_by', ?)", (APP_VERSION,))
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('created_at', ?)", (utc_now(),))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    # -- writing ----------------------------------------------------------------------
+    def add(self, rating: Rating) -> int:
+        """Commit one rating atomically; return its row id. Raises :class:`DuplicateRatingError` on a repeat."""
+        row = dataclasses.asdict(rating)
+        row["rated_at"] = row["rated_at"] or utc_now()
+        names = list(row)
+        sql = f"INSERT INTO ratings ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})"
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            cursor = self._conn.execute(sql, [row[n] for n in names])
+            self._conn.execute("COMMIT")
+        except sqlite3.IntegrityError as err:
+            self._conn.execute("ROLLBACK")
+            if "UNIQUE" in str(err):
+                raise DuplicateRatingError(
+                    f"{self.path}: rater {rating.rater} already rated {rating.kind} trial {rating.trial} of test "
+                    f"{rating.test!r}; each trial is rated once (resume continues at the first unrated trial)"
+                ) from None
+            raise StoreError(f"{self.path}: refused rating {row} ({err})") from None
+        except sqlite3.OperationalError as err:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise StoreError(f"{self.path}: rating not saved ({err}); nothing was written, submit it again") from None
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+        return int(cursor.lastrowid)
+
+    # -- reading ----------------------------------------------------------------------
+    def rated_trials(self, test: str, rater: str, kind: str) -> set[int]:
+        """Trial indices this rater has already rated (what resuming skips)."""
+        rows = self._conn.execute("SELECT trial FROM ratings WHERE test = ? AND rater = ? AND kind = ?",
+                                  (test, rater, kind))
+        return {int(r[0]) for r in rows}
+
+    def count(self, test: str | None = None) -> int:
+        if test is None:
+            return int(self._conn.execute("SELECT COUNT(*) FROM ratings").fetchone()[0])
+        return int(self._conn.execute("SELECT COUNT(*) FROM ratings WHERE test = ?", (test,)).fetchone()[0])
+
+    def ratings(self, test: str | None = None) -> pd.DataFrame:
+        """Every rating (of ``test``, if given) as a DataFrame with the :data:`COLUMNS`, in commit order."""
+        where, args = ("WHERE test = ?", (test,)) if test is not None else ("", ())
+        frame = pd.read_sql_query(f"SELECT {', '.join(COLUMNS)} FROM ratings {where} ORDER BY id", self._conn,
+                                  params=args)
+        return _typed(frame)
+
+    def to_csv(self, path: str | os.PathLike, test: str | None = None) -> Path:
+        """Write :meth:`ratings` to ``path`` as CSV (atomically, through a temporary sibling)."""
+        return write_csv(self.ratings(test), path)
+
+    def integrity_check(self) -> str:
+        """SQLite's own ``PRAGMA integrity_check``: "ok" for a sound file."""
+        return str(self._conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+    def schema_version(self) -> int:
+        return int(self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> RatingStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+_INT_COLUMNS = ["trial", "n_trials", "plays", "ended"]
+_NULLABLE_INT = ["id", "score", "expected", "plays_b", "ended_b"]
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Stable dtypes whether the rows came from SQLite or CSV (nullable integers where a column may be empty)."""
+    for column in _INT_COLUMNS:
+        frame[column] = frame[column].astype("int64")
+    for column in _NULLABLE_INT:
+        frame[column] = frame[column].astype("Int64")
+    frame["response_ms"] = frame["response_ms"].astype("float64")
+    return frame
+
+
+def write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """``frame`` as CSV at ``path``, written through a temporary sibling and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_ratings(path: str | os.PathLike, test: str | None = None) -> pd.DataFrame:
+    """Ratings from a ``.csv`` export or a SQLite ratings file, as the DataFrame :meth:`RatingStore.ratings` gives."""
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"{path}: no such ratings file; pass a .csv export or a ratings database")
+    if path.suffix.lower() == ".csv":
+        frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        missing = sorted(set(COLUMNS) - set(frame.columns))
+        if missing:
+            raise StoreError(f"{path}: missing column(s) {missing}; export ratings with RatingStore.to_csv")
+        frame = _typed(frame[COLUMNS].copy())
+        return frame if test is None else frame[frame["test"] == test].reset_index(drop=True)
+    with RatingStore(path) as store:
+        return store.ratings(test)
+
+
+__all__ = [
+    "APP_VERSION", "COLUMNS", "DuplicateRatingError", "Rating", "RatingStore", "SCHEMA_VERSION",
+    "SchemaVersionError", "StoreError", "read_ratings", "utc_now", "write_csv",
+]
