@@ -8,12 +8,18 @@ Arms (van den Oord et al., 2017, section 4.1):
 4. ``kl+power+perceptual+contrastive``: the KL term replaced by the contrastive loss (gamma = 0.3).
 
 Every arm starts from the same student initialisation (seed), sees the same batches of real
-windows (``AudioWindows`` with the same seed) and runs the same number of Adam steps. Each arm is
-then scored on held-out clips (valid split) by
+windows (``AudioWindows`` with the same seed) and runs the same number of Adam steps under the
+same learning-rate schedule (:class:`pwn_lib.train.Trainer`).
 
-- ``power_db``: output power ``10 log10(mean x^2)`` against the real clip's (``power_gap_db``);
-- ``log_mel_distance``: :func:`pwn_lib.audio.log_mel_distance` to the real clip;
-- ``teacher_nll``: the teacher's NLL of the student's samples, nats per sample (16-bit pmf).
+- **Curves.** Every ``curve_every`` steps (and at step 0) each arm's averaged (EMA) weights are scored
+  on the valid split by :class:`pwn_lib.evaluate.QuickScore` (voiced share, periodicity, power gap,
+  MCD, ...) and by the held-out KL on fixed valid windows (:func:`pwn_lib.heldout.heldout_kl`).
+- **Final scores.** Each arm's final averaged weights render the test split's utterances and are
+  scored by :func:`pwn_lib.evaluate.evaluate_systems` (the metrics of ``python -m pwn_lib.evaluate``,
+  the machine listener's PER included), next to the real, noise and silence reference rows.
+
+With ``work_dir`` set, each arm keeps its resume state and its curve in ``work_dir/<arm>``: a stopped
+run continues where it stopped, and a finished arm is only re-scored.
 
 Command line (the course-scale run whose JSON notebook 07 plots)::
 
@@ -22,6 +28,8 @@ Command line (the course-scale run whose JSON notebook 07 plots)::
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pwn_lib.audio import log_mel, log_mel_distance, loudest_window, power_db
+from pwn_lib.artifacts import write_json
 from pwn_lib.config import (
     AUDIO_PRESETS,
     CONTRASTIVE_GAMMA,
@@ -42,6 +50,17 @@ from pwn_lib.config import (
     to_dict,
 )
 from pwn_lib.data import AudioWindows, load_corpus
+from pwn_lib.evaluate import (
+    Listener,
+    QuickScore,
+    System,
+    evaluate_systems,
+    json_safe,
+    pick_utterances,
+    reference_systems,
+    synthesise,
+)
+from pwn_lib.heldout import heldout_kl, heldout_windows
 from pwn_lib.phones import DEFAULT_CHECKPOINT as PHONES_CHECKPOINT
 from pwn_lib.phones import PhoneClassifier, load_phone_classifier
 from pwn_lib.student import IAFStudent, build_student
@@ -49,6 +68,9 @@ from pwn_lib.train import Trainer, student_loss
 from pwn_lib.wavenet import WaveNet
 
 ABLATION_DIR = DATA_DIR / "ablation"
+# The figures each curve point keeps (QuickScore's keys, plus the held-out KL).
+CURVE_METRICS = ("voiced_share", "voiced_share_vs_real", "periodicity", "power_db", "mcd", "mstft", "vuv_f1",
+                 "heldout_kl")
 
 
 @dataclass(frozen=True)
@@ -68,100 +90,159 @@ class AblationConfig:
     batch_size: int = 2
     window: int = 4_096
     lr: float = 1e-3
+    lr_schedule: str = "cosine"  # TrainConfig.lr_schedule: a cosine decay lets every arm settle by its last step
+    lr_final: float = 0.05
+    bf16: bool = False
     n_draws: int = DistillLoss.n_draws
-    eval_clips: int = 8
-    eval_seconds: float = 1.0
-    log_every: int = 10
+    power_weight: float = 1.0  # the power term's weight in arms 2-4 (the course student's recipe)
+    log_every: int = 10  # steps between rows of each arm's training history
+    curve_every: int = 50  # steps between curve points (valid-split scores and held-out KL)
+    curve_utterances: int = 3  # valid-split utterances QuickScore renders at each curve point
+    curve_kl_windows: int = 4  # valid-split windows of 8,192 samples for the held-out KL curve
+    test_utterances: int | None = None  # test-split utterances of 1-4 s scored at the end (None: all of them)
+    test_max_seconds: float | None = None  # crop each test utterance (None: whole)
+    work_dir: str = ""  # per-arm resume state and curves (relative to the repository); "" keeps nothing
     seed: int = 0
 
 
 ABLATION_PRESETS: dict[str, AblationConfig] = {
-    "tiny": AblationConfig(student="tiny", steps=12, batch_size=2, window=1_024, n_draws=2, eval_clips=2,
-                           eval_seconds=0.25, log_every=4),
+    "tiny": AblationConfig(student="tiny", steps=12, batch_size=2, window=1_024, n_draws=2, log_every=4,
+                           curve_every=6, curve_utterances=1, curve_kl_windows=1, test_utterances=2,
+                           test_max_seconds=0.25),
     "course": AblationConfig(),
 }
 
 
 def paper_arms(cfg: AblationConfig) -> list[Arm]:
-    """The paper's four arms, adding one term at a time (weights from :mod:`pwn_lib.config`)."""
+    """The paper's four arms, adding one term at a time (perceptual weight and gamma from :mod:`pwn_lib.config`)."""
     kl = DistillLoss(n_draws=cfg.n_draws, power_weight=0.0)
-    power = DistillLoss(n_draws=cfg.n_draws)
-    perceptual = DistillLoss(n_draws=cfg.n_draws, perceptual_weight=PERCEPTUAL_WEIGHT)
-    contrastive = DistillLoss(n_draws=cfg.n_draws, perceptual_weight=PERCEPTUAL_WEIGHT, gamma=CONTRASTIVE_GAMMA)
+    power = DistillLoss(n_draws=cfg.n_draws, power_weight=cfg.power_weight)
+    perceptual = dataclasses.replace(power, perceptual_weight=PERCEPTUAL_WEIGHT)
+    contrastive = dataclasses.replace(perceptual, gamma=CONTRASTIVE_GAMMA)
     return [Arm("kl", kl), Arm("kl+power", power), Arm("kl+power+perceptual", perceptual),
             Arm("kl+power+perceptual+contrastive", contrastive)]
 
 
-def train_arm(arm: Arm, teacher: WaveNet, windows: AudioWindows, cfg: AblationConfig,
-              classifier: PhoneClassifier | None = None, progress: bool = True) -> tuple[IAFStudent, list[dict]]:
-    """Train a fresh student (seeded init) for ``cfg.steps`` steps of :class:`pwn_lib.train.Trainer`.
+class CurveScore:
+    """One curve point: QuickScore's valid-split figures and the held-out KL of a student's averaged weights."""
 
-    No warm-up and no checkpoints; the raw (not averaged) weights are scored, as the budget is short.
+    def __init__(self, teacher: WaveNet, cfg: AblationConfig, audio: AudioConfig):
+        self.teacher = teacher
+        self.quick = QuickScore(audio, "valid", cfg.curve_utterances)
+        self.windows = heldout_windows(audio, count=cfg.curve_kl_windows, split="valid")
+
+    def __call__(self, student: IAFStudent, step: int) -> dict[str, float]:
+        scores = self.quick(student)
+        scores["heldout_kl"] = heldout_kl(student, self.teacher, self.windows)
+        return {"step": step, **{k: float(scores[k]) for k in CURVE_METRICS}}
+
+
+def _arm_dir(cfg: AblationConfig, arm: Arm) -> Path | None:
+    if not cfg.work_dir:
+        return None
+    root = Path(cfg.work_dir)
+    return (root if root.is_absolute() else REPO_ROOT / root) / arm.name.replace("+", "_")
+
+
+def train_arm(arm: Arm, teacher: WaveNet, windows: AudioWindows, cfg: AblationConfig, curve: CurveScore,
+              classifier: PhoneClassifier | None = None, progress: bool = True) -> tuple[IAFStudent, dict]:
+    """Train (or resume) a fresh student (seeded init) for ``cfg.steps`` steps; its averaged weights and record.
+
+    The record holds the training ``history``, the ``curve`` (a point every ``cfg.curve_every`` steps and
+    at step 0), and the time spent: ``train_seconds`` (optimiser steps, wall), ``curve_seconds`` and
+    ``cpu_seconds`` (process CPU time of training and curves together).
     """
     torch.manual_seed(cfg.seed)
     student = build_student(cfg.student, hop_length=teacher.cfg.hop_length)
     train_cfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, window=cfg.window, lr=cfg.lr, lr_warmup=0,
-                            seed=cfg.seed, log_every=cfg.log_every, checkpoint_every=cfg.steps)
-    trainer = Trainer(student, student_loss(teacher, arm.loss, classifier), train_cfg, None,
-                      model_config=to_dict(student.cfg), kind=arm.name)
-    history = trainer.fit(windows, progress=progress)
-    return trainer.model.eval(), history
+                            lr_schedule=cfg.lr_schedule, lr_final=cfg.lr_final, bf16=cfg.bf16, seed=cfg.seed,
+                            log_every=cfg.log_every, checkpoint_every=cfg.curve_every)
+    out = _arm_dir(cfg, arm)
+    trainer = Trainer(student, student_loss(teacher, arm.loss, classifier), train_cfg, out,
+                      model_config=to_dict(student.cfg), kind=f"ablation {arm.name}")
+    record = {"curve": [], "curve_seconds": 0.0, "cpu_seconds": 0.0}
+    if trainer.resume() and (out / "arm.json").is_file():
+        record = json.loads((out / "arm.json").read_text())
+        record["curve"] = [p for p in record["curve"] if p["step"] <= trainer.step]
+        if progress:
+            print(f"resuming arm {arm.name} at step {trainer.step} from {out}")
+    cpu_started = time.process_time()
+    cpu_before = record["cpu_seconds"]
+
+    def add_point(t: Trainer) -> dict:
+        started = time.perf_counter()
+        point = curve(t.averaged_model(), t.step)
+        record["curve"].append(point)
+        record["curve_seconds"] += time.perf_counter() - started
+        record["cpu_seconds"] = cpu_before + time.process_time() - cpu_started
+        if out is not None:
+            write_json(out / "arm.json", json_safe(record))
+        return {f"valid_{k}": v for k, v in point.items() if k != "step"}
+
+    if not record["curve"]:
+        add_point(trainer)
+    trainer.fit(windows, on_checkpoint=add_point, progress=progress)
+    record["cpu_seconds"] = cpu_before + time.process_time() - cpu_started
+    record.update(history=trainer.history, train_seconds=round(trainer.train_seconds, 1), steps=trainer.step)
+    return trainer.averaged_model(), record
 
 
-def held_out_clips(n_clips: int, seconds: float, audio: AudioConfig = AudioConfig()) -> list[np.ndarray]:
-    """The loudest ``seconds`` (a whole number of hops) of the ``n_clips`` longest valid-split utterances."""
-    n = int(seconds * audio.sample_rate) // audio.hop_length * audio.hop_length
-    utterances = sorted(load_corpus("valid"), key=lambda u: (-len(u.audio), u.id))[:n_clips]
-    return [loudest_window(u.audio, n, audio.hop_length) for u in utterances]
+def final_clips(cfg: AblationConfig, audio: AudioConfig) -> tuple[list, list[np.ndarray]]:
+    """The test-split utterances of the final scoring and their clips (whole hops, optionally cropped)."""
+    utterances = pick_utterances("test", cfg.test_utterances)
+    limit = int(cfg.test_max_seconds * audio.sample_rate) if cfg.test_max_seconds else None
+    clips = []
+    for u in utterances:
+        x = u.audio[:limit] if limit else u.audio
+        clips.append(np.ascontiguousarray(x[: len(x) // audio.hop_length * audio.hop_length], dtype=np.float32))
+    return utterances, clips
 
 
-@torch.no_grad()
-def evaluate_student(student: IAFStudent, teacher: WaveNet, clips: list[np.ndarray], seed: int = 0) -> dict:
-    """Output power, log-mel distance and teacher NLL of the student's samples on real conditioning."""
-    generator = torch.Generator().manual_seed(seed)
-    rows = []
-    for y in clips:
-        c = torch.from_numpy(log_mel(y))[None]
-        x = student.sample(c, generator=generator)
-        rows.append({"power_db": power_db(x), "real_power_db": power_db(y),
-                     "log_mel_distance": log_mel_distance(x[0, 0].numpy(), y),
-                     "teacher_nll": -teacher.log_prob(x, c).mean().item()})
-    means = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-    means["power_gap_db"] = means["power_db"] - means["real_power_db"]
-    return means
-
-
-@torch.no_grad()
-def evaluate_real(teacher: WaveNet, clips: list[np.ndarray]) -> dict:
-    """Reference figures for the real clips: power and the teacher's NLL of real speech."""
-    nll = [-teacher.log_prob(torch.from_numpy(y)[None, None], torch.from_numpy(log_mel(y))[None]).mean().item()
-           for y in clips]
-    return {"power_db": float(np.mean([power_db(y) for y in clips])), "teacher_nll": float(np.mean(nll))}
+def score_students(students: dict[str, IAFStudent], cfg: AblationConfig, audio: AudioConfig,
+                   listener: Listener | None, progress: bool = True) -> dict:
+    """``python -m pwn_lib.evaluate``'s table for the arms' students and the real, noise and silence rows."""
+    utterances, clips = final_clips(cfg, audio)
+    signals = reference_systems(clips)
+    for name, student in students.items():
+        system = System(name=name, kind="student", model=student, path=Path("."))
+        signals[name] = synthesise(system, clips, audio, progress=progress)
+    results = evaluate_systems(signals, utterances, clips, audio, listener, progress=progress)
+    results.update(split="test", utterances=[u.id for u in utterances],
+                   seconds=round(sum(len(x) for x in clips) / audio.sample_rate, 2))
+    return json_safe(results)
 
 
 def run_ablation(teacher: WaveNet, arms: list[Arm] | None = None, cfg: AblationConfig = AblationConfig(),
-                 classifier: PhoneClassifier | None = None, progress: bool = True) -> dict:
+                 classifier: PhoneClassifier | None = None, listener: Listener | None = None,
+                 progress: bool = True) -> dict:
     """Train and score every arm with the same budget; a JSON-ready dict of the results.
 
-    ``teacher`` is frozen by the distillation loss; ``classifier`` (for perceptual arms) defaults
-    to the shipped phone classifier.
+    ``teacher`` is frozen by the distillation loss; ``classifier`` (for perceptual arms) and ``listener``
+    (the PER) default to the shipped phone classifier. Each arm's ``eval`` holds its final test-split
+    means (metrics that are undefined for it, such as F0 RMSE without voiced frames, are left out);
+    ``test`` holds the whole table with 95 % CIs and per-utterance values.
     """
     arms = paper_arms(cfg) if arms is None else arms
     if classifier is None and any(a.loss.perceptual_weight > 0 for a in arms):
         classifier = load_phone_classifier(PHONES_CHECKPOINT)
+    listener = listener or Listener(PHONES_CHECKPOINT)
     teacher.eval()
-    windows = AudioWindows(load_corpus("train"), cfg.window, AUDIO_PRESETS["course"], seed=cfg.seed,
-                           length=cfg.steps * cfg.batch_size)
-    clips = held_out_clips(cfg.eval_clips, cfg.eval_seconds)
-    results = []
+    audio = AUDIO_PRESETS["course"]
+    windows = AudioWindows(load_corpus("train"), cfg.window, audio, seed=cfg.seed, length=cfg.steps * cfg.batch_size)
+    curve = CurveScore(teacher, cfg, audio)
+    students, records = {}, []
     for arm in arms:
-        started = time.monotonic()
-        student, history = train_arm(arm, teacher, windows, cfg, classifier, progress)
-        seconds = time.monotonic() - started
-        results.append({"arm": to_dict(arm), "train_seconds": round(seconds, 1), "history": history,
-                        "eval": evaluate_student(student, teacher, clips, cfg.seed)})
-    return {"config": to_dict(cfg), "real": evaluate_real(teacher, clips), "arms": results,
-            "eval_clips": len(clips), "eval_samples_per_clip": len(clips[0])}
+        students[arm.name], record = train_arm(arm, teacher, windows, cfg, curve, classifier, progress)
+        records.append({"arm": to_dict(arm), **record})
+    test = score_students(students, cfg, audio, listener, progress)
+    for row in records:
+        means = test["systems"][row["arm"]["name"]]
+        row["eval"] = {k: v["mean"] for k, v in means.items() if v["mean"] is not None}
+    real_share = test["systems"]["real"]["voiced_share"]["mean"]
+    for row in records:
+        row["eval"]["voiced_share_vs_real"] = row["eval"]["voiced_share"] / real_share if real_share else 0.0
+    return {"config": to_dict(cfg), "arms": records, "test": test,
+            "real_valid_voiced_share": float(np.mean([t.voiced.mean() for t in curve.quick.tracks]))}
 
 
 def shown(path: Path) -> str:
