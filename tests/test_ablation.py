@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from pwn_lib.ablation import ABLATION_PRESETS, paper_arms, run_ablation
+from pwn_lib.ablation import ABLATION_PRESETS, CURVE_METRICS, CurveScore, paper_arms, run_ablation
 from pwn_lib.audio import loudest_window, power_db
 from pwn_lib.config import CONTRASTIVE_GAMMA, DistillLoss
 from pwn_lib.losses import perceptual_loss, power_loss, recipe_terms
 from pwn_lib.phones import PhoneClassifier, PhoneClassifierConfig
 from pwn_lib.student import build_student
+from pwn_lib.train import Trainer
 from pwn_lib.wavenet import build_teacher
 
 
@@ -23,7 +24,9 @@ def test_paper_arms_add_one_term_at_a_time() -> None:
     assert [(a.loss.power_weight > 0, a.loss.perceptual_weight > 0, a.loss.gamma > 0) for a in arms] == [
         (False, False, False), (True, False, False), (True, True, False), (True, True, True)]
     assert arms[-1].loss.gamma == CONTRASTIVE_GAMMA == 0.3
-    assert arms[1].loss == DistillLoss(), "the kl+power arm is the shipped student's recipe"
+    assert arms[0].loss.power_weight == 0.0
+    assert {a.loss.power_weight for a in arms[1:]} == {ABLATION_PRESETS["course"].power_weight}
+    assert all(a.loss.stft_weight == 0.0 for a in arms), "the paper's arms have no MR-STFT term"
 
 
 def test_power_db_and_loudest_window() -> None:
@@ -53,12 +56,48 @@ def test_recipe_loss_is_kl_plus_weighted_terms() -> None:
 
 
 def test_tiny_ablation_runs_every_arm_on_the_same_budget() -> None:
-    cfg = dataclasses.replace(ABLATION_PRESETS["tiny"], steps=2, log_every=1, eval_clips=1)
+    cfg = dataclasses.replace(ABLATION_PRESETS["tiny"], steps=4, log_every=2, curve_every=2)
     torch.manual_seed(0)
     classifier = PhoneClassifier(PhoneClassifierConfig(channels=8, dilations=(1,))).eval()
     result = run_ablation(build_teacher("tiny"), cfg=cfg, classifier=classifier, progress=False)
     assert [r["arm"]["name"] for r in result["arms"]] == [a.name for a in paper_arms(cfg)]
     for row in result["arms"]:
-        assert row["history"][-1]["step"] == cfg.steps
+        assert row["steps"] == row["history"][-1]["step"] == cfg.steps
+        assert [p["step"] for p in row["curve"]] == [0, 2, 4], "a curve point at step 0 and every curve_every steps"
+        assert set(CURVE_METRICS) <= set(row["curve"][-1])
+        assert {"voiced_share", "periodicity", "power_db", "mcd", "per", "voiced_share_vs_real"} <= set(row["eval"])
         assert all(np.isfinite(v) for v in row["eval"].values())
-    assert result["real"]["power_db"] > -40  # the loudest windows are speech, not leading silence
+        assert row["cpu_seconds"] > 0 and row["train_seconds"] > 0
+    systems = result["test"]["systems"]
+    assert {"real", "noise", "silence"} <= set(systems)
+    assert systems["real"]["mcd"]["mean"] == 0.0 and systems["noise"]["mcd"]["mean"] > 3.0
+    assert len(result["test"]["utterances"]) == cfg.test_utterances
+
+
+def test_a_stopped_arm_resumes_to_the_same_result(tmp_path, monkeypatch) -> None:
+    cfg = dataclasses.replace(ABLATION_PRESETS["tiny"], steps=4, log_every=1, curve_every=2, work_dir=str(tmp_path))
+    arms = paper_arms(cfg)[1:2]
+    teacher = build_teacher("tiny")
+    whole = run_ablation(teacher, arms=arms, cfg=dataclasses.replace(cfg, work_dir=""), progress=False)["arms"][0]
+
+    score = CurveScore.__call__
+
+    def stop_at_the_last_point(self, student, step):
+        if step == cfg.steps:
+            raise KeyboardInterrupt  # killed after the step-2 checkpoint was written
+        return score(self, student, step)
+
+    monkeypatch.setattr(CurveScore, "__call__", stop_at_the_last_point)
+    with pytest.raises(KeyboardInterrupt):
+        run_ablation(teacher, arms=arms, cfg=cfg, progress=False)
+    monkeypatch.setattr(CurveScore, "__call__", score)
+    steps_run = []
+    train_step = Trainer.train_step
+    monkeypatch.setattr(Trainer, "train_step",
+                        lambda self, batch: steps_run.append(self.step) or train_step(self, batch))
+    resumed = run_ablation(teacher, arms=arms, cfg=cfg, progress=False)["arms"][0]
+    assert steps_run == [2, 3], "the resumed run continues from the step-2 checkpoint"
+    assert [p["step"] for p in resumed["curve"]] == [0, 2, 4]
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in whole["history"]]
+    assert resumed["curve"] == whole["curve"]
+    assert resumed["eval"] == whole["eval"]
