@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from pwn_lib.artifacts import write_json
+from pwn_lib.audio import save_audio
 from pwn_lib.config import (
     AUDIO_PRESETS,
     CONTRASTIVE_GAMMA,
@@ -56,6 +57,7 @@ from pwn_lib.evaluate import (
     System,
     evaluate_systems,
     json_safe,
+    mel_batch,
     pick_utterances,
     reference_systems,
     synthesise,
@@ -245,7 +247,71 @@ def run_ablation(teacher: WaveNet, arms: list[Arm] | None = None, cfg: AblationC
             "real_valid_voiced_share": float(np.mean([t.voiced.mean() for t in curve.quick.tracks]))}
 
 
+def example_utterance(cfg: AblationConfig, audio: AudioConfig) -> tuple[str, np.ndarray]:
+    """The test utterance whose renderings notebook 07 shows: the median-length one of the final scoring."""
+    utterances, clips = final_clips(cfg, audio)
+    middle = len(utterances) // 2
+    return utterances[middle].id, clips[middle]
+
+
+@torch.no_grad()
+def render_examples(cfg: AblationConfig, teacher: WaveNet, arms: list[Arm] | None = None,
+                    out_dir: Path | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    """Real audio, the teacher and every finished arm's student (from ``cfg.work_dir``) on :func:`example_utterance`.
+
+    Each model renders from the real clip's log-mel with a generator seeded ``seed``; the teacher generates on
+    one thread. With ``out_dir`` the clips are also written there as ``<name>.wav`` (16-bit, the name's ``+``
+    as ``_``). Returns ``{"real": ..., "teacher": ..., arm name: ...}``, each ``(T,)``.
+    """
+    if not cfg.work_dir:
+        raise ValueError("render_examples loads the arms' students from cfg.work_dir; this config has none")
+    audio = AUDIO_PRESETS["course"]
+    name, clip = example_utterance(cfg, audio)
+    mel = mel_batch([clip], audio)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        clips = {"real": clip, "teacher": teacher.eval().generate(mel, generator=torch.Generator().manual_seed(seed))}
+    finally:
+        torch.set_num_threads(threads)
+    for arm in paper_arms(cfg) if arms is None else arms:
+        student = IAFStudent.from_checkpoint(_arm_dir(cfg, arm))
+        clips[arm.name] = student.sample(mel, generator=torch.Generator().manual_seed(seed))
+    clips = {k: np.asarray(v, dtype=np.float32).reshape(-1)[: len(clip)] for k, v in clips.items()}
+    if out_dir is not None:
+        for key, x in clips.items():
+            save_audio(Path(out_dir) / f"{key.replace('+', '_')}.wav", np.clip(x, -1, 1), audio.sample_rate)
+        write_json(Path(out_dir) / "examples.json", {"utterance": name, "seed": seed, "sample_rate": audio.sample_rate,
+                                                      "clips": sorted(clips)})
+    return clips
+
+
 def shown(path: Path) -> str:
     """A path as recorded in the results JSON: relative to the repository when inside it."""
     resolved = Path(path).resolve()
     return str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pwn_lib.ablation examples``: write the example renderings of a finished run (notebook 07)."""
+    import argparse
+
+    import yaml
+
+    from pwn_lib.config import CHECKPOINT_DIR, from_dict
+
+    parser = argparse.ArgumentParser(prog="python -m pwn_lib.ablation", description=main.__doc__)
+    parser.add_argument("what", choices=("examples",))
+    parser.add_argument("--config", type=Path, default=REPO_ROOT / "configs" / "ablation_course.yaml")
+    parser.add_argument("--teacher", type=Path, default=CHECKPOINT_DIR / "teacher_course")
+    parser.add_argument("--out", type=Path, default=ABLATION_DIR / "ablation_course_examples")
+    args = parser.parse_args(argv)
+    section = yaml.safe_load(args.config.read_text()).get("ablation", {})
+    cfg = from_dict(AblationConfig, {**to_dict(AblationConfig()), **section})
+    render_examples(cfg, WaveNet.from_checkpoint(args.teacher), out_dir=args.out)
+    print(f"examples written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

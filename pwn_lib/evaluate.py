@@ -650,3 +650,40 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ----------------------------------------------------------------------------- the course's targets
+
+# Issue 13 ("Distillation that works"): what the shipped checkpoints must reach on `--split test`. Each entry:
+# (system, metric, what is compared, the bound as a function of the real and teacher rows' means).
+TARGETS: tuple[tuple[str, str, str, object], ...] = (
+    ("teacher", "voiced_share", ">= 0.85 x real", lambda real, teacher: 0.85 * real["voiced_share"]),
+    ("teacher", "periodicity", ">= 0.80", lambda real, teacher: 0.80),
+    ("teacher", "per", "<= 0.35", lambda real, teacher: 0.35),
+    ("student", "voiced_share", ">= 0.80 x real", lambda real, teacher: 0.80 * real["voiced_share"]),
+    ("student", "power_db", "within 2 dB of real", lambda real, teacher: 2.0),
+    ("student", "mcd", "<= 1.10 x teacher", lambda real, teacher: 1.10 * teacher["mcd"]),
+    ("student", "periodicity", ">= 0.90 x teacher", lambda real, teacher: 0.90 * teacher["periodicity"]),
+    ("student", "per", "<= teacher + 0.10", lambda real, teacher: teacher["per"] + 0.10),
+)
+
+
+def target_report(rows: dict[str, dict]) -> list[dict]:
+    """Each target of :data:`TARGETS` whose system is in ``rows``: measured mean, bound and whether it is met.
+
+    ``rows`` maps ``real``, ``teacher`` and optionally ``student`` to ``{metric: {"mean": ...}}``, as in the
+    ``evaluation`` block of a checkpoint's metrics.json (notebooks 04 and 06 print this).
+    """
+    means = {name: {k: v["mean"] for k, v in row.items() if isinstance(v, dict)} for name, row in rows.items()}
+    report = []
+    for system, metric, rule, bound in TARGETS:
+        if system not in means:
+            continue
+        value, limit = means[system][metric], bound(means["real"], means["teacher"])
+        if metric == "power_db":
+            met = abs(value) <= limit
+        else:
+            met = value <= limit if metric in LOWER_IS_BETTER else value >= limit
+        report.append({"system": system, "metric": metric, "rule": rule, "measured": value, "bound": limit,
+                       "met": bool(met)})
+    return report

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pwn_lib.ablation import ABLATION_PRESETS, CURVE_METRICS, CurveScore, paper_arms, run_ablation
+from pwn_lib.ablation import ABLATION_PRESETS, CURVE_METRICS, CurveScore, paper_arms, render_examples, run_ablation
 from pwn_lib.audio import loudest_window, power_db
 from pwn_lib.config import CONTRASTIVE_GAMMA, DistillLoss
 from pwn_lib.losses import perceptual_loss, power_loss, recipe_terms
@@ -101,3 +101,9 @@ def test_a_stopped_arm_resumes_to_the_same_result(tmp_path, monkeypatch) -> None
     assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in whole["history"]]
     assert resumed["curve"] == whole["curve"]
     assert resumed["eval"] == whole["eval"]
+
+    examples = render_examples(cfg, teacher, arms=arms, out_dir=tmp_path / "examples")
+    assert list(examples) == ["real", "teacher", "kl+power"]
+    assert len({len(x) for x in examples.values()}) == 1 and np.abs(examples["kl+power"]).max() > 0
+    assert sorted(p.name for p in (tmp_path / "examples").iterdir()) == [
+        "examples.json", "kl_power.wav", "real.wav", "teacher.wav"]
