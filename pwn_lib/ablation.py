@@ -282,7 +282,7 @@ def render_examples(cfg: AblationConfig, teacher: WaveNet, arms: list[Arm] | Non
         for key, x in clips.items():
             save_audio(Path(out_dir) / f"{key.replace('+', '_')}.wav", np.clip(x, -1, 1), audio.sample_rate)
         write_json(Path(out_dir) / "examples.json", {"utterance": name, "seed": seed, "sample_rate": audio.sample_rate,
-                                                      "clips": sorted(clips)})
+                                                      "clips": list(clips)})
     return clips
 
 
