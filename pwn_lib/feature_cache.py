@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "build":
         manifest = build_cache(args.source, args.out, AUDIO_PRESETS[args.preset], args.shard_size, args.limit)
-        print(f"{len(manifest['clips'])} clips, {manifest['seconds']} s, statistics {manifest['statistics']} -> {args.out}")
+        print(f"{len(manifest['clips'])} clips, {manifest['seconds']} s, {manifest['statistics']} -> {args.out}")
         return 0
     bad = verify(args.cache)
     print("intact" if not bad else f"differ from the manifest: {bad}")
