@@ -79,3 +79,61 @@ def test_a_two_process_resume_is_bit_exact(two_processes, tmp_path):
         assert torch.equal(resumed[name], value), name
     timeless = [{k: v for k, v in m["history"][-1].items() if k != "seconds"} for m in (resumed_meta, straight_meta)]
     assert timeless[0] == timeless[1]
+
+
+def toy_trainer(out, **overrides):
+    from torch import nn
+
+    from pwn_lib.config import TrainConfig
+    from pwn_lib.train import Trainer
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
+    cfg = TrainConfig(**{"steps": 3, "batch_size": 2, "lr_warmup": 0, "log_every": 1, "checkpoint_every": 3,
+                         **overrides})
+
+    def loss_fn(m, batch):
+        return ((m(batch["x"]) - batch["y"]) ** 2).mean(), {}
+
+    return Trainer(model, loss_fn, cfg, out, model_config={}, kind="toy")
+
+
+class Pairs(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 32
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        x = torch.randn(3, generator=torch.Generator().manual_seed(i))
+        return {"x": x, "y": x.sum(0, keepdim=True)}
+
+
+def test_fp16_trains_with_a_grad_scaler_whose_state_resumes(tmp_path):
+    t = toy_trainer(tmp_path, fp16=True)
+    t.fit(Pairs(), progress=False)
+    assert t.scaler.is_enabled()
+    t.scaler.update(new_scale=1024.0)  # as if fp16 gradients had overflowed a few times
+    t.save()
+    _, meta = state(tmp_path)
+    assert meta["scaler"]["scale"] == 1024.0
+    fresh = toy_trainer(tmp_path, fp16=True)
+    assert fresh.scaler.get_scale() != 1024.0
+    assert fresh.resume() and fresh.scaler.get_scale() == 1024.0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["speed"]["fp16"] and not metrics["speed"]["bf16"]
+
+
+def test_bf16_and_fp16_together_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="choose one"):
+        toy_trainer(tmp_path, fp16=True, bf16=True)
+
+
+def test_the_students_frozen_teacher_is_not_part_of_the_trained_module():
+    from pwn_lib.config import DistillLoss, TrainConfig
+    from pwn_lib.student import build_student
+    from pwn_lib.train import Trainer, student_loss
+    from pwn_lib.wavenet import build_teacher
+
+    teacher = build_teacher("tiny", log_mel_mean=-5.0, log_mel_std=2.0).requires_grad_(False)
+    student = build_student("tiny", log_mel_mean=-5.0, log_mel_std=2.0)
+    t = Trainer(student, student_loss(teacher, DistillLoss()), TrainConfig(), None, model_config={}, kind="student")
+    assert {id(p) for p in t.objective.parameters()} == {id(p) for p in student.parameters()}
