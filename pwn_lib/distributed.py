@@ -81,10 +81,19 @@ def mean(value: torch.Tensor) -> torch.Tensor:
     return total / dist.get_world_size()
 
 
+def agree(value: int, device: torch.device) -> bool:
+    """True when ``value`` is the same on every rank (always, for one process)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return True
+    both = torch.tensor([value, -value], dtype=torch.float64, device=device)
+    dist.all_reduce(both, op=dist.ReduceOp.MAX)
+    return both[0].item() == -both[1].item()
+
+
 def shutdown() -> None:
     """Leave the process group (at the end of a torchrun run)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
-__all__ = ["TIMEOUT", "World", "barrier", "current", "init", "launched", "mean", "shutdown"]
+__all__ = ["TIMEOUT", "World", "agree", "barrier", "current", "init", "launched", "mean", "shutdown"]

@@ -389,6 +389,10 @@ class Trainer:
         ``on_checkpoint(trainer)`` (rank 0 only) may return extra metrics (e.g. held-out NLL) and log audio.
         """
         stop = self.cfg.steps if steps is None else steps
+        if not distributed.agree(self.step, self.device):
+            raise RuntimeError(f"rank {self.world.rank} starts at step {self.step} but another rank does not: ranks "
+                               f"resumed from different checkpoints. --out ({self.out_dir}) must be on a file system "
+                               "that every node sees")
         writer = self._writer_or_none()
         bar = tqdm(total=stop, initial=self.step, desc=f"train {self.kind}", disable=not (progress and self.world.main))
         for micro in self._steps(dataset, stop):

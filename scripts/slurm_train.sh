@@ -8,6 +8,8 @@
 # Arguments: KIND CONFIG [more python -m pwn_lib.train flags]. The run writes into runs/<kind>_paper unless
 # --out is given. Global batch = --batch-size x grad_accum x nodes x GPUS_PER_NODE (printed at the start).
 # --requeue plus the same command resumes a preempted job from the checkpoint that runs/<kind>_paper/LATEST names.
+# runs/ (or --out) and the feature cache must be on a file system that every node sees: rank 0 writes the
+# checkpoints and every rank resumes from them.
 #SBATCH --job-name=pwn-train
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=1
