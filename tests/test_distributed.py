@@ -20,7 +20,7 @@ from pwn_lib.config import REPO_ROOT
 from pwn_lib.distributed import World
 from pwn_lib.train import MicroBatches, micro_batch_index
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without torch.distributed")
 
 TINY = ["teacher", "--preset", "tiny", "--steps", "4", "--batch-size", "2", "--no-eval", "--device", "cpu"]
 
