@@ -109,6 +109,8 @@ def test_sigkill_at_twenty_moments_always_resumes_to_the_uninterrupted_run(tmp_p
     finisher.start()
     finisher.join()
     assert finisher.exitcode == 0 and assert_whole(out) == STEPS
+    left = sorted(d.name for d in out.iterdir() if "ckpt-" in d.name)
+    assert left == [artifacts.latest_checkpoint(out).name], f"killed writes left directories behind: {left}"
 
     straight = trainer(tmp_path / "straight")
     straight.fit(Toy(), progress=False)
