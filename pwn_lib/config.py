@@ -136,6 +136,7 @@ class TrainConfig:
     """Optimisation, logging and checkpointing for any model trained by ``pwn_lib.train``."""
 
     steps: int = 10_000
+    stop_at: int | None = None  # end the run at this step instead; the learning-rate schedule still spans `steps`
     batch_size: int = 8  # windows per micro-batch and process; the global batch is batch_size * grad_accum * ranks
     window: int = 4_096  # samples per training example; a multiple of hop_length
     lr: float = 1e-3

@@ -384,11 +384,11 @@ class Trainer:
 
     def fit(self, dataset: torch.utils.data.Dataset, steps: int | None = None,
             on_checkpoint: Callable[[Trainer], dict] | None = None, progress: bool = True) -> list[dict]:
-        """Train until ``steps`` total steps (default ``cfg.steps``), checkpointing as configured.
+        """Train until ``steps`` total steps (default ``cfg.stop_at``, else ``cfg.steps``), checkpointing as configured.
 
         ``on_checkpoint(trainer)`` (rank 0 only) may return extra metrics (e.g. held-out NLL) and log audio.
         """
-        stop = self.cfg.steps if steps is None else steps
+        stop = (self.cfg.stop_at or self.cfg.steps) if steps is None else steps
         if not distributed.agree(self.step, self.device):
             raise RuntimeError(f"rank {self.world.rank} starts at step {self.step} but another rank does not: ranks "
                                f"resumed from different checkpoints. --out ({self.out_dir}) must be on a file system "
