@@ -15,8 +15,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pwn_lib.config import CHECKPOINT_DIR, REPO_ROOT
+from pwn_lib import _fast
+from pwn_lib.config import CHECKPOINT_DIR, REPO_ROOT, WaveNetConfig
 from pwn_lib.student import IAFStudent, build_student
+from pwn_lib.wavenet import WaveNet
 
 CONFIGS = [dict(), dict(cond_channels=0), dict(n_speakers=3), dict(kernel_size=2)]
 
@@ -121,3 +123,75 @@ def test_compiled_synthesis_equals_eager():
     compiled = student.for_synthesis(compile=True, tile=512)(z, c)
     for want, got in zip(eager, compiled, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+# ----- the teacher's compiled cached generation (pwn_lib/_fast/cached_mol.c, built by make setup)
+
+TEACHER_HOP, TEACHER_MELS = 8, 5
+
+
+def small_teacher(kernel_size: int = 3, conditioned: bool = True, speakers: int = 0, **overrides) -> WaveNet:
+    """Six float32 layers (dilations 1, 2, 4, 1, 2, 4) with a large last layer, so the network's part moves."""
+    torch.manual_seed(10 * kernel_size + 2 * conditioned + speakers)
+    cfg = WaveNetConfig(
+        layers=6, stacks=2, residual_channels=8, gate_channels=16, skip_channels=8, kernel_size=kernel_size,
+        n_mixtures=3, cond_channels=TEACHER_MELS if conditioned else 0, hop_length=TEACHER_HOP,
+        n_speakers=speakers, speaker_dim=4, **overrides,
+    )
+    model = WaveNet(cfg)
+    with torch.no_grad():
+        model.head[-1].weight.mul_(30.0)
+    return model
+
+
+def teacher_inputs(model: WaveNet, batch: int = 2):
+    """(c (B, n_mels, F) or None, speaker (B,) or None, n_samples) covering twice the receptive field."""
+    frames = -(-2 * model.receptive_field // TEACHER_HOP) + 1
+    g = torch.Generator().manual_seed(0)
+    c = torch.randn(batch, model.cfg.cond_channels, frames, generator=g) if model.cfg.cond_channels else None
+    speaker = torch.arange(batch) % model.cfg.n_speakers if model.cfg.n_speakers else None
+    return c, speaker, frames * TEACHER_HOP
+
+
+@pytest.fixture(scope="module")
+def built():
+    if _fast.library() is None:
+        pytest.fail(_fast.BUILD_HINT)
+
+
+@pytest.mark.parametrize("kernel_size", [2, 3])
+@pytest.mark.parametrize("conditioned", [True, False])
+@pytest.mark.parametrize("speakers", [0, 3])
+def test_compiled_generation_equals_teacher_forced_pass(built, kernel_size, conditioned, speakers):
+    model = small_teacher(kernel_size, conditioned, speakers)
+    c, speaker, n = teacher_inputs(model)
+    x, params = model.generate(c, n_samples=n, speaker=speaker, progress=False, return_params=True,
+                               generator=torch.Generator().manual_seed(1), compiled=True)
+    with torch.no_grad():
+        reference = model(x, c, speaker)
+    assert x.shape[-1] == n >= 2 * model.receptive_field
+    assert (params - reference).abs().max().item() < 1e-5
+    varying = reference[:, :3].std(dim=-1).amax(dim=1)  # each row's most-moving logit, over time
+    assert (varying > 1e-3).all(), f"logits hardly move ({varying.tolist()}): the queues would go untested"
+
+
+def test_compiled_generation_draws_the_reference_samples(built):
+    """The same uniforms in the same order: equal up to a rare bin flip from float rounding."""
+    model = small_teacher(speakers=2)
+    c, speaker, n = teacher_inputs(model)
+    reference = model.generate(c, n_samples=n, speaker=speaker, progress=False,
+                               generator=torch.Generator().manual_seed(3))
+    compiled = model.generate(c, n_samples=n, speaker=speaker, progress=False,
+                              generator=torch.Generator().manual_seed(3), compiled=True)
+    other = model.generate(c, n_samples=n, speaker=speaker, progress=False,
+                           generator=torch.Generator().manual_seed(4), compiled=True)
+    assert (compiled == reference).float().mean() > 0.99
+    assert (compiled - reference).abs().max().item() < 1e-3
+    assert (compiled - other).abs().max().item() > 1e-2
+
+
+def test_compiled_generation_refuses_what_it_cannot_run():
+    with pytest.raises(ValueError, match="output 'mol'"):
+        small_teacher(conditioned=False, output="gaussian").generate(n_samples=4, progress=False, compiled=True)
+    with pytest.raises(ValueError, match="float32"):
+        small_teacher(conditioned=False).double().generate(n_samples=4, progress=False, compiled=True)
