@@ -195,3 +195,12 @@ def test_compiled_generation_refuses_what_it_cannot_run():
         small_teacher(conditioned=False, output="gaussian").generate(n_samples=4, progress=False, compiled=True)
     with pytest.raises(ValueError, match="float32"):
         small_teacher(conditioned=False).double().generate(n_samples=4, progress=False, compiled=True)
+
+
+def test_shipped_teacher_compiled_generation_equals_its_teacher_forced_pass(built):
+    teacher = WaveNet.from_checkpoint(CHECKPOINT_DIR / "teacher_course")
+    c = torch.randn(1, teacher.cfg.cond_channels, 12, generator=torch.Generator().manual_seed(0)) - 5.0
+    x, params = teacher.generate(c, progress=False, return_params=True, compiled=True,
+                                 generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (params - teacher(x, c)).abs().max().item() < 1e-5
