@@ -14,7 +14,7 @@ FAST_LIB := pwn_lib/_fast/libpwnfast.so
 setup: $(STAMP) $(FAST_LIB)
 
 # The teacher's compiled cached-generation loop (issue 12): plain C, loaded with ctypes; no torch headers.
-# Without a C compiler this only warns, and WaveNet.generate(fast=True) says how to build it.
+# Without a C compiler this only warns, and WaveNet.generate(compiled=True) says how to build it.
 fast: $(FAST_LIB)
 
 $(FAST_LIB): pwn_lib/_fast/cached_mol.c
