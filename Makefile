@@ -7,9 +7,18 @@ PORT ?= 8888
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)  # containers often run as root
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with .ci/nbval_sanitize.cfg
 
-.PHONY: setup lab lint test test-unit test-notebooks bench clean-venv
+.PHONY: setup fast lab lint test test-unit test-notebooks bench clean-venv
 
-setup: $(STAMP)
+FAST_LIB := pwn_lib/_fast/libpwnfast.so
+
+setup: $(STAMP) $(FAST_LIB)
+
+# The teacher's compiled cached-generation loop (issue 12): plain C, loaded with ctypes; no torch headers.
+# Without a C compiler this only warns, and WaveNet.generate(compiled=True) says how to build it.
+fast: $(FAST_LIB)
+
+$(FAST_LIB): pwn_lib/_fast/cached_mol.c
+	$(CC) -O3 -march=native -ffp-contract=off -fPIC -shared -o $@ $< -lm || echo "warning: no C compiler; $@ not built"
 
 # Re-run the install whenever the pinned dependencies change.
 $(STAMP): pyproject.toml

@@ -2,12 +2,20 @@
 
 Every file goes through a temporary sibling and ``os.replace``, so a crash or a full disk
 never leaves a half-written checkpoint or ratings file behind.
+
+A training checkpoint is several files (the artifact and the resume state), and a process killed between
+two of them must not leave a mix of two steps. :func:`commit_checkpoint` therefore writes all of them into
+a fresh directory ``ckpt-<step>-<n>``, renames it into place, and only then swaps the one-line pointer file
+``LATEST`` (atomically, with ``os.replace``); older checkpoint directories are deleted after the swap.
+Whatever moment a SIGKILL hits, ``LATEST`` names a complete checkpoint (notebook 08).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 WEIGHTS, CONFIG, METRICS = "model.safetensors", "config.json", "metrics.json"
+POINTER, CHECKPOINT_PREFIX = "LATEST", "ckpt-"
 
 # Checkpoints saved before the audio settings and the feature statistics travelled with them (their
 # config.json has only kind/model/train) were trained on 16 kHz course audio standardised with these.
@@ -54,9 +63,61 @@ def save_artifact(directory: Path, state: dict[str, torch.Tensor], config: dict,
     return directory
 
 
-def load_artifact(directory: Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
-    """Read what :func:`save_artifact` wrote; a clear error says which file is missing and why."""
+def latest_checkpoint(directory: Path) -> Path | None:
+    """The complete checkpoint that ``directory/LATEST`` names, or None when there is no pointer."""
+    pointer = Path(directory) / POINTER
+    if not pointer.is_file():
+        return None
+    target = Path(directory) / pointer.read_text().strip()
+    if not target.is_dir():
+        raise FileNotFoundError(f"{pointer} names {target.name}, which does not exist; the run directory was edited "
+                                "by hand; delete LATEST to start from the flat files")
+    return target
+
+
+def commit_checkpoint(directory: Path, step: int, write: Callable[[Path], None]) -> Path:
+    """Write a multi-file checkpoint with ``write(fresh_dir)``, then make it the one ``LATEST`` names.
+
+    Order: write into ``.ckpt-tmp-<pid>``, rename it to ``ckpt-<step>-<n>``, swap ``LATEST`` with
+    ``os.replace``, delete every other checkpoint directory, then hard-link the artifact's three files
+    into ``directory`` itself for the tools that read a flat checkpoint. A kill before the swap leaves the
+    previous checkpoint current; a kill after it leaves the new one current. Returns the new checkpoint.
+    """
     directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{CHECKPOINT_PREFIX}tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    write(tmp)
+    final = next(directory / f"{CHECKPOINT_PREFIX}{step:08d}-{n}" for n in itertools.count()
+                 if not (directory / f"{CHECKPOINT_PREFIX}{step:08d}-{n}").exists())
+    os.rename(tmp, final)
+    _atomic(directory / POINTER, lambda t: t.write_text(final.name + "\n"))
+    for old in directory.iterdir():
+        if old.is_dir() and old.name.lstrip(".").startswith(CHECKPOINT_PREFIX) and old != final:
+            shutil.rmtree(old, ignore_errors=True)
+    publish(final, directory)
+    return final
+
+
+def publish(checkpoint: Path, directory: Path) -> None:
+    """Hard-link (or copy) a checkpoint's artifact files into ``directory``, each replaced atomically."""
+    for name in (WEIGHTS, CONFIG, METRICS):
+        source, tmp = checkpoint / name, directory / f".{name}.link-{os.getpid()}"
+        if not source.is_file():
+            continue
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(source, tmp)
+        except OSError:  # another file system, or one without hard links
+            shutil.copy2(source, tmp)
+        os.replace(tmp, directory / name)
+
+
+def load_artifact(directory: Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
+    """Read what :func:`save_artifact` wrote (in a training run, the checkpoint ``LATEST`` names); a clear
+    error says which file is missing and why."""
+    directory = latest_checkpoint(directory) or Path(directory)
     missing = [name for name in (WEIGHTS, CONFIG) if not (directory / name).is_file()]
     if missing:
         raise FileNotFoundError(

@@ -5,12 +5,18 @@ held-out figures (:mod:`pwn_lib.heldout`) in the checkpoint's ``metrics.json`` t
 command and the resolved configuration, so every shipped artifact says how to make it again.
 
 Configuration, later sources winning: the named ``--preset``, then the YAML file's sections
-(``model:``, ``train:``, ``audio:``, ``loss:``, ``ablation:``), then ``--steps`` and ``--bf16``.
+(``model:``, ``train:``, ``audio:``, ``loss:``, ``ablation:``), then ``--steps``, ``--batch-size``,
+``--window``, ``--grad-accum`` and the speed flags ``--bf16``, ``--fp16``, ``--tf32``, ``--compile``.
 
     python -m pwn_lib.train teacher --config configs/teacher_course.yaml
     python -m pwn_lib.train student --config configs/student_course.yaml --teacher data/checkpoints/teacher_course
     python -m pwn_lib.train phones --config configs/phones_course.yaml
     python -m pwn_lib.train ablation --config configs/ablation_course.yaml --teacher data/checkpoints/teacher_course
+
+The same command runs under torchrun, one process per GPU (notebook 08; scripts/slurm_train.sh for clusters):
+
+    torchrun --nproc_per_node 8 -m pwn_lib.train teacher --config configs/teacher_paper.yaml \
+        --data runs/ljspeech_paper --out runs/teacher_paper
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any
 import torch
 import yaml
 
+from pwn_lib import distributed
 from pwn_lib.artifacts import load_artifact, model_section, write_json
 from pwn_lib.audio import log_mel_distance, save_audio
 from pwn_lib.config import (
@@ -35,7 +42,6 @@ from pwn_lib.config import (
     TRAIN_PRESETS,
     AudioConfig,
     DistillLoss,
-    default_device,
     fast_mode,
     from_dict,
     preset,
@@ -44,6 +50,7 @@ from pwn_lib.config import (
 )
 from pwn_lib.data import AudioWindows, load_corpus
 from pwn_lib.evaluate import QuickScore
+from pwn_lib.feature_cache import CachedWindows, read_manifest
 from pwn_lib.features import corpus_statistics
 from pwn_lib.heldout import (
     HELDOUT_SEED,
@@ -70,11 +77,17 @@ def read_yaml(path: Path | None) -> dict:
     return yaml.safe_load(path.read_text()) or {}
 
 
-def with_feature_statistics(model: Any, audio: AudioConfig) -> Any:
-    """The model config with the train split's log-mel statistics filled in where the recipe leaves them open."""
+def with_feature_statistics(model: Any, audio: AudioConfig, data: Path | None = None) -> Any:
+    """The model config with the training data's log-mel statistics filled in where the recipe leaves them open:
+    the feature cache's (``--data``) or the embedded corpus's train split."""
     if getattr(model, "cond_channels", 0) and model.log_mel_mean is None:
-        return dataclasses.replace(model, **corpus_statistics(audio))
+        stats = read_manifest(data)["statistics"] if data else corpus_statistics(audio)
+        return dataclasses.replace(model, **stats)
     return model
+
+
+OVERRIDES = ("steps", "batch_size", "window", "grad_accum")
+SPEED_FLAGS = ("bf16", "fp16", "tf32", "compile")
 
 
 def resolve(args: argparse.Namespace, table: dict | None) -> dict[str, Any]:
@@ -82,10 +95,8 @@ def resolve(args: argparse.Namespace, table: dict | None) -> dict[str, Any]:
     extra = read_yaml(args.config)
     audio = preset(AUDIO_PRESETS, args.preset, **extra.get("audio", {}))
     train = preset(TRAIN_PRESETS, args.preset, **extra.get("train", {}))
-    if args.steps is not None:
-        train = dataclasses.replace(train, steps=args.steps)
-    if args.bf16:
-        train = dataclasses.replace(train, bf16=True)
+    train = dataclasses.replace(train, **{k: getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None})
+    train = dataclasses.replace(train, **{k: True for k in SPEED_FLAGS if getattr(args, k)})
     resolved = {"audio": audio, "train": train, "loss": from_dict(DistillLoss, extra.get("loss", {}))}
     if table is not None:
         fields = {k: tuple(v) if isinstance(v, list) else v for k, v in extra.get("model", {}).items()}
@@ -93,7 +104,7 @@ def resolve(args: argparse.Namespace, table: dict | None) -> dict[str, Any]:
         if args.init:  # a warm start keeps the standardisation its weights were trained with
             init_model = model_section(load_artifact(args.init)[1])
             model = dataclasses.replace(model, **{k: init_model.get(k) for k in ("log_mel_mean", "log_mel_std")})
-        resolved["model"] = with_feature_statistics(model, audio)
+        resolved["model"] = with_feature_statistics(model, audio, args.data)
         check_audio(resolved["model"], audio)
     return {**resolved, "yaml": extra}
 
@@ -120,8 +131,9 @@ def record(args: argparse.Namespace, resolved: dict) -> dict:
 
 
 def make_trainer(args: argparse.Namespace, model: torch.nn.Module, loss_fn: LossFn, resolved: dict, out: Path,
-                 device: torch.device) -> tuple[Trainer, AudioWindows]:
-    """A Trainer (resumed from ``out`` unless --fresh) and the train split's window stream.
+                 device: torch.device) -> tuple[Trainer, torch.utils.data.Dataset]:
+    """A Trainer (resumed from ``out`` unless --fresh, on every rank) and its window stream: the feature cache
+    of ``--data`` (LJSpeech, :mod:`pwn_lib.feature_cache`) or the embedded corpus's train split.
 
     ``--init DIR`` starts the weights (and their EMA) from a shipped checkpoint instead of from scratch:
     a warm start with a fresh optimiser and schedule. A resume state in ``out`` takes precedence.
@@ -134,28 +146,43 @@ def make_trainer(args: argparse.Namespace, model: torch.nn.Module, loss_fn: Loss
                              f"{to_dict(model_cfg)}; warm starts need the same architecture")
         model.load_state_dict(state)
     trainer = Trainer(model, loss_fn, train_cfg, out, model_config=to_dict(model_cfg), kind=args.kind, device=device,
-                      extra_config={"audio": to_dict(audio)})
-    if not args.fresh and trainer.resume():
-        print(f"resuming {out} at step {trainer.step}")
-    dataset = AudioWindows(load_corpus("train"), train_cfg.window, audio, seed=train_cfg.seed,
-                           length=train_cfg.steps * train_cfg.batch_size)
-    return trainer, dataset
+                      extra_config={"audio": to_dict(audio), "data": str(args.data or "embedded corpus, train split")},
+                      world=args.world)
+    resumed = not args.fresh and trainer.resume()
+    say(args, f"resuming {out} at step {trainer.step}" if resumed else f"training into {out}")
+    say(args, f"global batch: {train_cfg.batch_size} windows x {train_cfg.grad_accum} micro-batches x "
+              f"{args.world.size} processes = {trainer.global_batch} windows of {train_cfg.window} samples per step")
+    length = train_cfg.steps * trainer.global_batch
+    if args.data:
+        return trainer, CachedWindows(args.data, train_cfg.window, audio, seed=train_cfg.seed, length=length)
+    utterances = load_corpus("train", sample_rate=audio.sample_rate)
+    return trainer, AudioWindows(utterances, train_cfg.window, audio, seed=train_cfg.seed, length=length)
+
+
+def say(args: argparse.Namespace, message: str) -> None:
+    """Print on rank 0 only."""
+    if args.world.main:
+        print(message, flush=True)
 
 
 def teacher_run(args: argparse.Namespace) -> Path:
     """Train the teacher on the corpus's train split; record held-out NLL, log-mel distance and PER."""
     resolved = resolve(args, TEACHER_PRESETS)
     audio = resolved["audio"]
-    device = torch.device(args.device or default_device())
+    device = args.torch_device
     out = args.out or CHECKPOINT_DIR / f"teacher_{args.preset}"
     seed_everything(resolved["train"].seed)
     trainer, dataset = make_trainer(args, WaveNet(resolved["model"]), teacher_loss, resolved, out, device)
-    windows = heldout_windows(audio)
+    windows = heldout_windows(audio) if args.world.main and not args.no_eval else []
 
     def evaluate(t: Trainer) -> dict:
+        if args.no_eval:
+            return {"evaluation": "skipped (--no-eval)", **record(args, resolved)}
         return {"heldout_nll_bits": teacher_nll_bits(t.averaged_model(), windows), **record(args, resolved)}
 
     trainer.fit(dataset, on_checkpoint=evaluate)
+    if not args.world.main or args.no_eval:
+        return out
     teacher = trainer.averaged_model()
     x, mel = heldout_clip(audio, args.eval_seconds)
     generated = teacher.generate(mel.to(device), generator=torch.Generator(device).manual_seed(0))
@@ -177,23 +204,29 @@ def student_run(args: argparse.Namespace) -> Path:
     if args.teacher is None:
         raise SystemExit("student training needs --teacher DIR (e.g. data/checkpoints/teacher_course)")
     resolved = resolve(args, STUDENT_PRESETS)
-    device = torch.device(args.device or default_device())
+    device = args.torch_device
     out = args.out or CHECKPOINT_DIR / f"student_{args.preset}"
     seed_everything(resolved["train"].seed)
-    teacher = WaveNet.from_checkpoint(args.teacher, device)
+    # The frozen teacher: loaded on every rank, outside the Trainer's DDP module, with no gradients of its own.
+    teacher = WaveNet.from_checkpoint(args.teacher, device).requires_grad_(False)
     recipe = resolved["loss"]
     classifier = _classifier(args) if recipe.perceptual_weight > 0 else None
     loss_fn = student_loss(teacher, recipe, classifier)
     trainer, dataset = make_trainer(args, IAFStudent(resolved["model"]), loss_fn, resolved, out, device)
-    windows = heldout_windows(resolved["audio"], count=8)
-    quick = QuickScore(resolved["audio"], count=2 if fast_mode() else 4)
+    evaluating = args.world.main and not args.no_eval
+    windows = heldout_windows(resolved["audio"], count=8) if evaluating else []
+    quick = QuickScore(resolved["audio"], count=2 if fast_mode() else 4) if evaluating else None
 
     def evaluate(t: Trainer) -> dict:
+        if args.no_eval:
+            return {"evaluation": "skipped (--no-eval)", **record(args, resolved)}
         averaged = t.averaged_model()
         return {"heldout_kl": heldout_kl(averaged, teacher, windows),
                 **{f"valid_{k}": v for k, v in quick(averaged).items()}}
 
     trainer.fit(dataset, on_checkpoint=evaluate)
+    if not args.world.main or args.no_eval:
+        return out
     final = trainer.averaged_model()
     metrics = {"heldout_kl": heldout_kl(final, teacher, windows),
                **synthesis_report(final, teacher, resolved["audio"], args.eval_seconds),
@@ -223,7 +256,7 @@ def phones_run(args: argparse.Namespace) -> Path:
     extra, audio, train_cfg = resolved["yaml"], resolved["audio"], resolved["train"]
     model_cfg = from_dict(PhoneClassifierConfig, extra.get("model", {}))
     resolved["model"] = model_cfg
-    device = torch.device(args.device or default_device())
+    device = args.torch_device
     out = args.out or CHECKPOINT_DIR / f"phones_{args.preset}"
     seed_everything(train_cfg.seed)
     targets = load_targets()
@@ -233,7 +266,8 @@ def phones_run(args: argparse.Namespace) -> Path:
     batches = PhoneBatches(train_set, train_cfg.batch_size, train_cfg.steps, train_cfg.seed)
     trainer = Trainer(model, phone_loss, dataclasses.replace(train_cfg, batch_size=1), out,
                       model_config=to_dict(model_cfg), kind="phone_classifier", device=device,
-                      extra_config={"audio": to_dict(audio), "phones": list(PHONES)}, collate_fn=lambda b: b[0])
+                      extra_config={"audio": to_dict(audio), "phones": list(PHONES)}, collate_fn=lambda b: b[0],
+                      world=args.world)
     if not args.fresh and trainer.resume():
         print(f"resuming {out} at step {trainer.step}")
 
@@ -280,14 +314,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="YAML with optional sections model:, train:, audio:, loss:")
     parser.add_argument("--out", type=Path, help="output directory (default data/checkpoints/<kind>_<preset>)")
     parser.add_argument("--steps", type=int, help="total optimiser steps (overrides the preset and the YAML)")
+    parser.add_argument("--batch-size", type=int, help="windows per micro-batch and process (overrides the YAML)")
+    parser.add_argument("--window", type=int, help="samples per training window, a multiple of the hop")
+    parser.add_argument("--grad-accum", type=int, help="micro-batches accumulated per optimiser step and process")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (about 1.8x faster on CPU)")
+    parser.add_argument("--fp16", action="store_true", help="fp16 autocast with a GradScaler (CUDA)")
+    parser.add_argument("--tf32", action="store_true", help="TF32 matmuls and convolutions (CUDA, Ampere and later)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the training forward pass")
+    parser.add_argument("--data", type=Path,
+                        help="teacher and student: a feature cache (python -m pwn_lib.feature_cache build) to train "
+                             "on instead of the embedded corpus")
+    parser.add_argument("--no-eval", action="store_true",
+                        help="teacher and student: skip the held-out evaluation (smoke runs and speed checks)")
     parser.add_argument("--teacher", type=Path, help="student and ablation: the teacher checkpoint directory")
     parser.add_argument("--classifier", type=Path, default=PHONES_CHECKPOINT,
                         help="the phone classifier for perceptual losses (default: the shipped one)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--fresh", action="store_true", help="ignore an existing resume state in --out")
     parser.add_argument("--init", type=Path, help="warm start: initial weights from this checkpoint directory")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    parser.add_argument("--device", default=None,
+                        help="cpu or cuda (default: cuda if available); under torchrun each rank takes cuda:LOCAL_RANK")
     parser.add_argument("--eval-seconds", type=float, default=1.0,
                         help="length of the held-out clip generated for the log-mel distance")
     parser.add_argument("--phone-utterances", type=int, default=8,
@@ -304,7 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"artifact written to {RUNS[args.kind](args)}")
+    args.world, args.torch_device = distributed.init(args.device)
+    try:
+        say(args, f"artifact written to {RUNS[args.kind](args)}")
+    finally:
+        distributed.shutdown()
     return 0
 
 

@@ -136,7 +136,8 @@ class TrainConfig:
     """Optimisation, logging and checkpointing for any model trained by ``pwn_lib.train``."""
 
     steps: int = 10_000
-    batch_size: int = 8
+    stop_at: int | None = None  # end the run at this step instead; the learning-rate schedule still spans `steps`
+    batch_size: int = 8  # windows per micro-batch and process; the global batch is batch_size * grad_accum * ranks
     window: int = 4_096  # samples per training example; a multiple of hop_length
     lr: float = 1e-3
     lr_warmup: int = 200
@@ -145,7 +146,11 @@ class TrainConfig:
     lr_final: float = 0.05  # "cosine" only: the final learning rate as a fraction of lr
     grad_clip: float = 1.0
     ema_decay: float = 0.999
-    bf16: bool = False
+    bf16: bool = False  # bf16 autocast (CPU and CUDA)
+    fp16: bool = False  # fp16 autocast with a GradScaler (CUDA); excludes bf16
+    tf32: bool = False  # TF32 matmuls and convolutions (CUDA, Ampere and later)
+    compile: bool = False  # torch.compile the model's loss computation
+    grad_accum: int = 1  # micro-batches of batch_size per optimiser step, per process
     seed: int = 0
     log_every: int = 50
     checkpoint_every: int = 500

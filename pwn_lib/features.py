@@ -46,7 +46,7 @@ def corpus_statistics(audio: AudioConfig, path: Path = STATS_PATH) -> dict[str, 
             return {k: recorded[k] for k in LEGACY_LOG_MEL_STATS}
     from pwn_lib.data import load_corpus
 
-    return log_mel_statistics([u.audio for u in load_corpus("train")], audio)
+    return log_mel_statistics([u.audio for u in load_corpus("train", sample_rate=audio.sample_rate)], audio)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from pwn_lib.data import load_corpus
 
     audio = AUDIO_PRESETS[args.preset]
-    stats = log_mel_statistics([u.audio for u in load_corpus("train")], audio)
+    stats = log_mel_statistics([u.audio for u in load_corpus("train", sample_rate=audio.sample_rate)], audio)
     write_json(args.out, {**stats, "audio": to_dict(audio), "split": "train",
                           "command": f"python -m pwn_lib.features --preset {args.preset}"})
     print(stats, "->", args.out)

@@ -30,7 +30,8 @@ HELDOUT_SEED = 1234
 
 def heldout_windows(audio: AudioConfig, window: int = 8_192, count: int = 16, split: str = "test") -> list[dict]:
     """A fixed list of held-out windows (same every call): the yardstick for NLL and KL."""
-    dataset = AudioWindows(load_corpus(split), window, audio, seed=HELDOUT_SEED, length=count)
+    utterances = load_corpus(split, sample_rate=audio.sample_rate)
+    dataset = AudioWindows(utterances, window, audio, seed=HELDOUT_SEED, length=count)
     return [dataset[i] for i in range(count)]
 
 
@@ -53,7 +54,7 @@ def teacher_nll_bits(teacher: WaveNet, windows: list[dict], batch_size: int = 4)
 
 def heldout_clip(audio: AudioConfig, seconds: float = 1.0, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
     """The loudest ``seconds`` of the longest held-out utterance: (1, 1, T) audio and (1, n_mels, T // hop) mel."""
-    utterance = max(load_corpus(split), key=lambda u: (len(u.audio), u.id))
+    utterance = max(load_corpus(split, sample_rate=audio.sample_rate), key=lambda u: (len(u.audio), u.id))
     n = int(seconds * audio.sample_rate) // audio.hop_length * audio.hop_length
     x = torch.from_numpy(loudest_window(utterance.audio, n, audio.hop_length)).float()
     mel = torch.from_numpy(log_mel(x.numpy(), audio))
@@ -71,7 +72,7 @@ def resynthesis_phone_error_rate(teacher: WaveNet, audio: AudioConfig, count: in
     each gets its phone error rate against the utterances' phone targets. Speech-like audio scores
     near the real figure; noise scores near 1.
     """
-    utterances = sorted(load_corpus(split), key=lambda u: (len(u.audio), u.id))[:count]
+    utterances = sorted(load_corpus(split, sample_rate=audio.sample_rate), key=lambda u: (len(u.audio), u.id))[:count]
     hop = audio.hop_length
     real = [torch.from_numpy(u.audio[: len(u.audio) // hop * hop]).float() for u in utterances]
     mel = mel_batch([x.numpy() for x in real], audio)

@@ -1,19 +1,23 @@
-"""Speed of the course's models on this machine, printed as one markdown table.
+"""Speed of the course's models on this machine, against the matmul peak measured in the same run (issue 12).
 
-    python scripts/benchmark.py                 # course and paper presets (a few minutes on 2 cores)
-    python scripts/benchmark.py --quick         # seconds: fewer steps, shorter runs
-    python scripts/benchmark.py --presets course
+    python scripts/benchmark.py                          # course and paper presets (several minutes on 2 cores)
+    python scripts/benchmark.py --quick                  # a smoke run: fewer, shorter repeats
+    python scripts/benchmark.py --peer r9y9 PATH         # also time a local checkout of r9y9/wavenet_vocoder
+    python scripts/benchmark.py --memory                 # also the student's peak memory for 10 s of audio
+    python scripts/benchmark.py --profile                # also where the time goes (torch.profiler)
 
-Rows (one function each, so more models can be added to ``SECTIONS``):
-- teacher training: samples/s for forward + backward + Adam step, fp32 and bf16 autocast;
-- teacher naive generation: steps/s of :meth:`WaveNet.naive_step` on a full receptive-field window;
-- teacher cached generation: steps/s of :meth:`WaveNet.generate` (per-layer queues);
-- student synthesis: samples/s of :meth:`IAFStudent.sample` (one parallel pass), fp32 and bf16 autocast;
-- student vs real time: the same calls counted in seconds of audio at 16 kHz and at 24 kHz, so the figure is
-  "x real time"; the real-time factor (compute time / audio duration) is its inverse.
+How it measures, so that a figure can be trusted:
+- the rows of one table are interleaved: repeat 1 of every row, then repeat 2, ..., so that a change in the
+  machine's load hits all of them alike; each cell is the median over the repeats, with [min - max];
+- both wall-clock and process CPU time are kept: on a shared machine CPU time excludes waiting for a core;
+- the fp32 and bf16 matmul peaks are measured in the same run, at each thread count used, and every model's
+  arithmetic rate is printed as a % of the peak of its dtype and thread count (FLOPs counted from the config);
+- the paper's speed table (teacher cached autoregressive generation against student parallel synthesis,
+  same preset, same run, batch 1) closes the output.
 
-All models have random weights and log-mel conditioning; speed does not depend on the weights.
-This is a measurement script, not a test: nothing here asserts a speed.
+All models have random weights: speed does not depend on the weights. Nothing here asserts a speed.
+``--peer r9y9 PATH`` imports ``wavenet_vocoder`` from a checkout that you provide (it is never vendored
+here) and times its ``incremental_forward`` with the same layer sizes, conditioning given per sample.
 """
 
 from __future__ import annotations
@@ -22,161 +26,206 @@ import argparse
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from pwn_lib.config import AUDIO_PRESETS, STUDENT_PRESETS, TEACHER_PRESETS, preset, seed_everything
+from pwn_lib.distributions import output_channels
 from pwn_lib.student import IAFStudent
 from pwn_lib.wavenet import WaveNet
+
+REAL_TIME_RATE = {name: audio.sample_rate for name, audio in AUDIO_PRESETS.items()}
 
 
 @dataclass
 class Settings:
-    """How long each measurement runs."""
+    """What to run and for how long."""
 
     presets: list[str]
-    train_steps: int  # timed optimiser steps per row (after one warm-up step)
-    naive_steps: int  # timed naive steps per row (no warm-up: each one is a whole receptive field)
-    cached_steps: int  # samples generated per cached row
-    batch_sizes: tuple[int, ...] = (1, 8)  # generation batch sizes
-    train_batch: int = 1  # samples/s on a CPU barely depends on the batch; 1 keeps the paper preset quick
-    train_frames: int = 16  # training window in log-mel frames (16 x 256 = 4096 samples for the course)
-    synthesis_seconds: float = 1.0  # student synthesis: this much audio at the preset's sample rate
-    synthesis_calls: int = 3  # timed student calls per row (after one warm-up call)
+    repeats: int = 5  # timed calls per row, interleaved across the rows of a table
+    cached_steps: dict[str, int] = field(default_factory=lambda: {"tiny": 512, "course": 1024, "paper": 300})
+    compiled_factor: int = 8  # the compiled teacher generates this many times more steps per call
+    synthesis_seconds: float = 1.0  # student: this much audio per call at the preset's sample rate
+    student_threads: tuple[int, ...] = (1, 2)
+    train_frames: int = 16
+    peer: str | None = None
+    memory: bool = False
+    profile: bool = False
 
 
 @dataclass
 class Row:
-    """One line of the table."""
+    """One line of a table: ``fn()`` processes ``count`` units and does ``flops`` floating-point operations."""
 
-    model: str
-    preset: str
-    measure: str
-    setting: str
-    unit: str  # what is counted per second: "samples" or "steps"
-    count: float  # how many of them one timed call processes
-    wall: float  # median wall-clock seconds per call
-    cpu: float  # median process CPU seconds per call (all threads)
+    label: str
+    fn: Callable[[], object]
+    count: float
+    unit: str
+    flops: float
+    dtype: str = "fp32"  # which matmul peak its arithmetic rate is compared with
+    threads: int = 1
+    walls: list[float] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)
 
-
-def seconds_per_call(fn: Callable[[], object], calls: int, warmup: int = 1) -> tuple[float, float]:
-    """Median (wall-clock, process CPU) seconds of ``fn()`` over ``calls`` runs after ``warmup`` untimed runs.
-
-    On a shared machine the CPU time is the steadier figure: it excludes time spent waiting for a core.
-    """
-    for _ in range(warmup):
-        fn()
-    wall, cpu = [], []
-    for _ in range(calls):
-        start_wall, start_cpu = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - start_wall)
-        cpu.append(time.process_time() - start_cpu)
-    return statistics.median(wall), statistics.median(cpu)
+    def rate(self, times: list[float]) -> tuple[float, float, float]:
+        """(median, slowest, fastest) units per second."""
+        return self.count / statistics.median(times), self.count / max(times), self.count / min(times)
 
 
-def teacher_and_inputs(name: str, batch: int, n_samples: int) -> tuple[WaveNet, torch.Tensor, torch.Tensor]:
-    """A random-weight teacher for preset ``name``, audio (B, 1, T) and log-mel (B, n_mels, T // hop)."""
-    model = WaveNet(preset(TEACHER_PRESETS, name))
-    hop = model.cfg.hop_length
-    frames = -(-n_samples // hop)
-    x = torch.rand(batch, 1, frames * hop) * 2 - 1
-    c = torch.randn(batch, model.cfg.cond_channels, frames) - 4.0  # roughly where log-mels sit
-    return model, x, c
+def run_interleaved(rows: list[Row], repeats: int) -> None:
+    """One untimed call of every row, then ``repeats`` rounds of one timed call of every row."""
+    for row in rows:
+        torch.set_num_threads(row.threads)
+        row.fn()
+    for _ in range(repeats):
+        for row in rows:
+            torch.set_num_threads(row.threads)
+            wall, cpu = time.perf_counter(), time.process_time()
+            row.fn()
+            row.walls.append(time.perf_counter() - wall)
+            row.cpus.append(time.process_time() - cpu)
 
 
-def teacher_training_row(name: str, bf16: bool, settings: Settings) -> Row:
-    """Training samples/s: forward + backward + Adam step on ``train_batch`` windows of ``train_frames`` frames."""
-    batch, window = settings.train_batch, settings.train_frames * TEACHER_PRESETS[name].hop_length
-    model, x, c = teacher_and_inputs(name, batch, window)
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
-
-    def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = model.loss(x, c)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-
-    wall, cpu = seconds_per_call(step, settings.train_steps)
-    dtype = "bf16 autocast" if bf16 else "fp32"
-    return Row("teacher", name, "training", f"{dtype}, batch {batch} x {window}", "samples", batch * window, wall, cpu)
+# ----- arithmetic: FLOPs from the configs, and the matmul peak ------------------------------------------
 
 
-def teacher_naive_row(name: str, batch: int, settings: Settings) -> Row:
-    """Naive generation steps/s: one rerun of the stack over a full receptive-field window per sample."""
-    rf = WaveNet(preset(TEACHER_PRESETS, name)).receptive_field
-    model, x, c = teacher_and_inputs(name, batch, rf)
-    window, cu = x[..., -rf:], model.condition(c, x.shape[-1])[..., -rf:]
-    with torch.no_grad():
-        wall, cpu = seconds_per_call(lambda: model.naive_step(window, cu, None), settings.naive_steps, warmup=0)
-    return Row("teacher", name, "naive generation", f"batch {batch}, window {rf}", "steps", 1, wall, cpu)
+def teacher_step_flops(name: str) -> float:
+    """Multiply-adds x 2 of one cached step: dilated taps, conditioning, residual/skip 1x1s, head."""
+    cfg = TEACHER_PRESETS[name]
+    r, g, s, m = cfg.residual_channels, cfg.gate_channels, cfg.skip_channels, cfg.cond_channels
+    layer = cfg.kernel_size * r * g + m * g + (g // 2) * (r + s)
+    return 2.0 * (cfg.layers * layer + s * s + s * output_channels(cfg) + r)
 
 
-def teacher_cached_row(name: str, batch: int, settings: Settings) -> Row:
-    """Cached generation steps/s: :meth:`WaveNet.generate` for ``cached_steps`` samples (setup included)."""
-    model, _, c = teacher_and_inputs(name, batch, settings.cached_steps)
-    model.generate(c[..., :1], n_samples=8, progress=False)  # warm-up
-    n = settings.cached_steps
-    wall, cpu = seconds_per_call(lambda: model.generate(c, n_samples=n, progress=False), 1, warmup=0)
-    return Row("teacher", name, "cached generation", f"batch {batch}, {n} steps", "steps", n, wall, cpu)
+def student_sample_flops(name: str) -> float:
+    """Multiply-adds x 2 per output sample of the student (the upsampler, < 1 %, left out)."""
+    cfg = STUDENT_PRESETS[name]
+    c, g, m = cfg.channels, 2 * cfg.channels, cfg.cond_channels
+    block = cfg.kernel_size * c * g + m * g + (g // 2) * c
+    return 2.0 * sum(n * block + c * c + 2 * c + c for n in cfg.flow_layers)
 
 
-def teacher_rows(settings: Settings) -> list[Row]:
-    """Every teacher row for every requested preset."""
+PEAK_SHAPES = ((4096, 272, 128), (2048, 1024, 1024))  # the student's fused GEMM, and a large square one
+
+
+def peak_rows(threads: tuple[int, ...]) -> list[Row]:
+    """Matmul GFLOP/s rows for fp32 and bf16 at each thread count (the best shape is the peak)."""
     rows = []
-    for name in settings.presets:
-        rows += [teacher_training_row(name, bf16, settings) for bf16 in (False, True)]
-        rows += [teacher_naive_row(name, batch, settings) for batch in settings.batch_sizes]
-        rows += [teacher_cached_row(name, batch, settings) for batch in settings.batch_sizes]
+    for dtype, tag in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+        for n_threads in threads:
+            for m, k, n in PEAK_SHAPES:
+                a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+                rows.append(Row(f"matmul {tag} {m}x{k}x{n}, {n_threads} thread(s)", lambda a=a, b=b: a @ b,
+                                2e-9 * m * k * n, "GFLOP", 2.0 * m * k * n, tag, n_threads))
     return rows
 
 
-REAL_TIME_RATES = (16_000, 24_000)  # sample rates at which the student's speed is compared with real time
+def peaks_from(rows: list[Row]) -> dict[tuple[str, int], float]:
+    """{(dtype, threads): best median FLOP/s over the shapes}."""
+    peaks: dict[tuple[str, int], float] = {}
+    for row in rows:
+        key = (row.dtype, row.threads)
+        peaks[key] = max(peaks.get(key, 0.0), row.flops / statistics.median(row.walls))
+    return peaks
 
 
-def student_synthesis_rows(name: str, bf16: bool, settings: Settings) -> list[Row]:
-    """Student samples/s for ``synthesis_seconds`` of audio at batch 1, then the same timing in audio seconds."""
-    model = IAFStudent(preset(STUDENT_PRESETS, name)).eval()
-    hop, rate = model.cfg.hop_length, AUDIO_PRESETS[name].sample_rate
-    frames = max(1, int(settings.synthesis_seconds * rate) // hop)
-    c = torch.randn(1, model.cfg.cond_channels, frames) - 4.0
+# ----- the rows -------------------------------------------------------------------------------------------
+
+
+def mel(frames: int, batch: int = 1, n_mels: int = 80) -> torch.Tensor:
+    """Random log-mel frames roughly where real ones sit."""
+    return torch.randn(batch, n_mels, frames) - 4.0
+
+
+def teacher_generation_rows(name: str, settings: Settings) -> list[Row]:
+    """Cached generation, batch 1, 1 thread: the reference torch step and the compiled C loop."""
+    model = WaveNet(preset(TEACHER_PRESETS, name)).eval()
+    hop, steps = model.cfg.hop_length, settings.cached_steps[name]
+    flops = teacher_step_flops(name)
+    rows = []
+    for compiled, n in ((False, steps), (True, steps * settings.compiled_factor)):
+        c = mel(-(-n // hop))
+        label = f"teacher {name}: cached generation, {'compiled C loop' if compiled else 'reference torch step'}"
+        rows.append(Row(label, lambda c=c, n=n, compiled=compiled: model.generate(
+            c, n_samples=n, progress=False, compiled=compiled), n, "steps", n * flops))
+    if settings.peer:
+        rows.append(peer_row(name, settings.peer, steps, flops))
+    return rows
+
+
+def peer_row(name: str, path: str, steps: int, flops: float) -> Row:
+    """r9y9/wavenet_vocoder's ``incremental_forward`` from the checkout at ``path``, same sizes, 1 thread."""
+    sys.path.insert(0, os.path.abspath(path))
+    try:
+        from wavenet_vocoder import WaveNet as PeerWaveNet
+    except ImportError as error:
+        raise SystemExit(f"--peer r9y9 {path}: cannot import wavenet_vocoder from it ({error}); pass the "
+                         "root of a checkout of https://github.com/r9y9/wavenet_vocoder") from error
+    cfg = TEACHER_PRESETS[name]
+    peer = PeerWaveNet(
+        out_channels=output_channels(cfg), layers=cfg.layers, stacks=cfg.stacks,
+        residual_channels=cfg.residual_channels, gate_channels=cfg.gate_channels,
+        skip_out_channels=cfg.skip_channels, kernel_size=cfg.kernel_size, dropout=0.0,
+        cin_channels=cfg.cond_channels, scalar_input=True, output_distribution="Logistic",
+    ).eval()
+    peer.make_generation_fast_()  # removes weight norm, as its synthesis script does
+    c = mel(steps)  # conditioning already at the sample rate: only the step loop is timed
+
+    def generate() -> None:
+        with torch.no_grad():
+            peer.incremental_forward(c=c, T=steps, softmax=False, quantize=True, log_scale_min=cfg.log_scale_min)
+
+    return Row(f"teacher {name}: cached generation, r9y9 incremental_forward (peer)", generate, steps, "steps",
+               steps * flops)
+
+
+def student_rows(name: str, settings: Settings) -> list[Row]:
+    """Student synthesis at batch 1: reference forward vs the fused path, fp32 and bf16, 1 and 2 threads."""
+    student = IAFStudent(preset(STUDENT_PRESETS, name)).eval()
+    frames = max(1, int(settings.synthesis_seconds * REAL_TIME_RATE[name]) // student.cfg.hop_length)
+    c, n = mel(frames), frames * student.cfg.hop_length
+    fused = {torch.float32: student.for_synthesis(torch.float32), torch.bfloat16: student.for_synthesis(torch.bfloat16)}
     generator = torch.Generator().manual_seed(0)
+    rows = []
+    for threads in settings.student_threads:
+        for dtype, tag in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+            def reference(dtype=dtype) -> None:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+                    student.sample(c, generator=generator)
 
-    def synthesise() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            model.sample(c, generator=generator)
-
-    wall, cpu = seconds_per_call(synthesise, settings.synthesis_calls)
-    n, dtype = frames * hop, "bf16 autocast" if bf16 else "fp32"
-    rows = [Row("student", name, "synthesis", f"{dtype}, batch 1, {n} samples", "samples", n, wall, cpu)]
-    rows += [
-        Row("student", name, "x real time (1 / RTF)", f"{dtype}, at {sr // 1000} kHz", "audio-s", n / sr, wall, cpu)
-        for sr in REAL_TIME_RATES
-    ]
+            for label, fn in ((f"reference{' (autocast)' if tag == 'bf16' else ''}", reference),
+                              ("fused", lambda dtype=dtype: fused[dtype].sample(c, generator=generator))):
+                rows.append(Row(f"student {name}: synthesis {tag}, {label}, {threads} thread(s)", fn, n, "samples",
+                                n * student_sample_flops(name), tag, threads))
     return rows
 
 
-def student_rows(settings: Settings) -> list[Row]:
-    """Every student row for every requested preset."""
-    return [row for name in settings.presets for bf16 in (False, True)
-            for row in student_synthesis_rows(name, bf16, settings)]
+def training_rows(name: str, settings: Settings) -> list[Row]:
+    """Teacher training samples/s (forward + backward + Adam), batch 1, fp32 and bf16 autocast, 1 thread."""
+    model = WaveNet(preset(TEACHER_PRESETS, name))
+    window = settings.train_frames * model.cfg.hop_length
+    x, c = torch.rand(1, 1, window) * 2 - 1, mel(settings.train_frames)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
+    rows = []
+    for tag in ("fp32", "bf16"):
+        def step(tag=tag) -> None:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tag == "bf16"):
+                loss = model.loss(x, c)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+
+        rows.append(Row(f"teacher {name}: training {tag}, batch 1 x {window}", step, window, "samples",
+                        3 * window * teacher_step_flops(name), tag))  # backward ~ 2x forward
+    return rows
 
 
-# Each section turns the settings into rows.
-SECTIONS: list[Callable[[Settings], list[Row]]] = [teacher_rows, student_rows]
-
-
-def markdown_table(rows: list[Row]) -> str:
-    """The rows as a GitHub markdown table."""
-    lines = ["| model | preset | measure | setting | per wall-clock second | per CPU second |",
-             "|---|---|---|---|---:|---:|"]
-    lines += [f"| {r.model} | {r.preset} | {r.measure} | {r.setting} | {rate(r.count / r.wall)} {r.unit}/s "
-              f"| {rate(r.count / r.cpu)} {r.unit}/s |" for r in rows]
-    return "\n".join(lines)
+# ----- printing -------------------------------------------------------------------------------------------
 
 
 def rate(value: float) -> str:
@@ -186,33 +235,150 @@ def rate(value: float) -> str:
     return f"{value:.3g}"
 
 
+def table(rows: list[Row], peaks: dict[tuple[str, int], float]) -> str:
+    lines = ["| row | per wall-clock s: median [min - max] | per CPU s (median) | GFLOP/s | % of matmul peak |",
+             "|---|---:|---:|---:|---:|"]
+    for row in rows:
+        median, low, high = row.rate(row.walls)
+        gflops = row.flops / statistics.median(row.walls) / 1e9
+        peak = peaks.get((row.dtype, row.threads))
+        share = f"{100 * gflops * 1e9 / peak:.0f} % ({row.dtype}, {row.threads}t)" if peak else "-"
+        lines.append(f"| {row.label} | {rate(median)} [{rate(low)} - {rate(high)}] {row.unit}/s "
+                     f"| {rate(row.rate(row.cpus)[0])} {row.unit}/s | {gflops:.3g} | {share} |")
+    return "\n".join(lines)
+
+
+def best(rows: list[Row], *words: str) -> Row:
+    """The fastest (median wall) row whose label holds every word."""
+    found = [r for r in rows if all(w in r.label for w in words)]
+    return max(found, key=lambda r: r.rate(r.walls)[0])
+
+
+def speed_table(name: str, rows: list[Row]) -> str:
+    """The paper's table: teacher cached AR against the student in parallel, same preset, same run, batch 1."""
+    teacher = best(rows, f"teacher {name}: cached")
+    student = best(rows, f"student {name}: synthesis")
+    t_rate, s_rate, sr = teacher.rate(teacher.walls)[0], student.rate(student.walls)[0], REAL_TIME_RATE[name]
+    return "\n".join([
+        f"| {name} preset, batch 1 | timesteps/s | x real time at {sr // 1000} kHz | row |",
+        "|---|---:|---:|---|",
+        f"| teacher, cached autoregressive | {rate(t_rate)} | {t_rate / sr:.3f} | {teacher.label} |",
+        f"| student, parallel | {rate(s_rate)} | {s_rate / sr:.2f} | {student.label} |",
+        f"| student / teacher | {s_rate / t_rate:.1f}x | | paper: 500,000 / 172 = 2,900x on a GPU |",
+    ])
+
+
 def machine_line() -> str:
-    """One line describing where the numbers come from."""
-    return (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads; preset sample rates: "
-            f"{', '.join(f'{n} {AUDIO_PRESETS[n].sample_rate} Hz' for n in AUDIO_PRESETS)}")
+    load = " / ".join(f"{v:.2f}" for v in os.getloadavg())
+    return (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, load average (1/5/15 min) "
+            f"{load}: other processes share these cores, so compare rows of one run, not runs")
+
+
+# ----- memory and profile (optional) --------------------------------------------------------------------
+
+
+MEMORY_PROBE = """
+import resource, sys, torch
+from pwn_lib.config import STUDENT_PRESETS, preset
+from pwn_lib.student import IAFStudent
+torch.set_num_threads(1)
+kind, seconds = sys.argv[1], float(sys.argv[2])
+student = IAFStudent(preset(STUDENT_PRESETS, "paper")).eval()
+c = torch.randn(1, 80, int(seconds * 24000) // 300) - 4.0
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+if kind == "reference":
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        student.sample(c)
+elif kind != "baseline":
+    student.for_synthesis(torch.bfloat16).sample(c, chunk=None if kind == "fused" else int(kind))
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+"""
+
+
+def memory_lines(seconds: float = 10.0, tries: int = 2) -> list[str]:
+    """Peak resident memory added by synthesising ``seconds`` of paper-preset audio, in fresh child processes.
+
+    The largest of ``tries`` runs: on a VM that reclaims memory proactively (DAMON), a run can undercount.
+    """
+    lines = [f"Student, paper preset, {seconds:g} s at 24 kHz, bf16: peak memory added by the synthesis call "
+             f"(ru_maxrss of a fresh process, largest of {tries} runs, MiB)"]
+    for kind, label in (("reference", "reference (autocast)"), ("fused", "fused, one pass"),
+                        ("24000", "fused, chunks of 24,000 samples")):
+        added = [float(subprocess.run([sys.executable, "-c", MEMORY_PROBE, kind, str(seconds)], capture_output=True,
+                                      text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}).stdout)
+                 for _ in range(tries)]
+        lines.append(f"- {label}: {max(added):,.0f} MiB")
+    return lines
+
+
+def profile_lines(name: str) -> list[str]:
+    """The top operators of the fused bf16 student and of the reference teacher step."""
+    from torch.profiler import profile
+
+    torch.set_num_threads(1)
+    student = IAFStudent(preset(STUDENT_PRESETS, name)).eval().for_synthesis(torch.bfloat16)
+    teacher = WaveNet(preset(TEACHER_PRESETS, name)).eval()
+    frames = REAL_TIME_RATE[name] // student.student.cfg.hop_length
+    out = []
+    for label, fn in ((f"student {name}, fused bf16, 1 s", lambda: student.sample(mel(frames))),
+                      (f"teacher {name}, reference cached step, 64 steps",
+                       lambda: teacher.generate(mel(1), n_samples=64, progress=False))):
+        fn()
+        with profile() as prof:
+            fn()
+        out += [f"\n{label}:", prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8)]
+    return out
+
+
+# ----- main -----------------------------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None = None) -> Settings:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["course", "paper"], choices=sorted(TEACHER_PRESETS))
-    parser.add_argument("--quick", action="store_true", help="seconds instead of minutes: fewer, shorter runs")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 2 repeats of shorter calls")
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls per row (default 5; 2 with --quick)")
+    parser.add_argument("--peer", nargs=2, metavar=("NAME", "PATH"), help="'r9y9 PATH': time that checkout too")
+    parser.add_argument("--memory", action="store_true", help="peak memory of the student for 10 s of audio")
+    parser.add_argument("--profile", action="store_true", help="top operators of the student and the teacher")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.peer and args.peer[0] != "r9y9":
+        parser.error(f"--peer {args.peer[0]}: only 'r9y9' (r9y9/wavenet_vocoder) is known")
+    settings = Settings(args.presets, peer=args.peer[1] if args.peer else None, memory=args.memory,
+                        profile=args.profile)
     if args.quick:
-        return Settings(args.presets, train_steps=1, naive_steps=1, cached_steps=64, train_frames=4,
-                        synthesis_seconds=0.25, synthesis_calls=1)
-    return Settings(args.presets, train_steps=2, naive_steps=3, cached_steps=256)
+        settings.repeats, settings.synthesis_seconds, settings.compiled_factor = 2, 0.25, 4
+        settings.cached_steps = {"tiny": 128, "course": 256, "paper": 64}
+    if args.repeats:
+        settings.repeats = args.repeats
+    return settings
 
 
 def main(argv: list[str] | None = None) -> None:
     settings = parse_args(argv)
     seed_everything(0)
     start = time.perf_counter()
-    rows = [row for section in SECTIONS for row in section(settings)]
-    print(markdown_table(rows))
+    print(machine_line())
+    threads = tuple(sorted({1, *settings.student_threads}))
+    peaks_measured = peak_rows(threads)
+    run_interleaved(peaks_measured, settings.repeats)
+    peaks = peaks_from(peaks_measured)
+    print("\n## Matmul peak (same run)\n")
+    print(table(peaks_measured, peaks))
+    all_rows = []
+    for name in settings.presets:
+        rows = teacher_generation_rows(name, settings) + student_rows(name, settings)
+        rows += training_rows(name, settings)
+        run_interleaved(rows, settings.repeats)
+        all_rows += rows
+        print(f"\n## {name} preset (rows interleaved, {settings.repeats} repeats)\n")
+        print(table(rows, peaks))
+        print(f"\n### The paper's speed table, {name} preset (same run)\n")
+        print(speed_table(name, rows))
+    if settings.memory:
+        print("\n" + "\n".join(memory_lines()))
+    if settings.profile:
+        print("\n".join(profile_lines(settings.presets[-1])))
     print(f"\n{machine_line()}; benchmark took {time.perf_counter() - start:.0f} s")
 
 

@@ -76,6 +76,21 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     assert_same_run(straight, second)
 
 
+def test_stop_at_ends_early_on_the_full_schedule_and_the_rest_resumes(tmp_path):
+    """A recipe stopped part-way (``stop_at``) is the first part of the whole run, resumable to its end."""
+    straight = trainer(tmp_path / "straight")
+    straight.fit(Regression(), progress=False)
+
+    first = trainer(tmp_path / "split", small_config(stop_at=5))
+    first.fit(Regression(), progress=False)
+    assert first.step == 5
+    assert [h["lr"] for h in first.history] == [h["lr"] for h in straight.history[:5]]
+    second = trainer(tmp_path / "split")
+    assert second.resume() and second.step == 5
+    second.fit(Regression(), progress=False)
+    assert_same_run(straight, second)
+
+
 def assert_same_run(straight: Trainer, resumed: Trainer) -> None:
     """Bit for bit: raw weights, EMA weights, Adam's moments and the logged losses."""
     for name, value in straight.model.state_dict().items():
