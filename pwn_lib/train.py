@@ -271,7 +271,7 @@ class Trainer:
 
     def resume_dir(self) -> Path | None:
         """Where the resume state is: in the checkpoint ``LATEST`` names, else a flat ``out_dir/resume`` (older
-        runs and ``data/resume``); None when there is neither."""
+        runs and committed resume states); None when there is neither."""
         if self.out_dir is None:
             return None
         checkpoint = latest_checkpoint(self.out_dir)
