@@ -14,6 +14,7 @@ import os
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_student import random_student as moving_student  # a tiny float64 student whose flows all move x
 
 from pwn_lib import _fast
 from pwn_lib.config import CHECKPOINT_DIR, REPO_ROOT, WaveNetConfig
@@ -21,17 +22,6 @@ from pwn_lib.student import IAFStudent, build_student
 from pwn_lib.wavenet import WaveNet
 
 CONFIGS = [dict(), dict(cond_channels=0), dict(n_speakers=3), dict(kernel_size=2)]
-
-
-def moving_student(seed: int = 0, **overrides) -> IAFStudent:
-    """A tiny float64 student whose heads are large enough that every flow moves x (as in test_student)."""
-    torch.manual_seed(seed)
-    student = build_student("tiny", **overrides).double()
-    with torch.no_grad():
-        for flow in student.flows:
-            flow.head[-1].weight.normal_(std=0.3)
-            flow.head[-1].bias.normal_(std=0.3)
-    return student
 
 
 def student_inputs(student: IAFStudent, batch: int = 2, frames: int = 3, dtype=torch.float64):
