@@ -21,7 +21,7 @@ from pwn_lib import artifacts
 from pwn_lib.config import TrainConfig
 from pwn_lib.train import Trainer
 
-STEPS = 150
+STEPS = 300  # more than 20 kills can reach: each child trains at most 12 steps (below), so none finishes
 KILLS = 20
 
 
@@ -47,9 +47,10 @@ def trainer(out) -> Trainer:
     return Trainer(model, noisy_mse, cfg, out, model_config={"toy": True}, kind="toy")
 
 
-def train(out, die_at_file: int | None) -> None:
-    """Resume and train to the end; with ``die_at_file = n``, SIGKILL this process just before its n-th file
-    operation of a checkpoint (a write, the directory rename, the pointer swap, a deletion or a link)."""
+def train(out, die_at_file: int | None, budget: int | None = None) -> None:
+    """Resume and train to the end, or ``budget`` more steps; with ``die_at_file = n``, SIGKILL this process just
+    before its n-th file operation of a checkpoint (a write, the directory rename, the pointer swap, a deletion or a
+    link)."""
     torch.set_num_threads(1)
     if die_at_file is not None:
         count = iter(range(1, 10**6))
@@ -67,7 +68,7 @@ def train(out, die_at_file: int | None) -> None:
         artifacts.os.replace = dying(os.replace)
     t = trainer(out)
     t.resume()
-    t.fit(Toy(), progress=False)
+    t.fit(Toy(), steps=min(t.step + budget, STEPS) if budget else None, progress=False)
     os._exit(0)
 
 
@@ -94,7 +95,9 @@ def test_sigkill_at_twenty_moments_always_resumes_to_the_uninterrupted_run(tmp_p
     out, steps_seen, in_writes = tmp_path / "killed", [], 0
     for kill in range(KILLS):
         inside = kill % 2 == 1  # every other kill lands inside a checkpoint write, at a random file operation
-        child = fork.Process(target=train, args=(out, int(rng.integers(1, 60)) if inside else None))
+        # the kills outside writes land at a random moment of at most 12 steps, whatever the machine's speed
+        args = (out, int(rng.integers(1, 60)), None) if inside else (out, None, int(rng.integers(2, 13)))
+        child = fork.Process(target=train, args=args)
         child.start()
         if not inside:
             child.join(timeout=float(rng.uniform(0.05, 0.5)))
