@@ -59,6 +59,13 @@ def _log_bin_mass(centre: torch.Tensor, half_width: torch.Tensor) -> torch.Tenso
     return upper + torch.log(-torch.expm1(-2.0 * half_width)) - F.softplus(upper) - F.softplus(lower)
 
 
+def _check_temperature(temperature: float) -> float:
+    """A sampling temperature must be a finite number > 0 (1 = the model's own distribution)."""
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"sampling temperature must be a finite number > 0 (1.0 = unchanged), got {temperature!r}")
+    return float(temperature)
+
+
 class Logistic:
     """Logistic distribution with location ``loc`` and log scale ``log_scale`` (broadcastable tensors).
 
@@ -76,13 +83,16 @@ class Logistic:
         """P(X <= x)."""
         return torch.sigmoid((x - self.loc) * torch.exp(-self.log_scale))
 
-    def icdf(self, u: torch.Tensor) -> torch.Tensor:
-        """Quantile function: ``loc + s * (log u - log(1 - u))``."""
-        return self.loc + torch.exp(self.log_scale) * (torch.log(u) - torch.log1p(-u))
+    def icdf(self, u: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """Quantile function: ``loc + s * (log u - log(1 - u))``; ``temperature`` multiplies the scale s."""
+        noise = torch.log(u) - torch.log1p(-u)
+        if temperature != 1.0:
+            noise = temperature * noise
+        return self.loc + torch.exp(self.log_scale) * noise
 
-    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One draw per element of ``loc`` by inverting the CDF of a uniform draw."""
-        return self.icdf(_uniform(self.loc.shape, self.loc, generator))
+    def sample(self, generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
+        """One draw per element of ``loc`` by inverting the CDF of a uniform draw (scale times ``temperature``)."""
+        return self.icdf(_uniform(self.loc.shape, self.loc, generator), _check_temperature(temperature))
 
     def entropy(self) -> torch.Tensor:
         """Differential entropy ``log s + 2`` nats."""
@@ -140,13 +150,17 @@ class DiscretizedMixLogistics:
         z = (self._check(x) - self.means) * torch.exp(-self.log_scales)
         return torch.logsumexp(self.log_weights + _logistic_log_pdf(z, self.log_scales), dim=1)
 
-    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One draw per step, ``(B, T)`` on the bin grid: pick a component (Gumbel-max), draw, clip, round."""
+    def sample(self, generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
+        """One draw per step, ``(B, T)`` on the bin grid: pick a component (Gumbel-max), draw, clip, round.
+
+        ``temperature`` < 1 sharpens the draw: the chosen logistic's scale is multiplied by it (the component
+        choice is left alone). Temperature 1 is the model's own distribution.
+        """
         gumbel = -torch.log(-torch.log(_uniform(self.log_weights.shape, self.means, generator)))
         choice = (self.log_weights + gumbel).argmax(dim=1, keepdim=True)
         loc = self.means.gather(1, choice).squeeze(1)
         log_scale = self.log_scales.gather(1, choice).squeeze(1)
-        x = Logistic(loc, log_scale).sample(generator)
+        x = Logistic(loc, log_scale).sample(generator, temperature)
         return quantize(x, self.bits).to(x.dtype) * bin_width(self.bits) - 1.0
 
     def mean(self) -> torch.Tensor:
@@ -174,11 +188,11 @@ class Gaussian:
         """Differential entropy ``log sigma + log(2 pi e) / 2`` nats."""
         return self.log_scale + 0.5 * math.log(2 * math.pi * math.e)
 
-    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One draw per element of ``loc``."""
+    def sample(self, generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
+        """One draw per element of ``loc``; ``temperature`` multiplies the standard deviation."""
         device = generator.device if generator is not None else self.loc.device
         noise = torch.randn(self.loc.shape, generator=generator, dtype=self.loc.dtype, device=device)
-        return self.loc + torch.exp(self.log_scale) * noise.to(self.loc.device)
+        return self.loc + torch.exp(self.log_scale) * (_check_temperature(temperature) * noise.to(self.loc.device))
 
 
 def gaussian_kl(p: Gaussian, q: Gaussian) -> torch.Tensor:
@@ -201,10 +215,10 @@ class MuLawCategorical:
         codes = torch.as_tensor(mulaw_encode(x.clamp(-1.0, 1.0)), device=x.device).long()
         return self.log_probs.gather(1, codes.unsqueeze(1)).squeeze(1)
 
-    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draw codes (Gumbel-max) and decode them to ``(B, T)`` audio in [-1, 1]."""
+    def sample(self, generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
+        """Draw codes (Gumbel-max on ``log_probs / temperature``) and decode them to ``(B, T)`` audio in [-1, 1]."""
         gumbel = -torch.log(-torch.log(_uniform(self.log_probs.shape, self.log_probs, generator)))
-        codes = (self.log_probs + gumbel).argmax(dim=1)
+        codes = (self.log_probs / _check_temperature(temperature) + gumbel).argmax(dim=1)
         return torch.as_tensor(mulaw_decode(codes), dtype=self.log_probs.dtype, device=codes.device)
 
 

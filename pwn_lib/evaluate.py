@@ -64,6 +64,7 @@ import soundfile as sf
 import torch
 from tqdm.auto import tqdm
 
+from pwn_lib import _fast
 from pwn_lib.artifacts import load_artifact, write_json
 from pwn_lib.audio import log_mel, power_db, save_audio
 from pwn_lib.config import DATA_DIR, AudioConfig, fast_mode, from_dict
@@ -329,8 +330,12 @@ class System:
     options: dict = field(default_factory=dict)
 
 
-def load_system(path: Path, name: str | None = None, device: str = "cpu") -> System:
-    """Load a teacher or student checkpoint directory, telling which from its config.json."""
+def load_system(path: Path, name: str | None = None, device: str = "cpu", temperature: float | None = None) -> System:
+    """Load a teacher or student checkpoint directory, telling which from its config.json.
+
+    A teacher samples at the temperature its config.json records under ``sampling`` (1.0 if none), unless
+    ``temperature`` overrides it.
+    """
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not a checkpoint directory (no config.json); pass e.g. "
@@ -344,7 +349,14 @@ def load_system(path: Path, name: str | None = None, device: str = "cpu") -> Sys
     else:
         raise ValueError(f"{path}/config.json has kind {kind!r}; python -m pwn_lib.evaluate scores teacher or "
                          "student checkpoints")
-    return System(name=name or kind, kind=kind, model=model, path=path)
+    options = dict(config.get("sampling", {}))
+    if set(options) - {"temperature"} or (options and kind != "teacher"):
+        raise ValueError(f"{path}/config.json: 'sampling' may hold only a teacher's 'temperature', got {options}")
+    if temperature is not None:
+        if kind != "teacher":
+            raise ValueError(f"--temperature applies to teacher checkpoints; {path} is a {kind}")
+        options["temperature"] = temperature
+    return System(name=name or kind, kind=kind, model=model, path=path, options=options)
 
 
 @torch.no_grad()
@@ -352,10 +364,17 @@ def synthesise(system: System, clips: list[np.ndarray], audio: AudioConfig, batc
                seed: int = EVAL_SEED, progress: bool = True) -> list[np.ndarray]:
     """The system's audio for each clip, conditioned on the clip's log-mel.
 
+    A float32 CPU teacher generates with the compiled loop of ``make fast`` (the reference step's random
+    draws, equal to float32 rounding), at ``system.options['temperature']`` (default 1.0).
+
     Clips go in batches of ``batch_size`` (sorted by length, they pad least); batch ``i`` draws its noise
     from a generator seeded ``seed + i``, so any one batch can be recomputed on its own.
     """
     device = next(system.model.parameters()).device
+    compiled = system.kind == "teacher" and system.model.compiled_generation_available()
+    if system.kind == "teacher" and not compiled:
+        print(f"synthesise {system.name}: the reference cached step (about 40x slower than the compiled loop; "
+              f"{_fast.BUILD_HINT})", file=sys.stderr)
     out: list[np.ndarray] = []
     for index, start in enumerate(tqdm(range(0, len(clips), batch_size), desc=f"synthesise {system.name}",
                                        disable=not progress)):
@@ -368,7 +387,8 @@ def synthesise(system: System, clips: list[np.ndarray], audio: AudioConfig, batc
             threads = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
-                y = system.model.generate(mel, generator=generator, progress=progress)
+                y = system.model.generate(mel, generator=generator, progress=progress, compiled=compiled,
+                                          temperature=system.options.get("temperature", 1.0))
             finally:
                 torch.set_num_threads(threads)
         else:
@@ -503,10 +523,13 @@ def headline(results: dict, system: str) -> dict[str, float | None]:
 
 def run(checkpoints: list[Path], split: str = "test", count: int | None = None, names: list[str] | None = None,
         max_seconds: float | None = None, with_espeak: bool = True, audio_dir: Path | None = None,
-        device: str = "cpu", progress: bool = True, batch_size: int = 8) -> dict:
-    """Score ``checkpoints`` and the reference rows on ``split``; returns the JSON-ready results."""
-    systems = [load_system(p, n, device) for p, n in zip(checkpoints, names or [None] * len(checkpoints),
-                                                         strict=True)]
+        device: str = "cpu", progress: bool = True, batch_size: int = 8, temperature: float | None = None) -> dict:
+    """Score ``checkpoints`` and the reference rows on ``split``; returns the JSON-ready results.
+
+    ``temperature`` overrides every teacher's recorded sampling temperature (see :func:`load_system`).
+    """
+    systems = [load_system(p, n, device, temperature)
+               for p, n in zip(checkpoints, names or [None] * len(checkpoints), strict=True)]
     audio = _audio_config(checkpoints)
     utterances = pick_utterances(split, count)
     max_samples = int(max_seconds * audio.sample_rate) if max_seconds else None
@@ -527,7 +550,7 @@ def run(checkpoints: list[Path], split: str = "test", count: int | None = None, 
         "split": split, "utterances": [u.id for u in utterances],
         "seconds": round(sum(len(x) for x in clips) / audio.sample_rate, 2), "sample_rate": audio.sample_rate,
         "checkpoints": {s.name: str(s.path) for s in systems}, "synthesis_seconds": timings, "seed": EVAL_SEED,
-        "batch_size": batch_size,
+        "batch_size": batch_size, "sampling": {s.name: s.options for s in systems if s.options},
         "definitions": {"voiced": f"YIN periodicity >= {VOICED_PERIODICITY} and level > {VOICED_FLOOR_DB} dBFS",
                         "frames": f"{FRAME_LENGTH}-sample frames every {FRAME_HOP} samples",
                         "mcd": f"c1-c{N_CEPSTRA}, DCT-II of {audio.n_mels}-band natural-log mel amplitude, "
@@ -559,6 +582,7 @@ def record(results: dict, directory: Path, system: str) -> None:
     metrics["evaluation"] = {
         "command": results.get("command"), "split": results["split"], "utterances": results["utterances"],
         "seconds": results["seconds"], "seed": results["seed"], "batch_size": results["batch_size"],
+        "sampling": results.get("sampling", {}).get(system, {}),
         "definitions": results["definitions"], "synthesis_seconds": results["synthesis_seconds"].get(system),
         "rows": {name: rows[name] for name in (system, "real", "noise", "silence", "espeak") if name in rows},
         "per_utterance": results["per_utterance"][system],
@@ -578,7 +602,7 @@ def recompute(directory: Path, batches: int | None = None, progress: bool = Fals
     if recorded is None:
         raise KeyError(f"{directory}/metrics.json has no 'evaluation'; run python -m pwn_lib.evaluate {directory} "
                        "--record")
-    system = load_system(directory)
+    system = load_system(directory, temperature=recorded.get("sampling", {}).get("temperature"))
     audio = _audio_config([directory])
     by_id = {u.id: u for u in load_corpus(recorded["split"])}
     count = len(recorded["utterances"]) if batches is None else batches * recorded["batch_size"]
@@ -620,6 +644,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="JSON file for the results (default data/eval/<names>.json)")
     parser.add_argument("--audio-dir", type=Path, help="also write every system's clips here as WAV")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--temperature", type=float,
+                        help="sample the teachers at this temperature instead of their config.json's "
+                             "sampling.temperature (1.0 if none): each chosen logistic's scale times it")
     parser.add_argument("--record", action="store_true",
                         help="also write each checkpoint's row into its own metrics.json (the shipped figures)")
     return parser
@@ -634,7 +661,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--names has {len(names)} names for {len(args.checkpoints)} checkpoints")
     count = args.utterances if args.utterances is not None else (2 if fast_mode() else None)
     max_seconds = args.max_seconds if args.max_seconds is not None else (0.5 if fast_mode() else None)
-    results = run(args.checkpoints, args.split, count, names, max_seconds, not args.no_espeak, args.audio_dir)
+    results = run(args.checkpoints, args.split, count, names, max_seconds, not args.no_espeak, args.audio_dir,
+                  temperature=args.temperature)
     results["command"] = " ".join(["python -m pwn_lib.evaluate", *(sys.argv[1:] if argv is None else argv)])
     out = args.out or RESULTS_DIR / f"{'_'.join(results['checkpoints'])}_{args.split}.json"
     results = json_safe(results)

@@ -29,7 +29,7 @@ from pwn_lib.config import (
     preset,
     standardisation,
 )
-from pwn_lib.distributions import Distribution, _uniform, output_channels, output_distribution
+from pwn_lib.distributions import Distribution, _check_temperature, _uniform, output_channels, output_distribution
 from pwn_lib.layers import RESIDUAL_SCALE, ConditionUpsampler, ResidualBlock, receptive_field, shift_right
 
 
@@ -176,9 +176,10 @@ class WaveNet(Checkpointed, nn.Module):
         batch = c.shape[0] if c is not None else speaker.shape[0] if speaker is not None else 1
         return batch, n_samples, self.condition(c, n_samples), self.speaker_vector(speaker)
 
-    def _sample_step(self, params: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def _sample_step(self, params: torch.Tensor, generator: torch.Generator | None,
+                     temperature: float = 1.0) -> torch.Tensor:
         """params: (B, C_out) -> one sample per batch row, (B,)."""
-        return self.distribution(params.unsqueeze(-1)).sample(generator=generator)[:, 0]
+        return self.distribution(params.unsqueeze(-1)).sample(generator=generator, temperature=temperature)[:, 0]
 
     @torch.no_grad()
     def generate(
@@ -190,6 +191,7 @@ class WaveNet(Checkpointed, nn.Module):
         progress: bool = True,
         return_params: bool = False,
         compiled: bool = False,
+        temperature: float = 1.0,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Fast ancestral sampling with per-layer queues (Paine et al., 2016): O(layers) per sample.
 
@@ -199,10 +201,15 @@ class WaveNet(Checkpointed, nn.Module):
 
         ``compiled=True`` runs the same steps in the C loop of :class:`CompiledCachedState` (float32, "mol"
         output, built by ``make setup``): the same random draws, params equal to float32 rounding.
+
+        ``temperature`` < 1 samples each step from a sharpened distribution (the chosen logistic's scale times
+        ``temperature``; see :meth:`DiscretizedMixLogistics.sample`): fewer noisy draws fed back into the
+        next step, as LPCNet does in voiced speech. 1.0 samples the model's own distribution.
         """
         batch, n_samples, cu, g = self._generation_inputs(c, n_samples, speaker)
         if compiled:
-            return CompiledCachedState(self, batch, cu, g).run(n_samples, generator, progress, return_params)
+            state = CompiledCachedState(self, batch, cu, g, temperature=temperature)
+            return state.run(n_samples, generator, progress, return_params)
         state = CachedState(self, batch, cu, g)
         like = {"device": self.input.weight.device, "dtype": self.input.weight.dtype}  # float64 models stay float64
         x = torch.zeros(batch, 1, n_samples, **like)
@@ -210,11 +217,17 @@ class WaveNet(Checkpointed, nn.Module):
         previous = torch.zeros(batch, 1, **like)
         for t in tqdm(range(n_samples), desc="cached generation", disable=not progress, leave=False):
             params = state.step(previous, t)
-            previous = self._sample_step(params, generator).unsqueeze(1)
+            previous = self._sample_step(params, generator, temperature).unsqueeze(1)
             x[:, 0, t] = previous[:, 0]
             if params_all is not None:
                 params_all[:, :, t] = params
         return (x, params_all) if return_params else x
+
+    def compiled_generation_available(self) -> bool:
+        """Whether :meth:`generate` can take ``compiled=True`` here: a float32 CPU "mol" teacher, library built."""
+        weight = self.input.weight
+        return (self.cfg.output == "mol" and weight.dtype == torch.float32 and weight.device.type == "cpu"
+                and _fast.library() is not None)
 
     @torch.no_grad()
     def generate_naive(
@@ -283,7 +296,8 @@ class CachedState:
     """
 
     def __init__(
-        self, model: WaveNet, batch: int, cu: torch.Tensor | None, g: torch.Tensor | None, chunk: int = 256
+        self, model: WaveNet, batch: int, cu: torch.Tensor | None, g: torch.Tensor | None, chunk: int = 256,
+        temperature: float = 1.0,
     ):
         cfg, like = model.cfg, model.input.weight
         self.n_layers, self.chunk, self.cu = len(model.blocks), chunk, cu
@@ -341,7 +355,8 @@ class CompiledCachedState:
     """
 
     def __init__(
-        self, model: WaveNet, batch: int, cu: torch.Tensor | None, g: torch.Tensor | None, chunk: int = 256
+        self, model: WaveNet, batch: int, cu: torch.Tensor | None, g: torch.Tensor | None, chunk: int = 256,
+        temperature: float = 1.0,
     ):
         cfg = model.cfg
         if cfg.output != "mol" or model.input.weight.dtype != torch.float32 or model.input.weight.device.type != "cpu":
@@ -353,6 +368,7 @@ class CompiledCachedState:
         if self.lib is None:
             raise RuntimeError(_fast.BUILD_HINT)
         self.model, self.batch, self.cu, self.chunk = model, batch, cu, chunk
+        self.temperature = _check_temperature(temperature)
         blocks, residual = model.blocks, cfg.residual_channels
         skip_scale = 1.0 / math.sqrt(len(blocks))
         with torch.no_grad():
@@ -392,7 +408,10 @@ class CompiledCachedState:
         u = _uniform((n, self.batch * (k + 1)), self.bias, generator).cpu()
         gumbel = -torch.log(-torch.log(u[:, : self.batch * k]))
         component = u[:, self.batch * k :]
-        return gumbel.contiguous(), (torch.log(component) - torch.log1p(-component)).contiguous()
+        noise = torch.log(component) - torch.log1p(-component)
+        if self.temperature != 1.0:  # the order of Logistic.icdf's products, so the draws stay equal
+            noise = self.temperature * noise
+        return gumbel.contiguous(), noise.contiguous()
 
     def run(
         self, n_samples: int, generator: torch.Generator | None, progress: bool = False, return_params: bool = False

@@ -204,6 +204,31 @@ def test_sampler_histogram_test_rejects_a_half_bin_shift() -> None:
     assert chi_square_pvalue(shifted, scipy_mol_pmf(logits, means, log_scales, 16)) < 1e-6
 
 
+def test_mol_sampling_at_a_temperature_matches_scipy_pmf_with_scales_times_it() -> None:
+    """Temperature t samples each chosen logistic with scale s * t (weights unchanged): checked against scipy."""
+    logits, means, log_scales = SAMPLER_CASES[8]
+    t = 0.6
+    dist = DiscretizedMixLogistics(mol_params(logits, means, log_scales).expand(1, 9, 100_000), 8)
+    codes = torch.round((dist.sample(gen(7), temperature=t)[0] + 1) / bin_width(8)).long()
+    counts = torch.bincount(codes, minlength=256).double().numpy()
+    sharpened = [s + math.log(t) for s in log_scales]
+    assert chi_square_pvalue(counts, scipy_mol_pmf(logits, means, sharpened, 8)) > 1e-3
+    assert chi_square_pvalue(counts, scipy_mol_pmf(logits, means, log_scales, 8)) < 1e-6  # it can fail
+    plain = dist.sample(gen(7))
+    assert torch.equal(plain, dist.sample(gen(7), temperature=1.0))
+
+
+def test_gaussian_and_mulaw_temperatures_sharpen_and_bad_temperatures_are_refused() -> None:
+    x = Gaussian(torch.zeros(200_000, dtype=F64), torch.zeros(200_000, dtype=F64)).sample(gen(1), temperature=0.5)
+    assert x.std().item() == pytest.approx(0.5, rel=0.01)
+    logits = torch.randn(1, 256, 2_000, generator=gen(2), dtype=F64)
+    cold = MuLawCategorical(logits).sample(gen(3), temperature=1e-6)
+    torch.testing.assert_close(cold, torch.as_tensor(mulaw_decode(logits.argmax(dim=1)), dtype=F64))
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="temperature"):
+            Logistic(torch.zeros(3), torch.zeros(3)).sample(gen(0), temperature=bad)
+
+
 def stable_log_bin_mass(centre: np.ndarray, half: float, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """log(F(c + h) - F(c - h)) in float64, subtracting on the side of the mean where the CDFs are small."""
     a, b = (centre + half - mean) / scale, (centre - half - mean) / scale

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import librosa
 import numpy as np
@@ -204,3 +205,35 @@ def test_cli_refuses_a_directory_that_is_not_a_checkpoint(tmp_path):
 def test_corpus_has_targets_for_every_picked_utterance():
     targets = ev.load_targets()
     assert all(u.id in targets for u in load_corpus("test"))
+
+
+def copy_checkpoint(name: str, to: Path, sampling: dict | None = None) -> Path:
+    """A copy of a shipped checkpoint directory whose config.json holds ``sampling`` (or none)."""
+    shutil.copytree(CHECKPOINT_DIR / name, to)
+    config = json.loads((to / "config.json").read_text())
+    config.pop("sampling", None)
+    if sampling is not None:
+        config["sampling"] = sampling
+    (to / "config.json").write_text(json.dumps(config))
+    return to
+
+
+def test_teacher_samples_at_its_recorded_temperature_unless_overridden(tmp_path):
+    teacher = copy_checkpoint("teacher_course", tmp_path / "t", {"temperature": 0.5})
+    assert ev.load_system(teacher).options == {"temperature": 0.5}
+    assert ev.load_system(teacher, temperature=0.9).options == {"temperature": 0.9}
+    assert ev.load_system(copy_checkpoint("teacher_course", tmp_path / "plain")).options == {}
+    clips = ev._cropped(ev.pick_utterances("test", 1), 256, 4096)
+    audio = ev._audio_config([teacher])
+    system = ev.load_system(teacher)
+    cold = ev.synthesise(system, clips, audio, progress=False)[0]
+    system.options["temperature"] = 1.0
+    warm = ev.synthesise(system, clips, audio, progress=False)[0]
+    assert np.abs(cold - warm).max() > 1e-3  # the recorded temperature reached the sampler
+
+
+def test_sampling_options_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="only a teacher's 'temperature'"):
+        ev.load_system(copy_checkpoint("teacher_course", tmp_path / "t", {"top_k": 3}))
+    with pytest.raises(ValueError, match="applies to teacher checkpoints"):
+        ev.load_system(CHECKPOINT_DIR / "student_course", temperature=0.7)

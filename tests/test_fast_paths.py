@@ -180,6 +180,22 @@ def test_compiled_generation_draws_the_reference_samples(built):
     assert (compiled - other).abs().max().item() > 1e-2
 
 
+def test_compiled_generation_at_a_temperature_draws_the_reference_samples(built):
+    """Temperature scales the logistic noise the same way in both paths, and it changes the draws."""
+    model = small_teacher()
+    c, _, n = teacher_inputs(model)
+    draws = {}
+    for compiled in (False, True):
+        for t in (1.0, 0.5):
+            draws[compiled, t] = model.generate(c, n_samples=n, progress=False, compiled=compiled, temperature=t,
+                                                generator=torch.Generator().manual_seed(3))
+    assert (draws[True, 0.5] == draws[False, 0.5]).float().mean() > 0.99
+    assert (draws[True, 0.5] - draws[False, 0.5]).abs().max().item() < 1e-3
+    assert (draws[True, 0.5] - draws[True, 1.0]).abs().max().item() > 1e-3
+    with pytest.raises(ValueError, match="temperature"):
+        model.generate(c, n_samples=4, progress=False, compiled=True, temperature=0.0)
+
+
 def test_compiled_generation_refuses_what_it_cannot_run():
     with pytest.raises(ValueError, match="output 'mol'"):
         small_teacher(conditioned=False, output="gaussian").generate(n_samples=4, progress=False, compiled=True)
