@@ -23,6 +23,8 @@ here) and times its ``incremental_forward`` with the same layer sizes, condition
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import platform
 import statistics
@@ -56,6 +58,7 @@ class Settings:
     peer: str | None = None
     memory: bool = False
     profile: bool = False
+    out: str | None = None
 
 
 @dataclass
@@ -268,6 +271,61 @@ def speed_table(name: str, rows: list[Row]) -> str:
     ])
 
 
+# Issue 12's targets: (label, preset, how the measured figure is read from the rows, the bound, its unit).
+TARGETS = (
+    ("teacher course, compiled cached generation, 1 thread", "course", "teacher_compiled", 5000.0, "steps/s"),
+    ("teacher paper, compiled loop / r9y9 incremental_forward", "paper", "teacher_vs_peer", 3.0, "x"),
+    ("student paper, bf16, 2 threads: x real time at 24 kHz", "paper", "student_realtime_2t", 2.5, "x"),
+    ("student paper, bf16, 2 threads: % of the bf16 matmul peak", "paper", "student_peak_2t", 70.0, "%"),
+    ("student course, best row: x real time at 16 kHz", "course", "student_realtime", 10.0, "x"),
+)
+
+
+def measured(kind: str, name: str, rows: list[Row], peaks: dict[tuple[str, int], float]) -> float | None:
+    """One target's figure from this run's rows (None when its rows were not run)."""
+    def find(*words: str) -> Row | None:
+        found = [r for r in rows if all(w in r.label for w in words)]
+        return max(found, key=lambda r: r.rate(r.walls)[0]) if found else None
+
+    median = lambda row: row.rate(row.walls)[0]  # noqa: E731
+    if kind == "teacher_compiled":
+        row = find(f"teacher {name}: cached generation, compiled")
+        return median(row) if row else None
+    if kind == "teacher_vs_peer":
+        ours, peer = find(f"teacher {name}: cached generation, compiled"), find(f"teacher {name}:", "(peer)")
+        return median(ours) / median(peer) if ours and peer else None
+    if kind in ("student_realtime_2t", "student_peak_2t"):
+        row = find(f"student {name}: synthesis bf16", "2 thread")
+        if row is None:
+            return None
+        if kind == "student_realtime_2t":
+            return median(row) / REAL_TIME_RATE[name]
+        return 100 * row.flops / statistics.median(row.walls) / peaks[("bf16", 2)]
+    row = find(f"student {name}: synthesis")
+    return median(row) / REAL_TIME_RATE[name] if row else None
+
+
+def targets_table(rows: list[Row], peaks: dict[tuple[str, int], float], presets: list[str]) -> str:
+    """Each target of issue 12 that this run measured: met, or by how much it falls short."""
+    lines = ["| target | measured | bound | verdict | ceiling: at 100 % of this run's bf16 peak (2 threads) |",
+             "|---|---:|---:|---|---:|"]
+    for label, name, kind, bound, unit in TARGETS:
+        if name not in presets:
+            continue
+        value = measured(kind, name, rows, peaks)
+        ceiling = "-"
+        if "realtime" in kind and ("bf16", 2) in peaks:  # FLOPs counted from the config, every sample's
+            ceiling = f"{rate(peaks[('bf16', 2)] / student_sample_flops(name) / REAL_TIME_RATE[name])} x"
+        if value is None:
+            verdict, shown = "not measured in this run" + (" (pass --peer r9y9 PATH)" if "peer" in kind else ""), "-"
+        else:
+            shown = f"{rate(value)} {unit}"
+            short = f"short by {rate(bound - value)} {unit} ({100 * value / bound:.0f} % of the bound)"
+            verdict = "met" if value >= bound else short
+        lines.append(f"| {label} | {shown} | {rate(bound)} {unit} | {verdict} | {ceiling} |")
+    return "\n".join(lines)
+
+
 def machine_line() -> str:
     load = " / ".join(f"{v:.2f}" for v in os.getloadavg())
     return (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, load average (1/5/15 min) "
@@ -341,11 +399,12 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     parser.add_argument("--peer", nargs=2, metavar=("NAME", "PATH"), help="'r9y9 PATH': time that checkout too")
     parser.add_argument("--memory", action="store_true", help="peak memory of the student for 10 s of audio")
     parser.add_argument("--profile", action="store_true", help="top operators of the student and the teacher")
+    parser.add_argument("--out", help="also write everything printed to this file (e.g. data/benchmarks/cpu.md)")
     args = parser.parse_args(argv)
     if args.peer and args.peer[0] != "r9y9":
         parser.error(f"--peer {args.peer[0]}: only 'r9y9' (r9y9/wavenet_vocoder) is known")
     settings = Settings(args.presets, peer=args.peer[1] if args.peer else None, memory=args.memory,
-                        profile=args.profile)
+                        profile=args.profile, out=args.out)
     if args.quick:
         settings.repeats, settings.synthesis_seconds, settings.compiled_factor = 2, 0.25, 4
         settings.cached_steps = {"tiny": 128, "course": 256, "paper": 64}
@@ -354,8 +413,30 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     return settings
 
 
+class Tee(io.TextIOBase):
+    """Standard output that is also written, line by line, to a file."""
+
+    def __init__(self, path: str):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.file, self.stdout = open(path, "w"), sys.stdout
+
+    def write(self, text: str) -> int:
+        self.stdout.write(text)
+        self.file.write(text)
+        self.file.flush()
+        return len(text)
+
+
 def main(argv: list[str] | None = None) -> None:
     settings = parse_args(argv)
+    if settings.out:
+        with contextlib.redirect_stdout(Tee(settings.out)):
+            return run(settings, argv)
+    return run(settings, argv)
+
+
+def run(settings: Settings, argv: list[str] | None) -> None:
+    print(f"python scripts/benchmark.py {' '.join(sys.argv[1:] if argv is None else argv)}\n")
     seed_everything(0)
     start = time.perf_counter()
     print(machine_line())
@@ -375,6 +456,8 @@ def main(argv: list[str] | None = None) -> None:
         print(table(rows, peaks))
         print(f"\n### The paper's speed table, {name} preset (same run)\n")
         print(speed_table(name, rows))
+    print("\n## Issue 12's targets (same run)\n")
+    print(targets_table(all_rows, peaks, settings.presets))
     if settings.memory:
         print("\n" + "\n".join(memory_lines()))
     if settings.profile:
