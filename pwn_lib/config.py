@@ -173,6 +173,8 @@ class DistillLoss:
     loss is 15-150. ``stft_weight`` adds the multi-resolution STFT loss (ClariNet, Parallel WaveGAN),
     ``perceptual_weight`` the phone classifier's Gram loss, and ``gamma > 0`` replaces the KL by the
     contrastive loss KL(P_S(c1) || P_T(c1)) - gamma KL(P_S(c1) || P_T(c2)). 0 switches a term off.
+    ``teacher_temperature`` < 1 distils from the teacher as it is sampled at that temperature (each step's
+    scales times it; :func:`pwn_lib.distill.teacher_log_density`); 1 is the paper's KL.
     """
 
     n_draws: int = 4
@@ -180,6 +182,7 @@ class DistillLoss:
     stft_weight: float = 0.0
     perceptual_weight: float = 0.0
     gamma: float = 0.0
+    teacher_temperature: float = 1.0
 
 
 TEACHER_PRESETS: dict[str, WaveNetConfig] = {

@@ -90,11 +90,13 @@ def kl_estimate(
     return cross_entropy - student_entropy(log_s_tot)
 
 
-def teacher_log_density(teacher: WaveNet, params: torch.Tensor) -> LogDensity:
+def teacher_log_density(teacher: WaveNet, params: torch.Tensor, temperature: float = 1.0) -> LogDensity:
     """The teacher's per-step continuous log density as a function of draws ``(K, B, T)`` -> ``(K, B, T)``.
 
     ``params: (B, C_out, T)`` is the teacher's output on the student sample; it is repeated K times along
-    the batch so every draw at step t is scored under the same step-t distribution.
+    the batch so every draw at step t is scored under the same step-t distribution. ``temperature`` < 1
+    scores under the sharpened step distributions that ``teacher.generate(temperature=...)`` samples
+    (every scale times it): the student is then distilled from the teacher as it is sampled.
     """
     output = teacher.cfg.output
     if output not in ("mol", "gaussian"):
@@ -105,7 +107,7 @@ def teacher_log_density(teacher: WaveNet, params: torch.Tensor) -> LogDensity:
 
     def log_density(draws: torch.Tensor) -> torch.Tensor:
         n_draws, batch, length = draws.shape
-        dist = teacher.distribution(params.repeat(n_draws, 1, 1))
+        dist = teacher.distribution(params.repeat(n_draws, 1, 1)).sharpened(temperature)
         flat = draws.reshape(n_draws * batch, length)
         scores = dist.log_density(flat) if output == "mol" else dist.log_prob(flat)
         return scores.reshape(n_draws, batch, length)
@@ -138,8 +140,11 @@ def distillation_loss(
     n_draws: int = DistillLoss.n_draws,
     generator: torch.Generator | None = None,
     n_samples: int | None = None,
+    temperature: float = 1.0,
 ) -> dict[str, torch.Tensor]:
     """Parallel WaveNet's KL(P_S || P_T) for conditioning ``c: (B, n_mels, F)`` (and ``speaker: (B,)``).
+
+    ``temperature``: distil from the teacher sampled at that temperature (:func:`teacher_log_density`).
 
     Returns ``loss`` (= ``kl``), ``kl``, ``entropy``, ``cross_entropy`` (scalars, nats per audio sample,
     batch-averaged) and ``x: (B, 1, T)``, the student sample the teacher scored. The teacher is frozen
@@ -149,7 +154,7 @@ def distillation_loss(
     freeze(teacher)
     x, mu_tot, log_s_tot = _student_pass(student, c, speaker, n_samples, generator, "logistic")
     params = teacher(x, c, speaker)
-    log_density = teacher_log_density(teacher, params)
+    log_density = teacher_log_density(teacher, params, temperature)
     cross_entropy = cross_entropy_estimate(mu_tot[:, 0], log_s_tot[:, 0], log_density, n_draws, generator).mean()
     entropy = student_entropy(log_s_tot).mean()
     kl = cross_entropy - entropy

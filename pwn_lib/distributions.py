@@ -13,6 +13,7 @@ whose centres are ``k * width - 1``. The first and last bins also hold everythin
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -163,6 +164,15 @@ class DiscretizedMixLogistics:
         x = Logistic(loc, log_scale).sample(generator, temperature)
         return quantize(x, self.bits).to(x.dtype) * bin_width(self.bits) - 1.0
 
+    def sharpened(self, temperature: float) -> DiscretizedMixLogistics:
+        """The mixture that ``sample(temperature=...)`` draws from: every scale times ``temperature`` (after the
+        floor), weights and means unchanged. ``temperature`` 1 returns ``self``."""
+        if _check_temperature(temperature) == 1.0:
+            return self
+        out = copy.copy(self)
+        out.log_scales = self.log_scales + math.log(temperature)
+        return out
+
     def mean(self) -> torch.Tensor:
         """Mean of the mixture clipped to [-1, 1], ``(B, T)``; within half a bin of the discrete mean.
 
@@ -187,6 +197,12 @@ class Gaussian:
     def entropy(self) -> torch.Tensor:
         """Differential entropy ``log sigma + log(2 pi e) / 2`` nats."""
         return self.log_scale + 0.5 * math.log(2 * math.pi * math.e)
+
+    def sharpened(self, temperature: float) -> Gaussian:
+        """The normal that ``sample(temperature=...)`` draws from: standard deviation times ``temperature``."""
+        if _check_temperature(temperature) == 1.0:
+            return self
+        return Gaussian(self.loc, self.log_scale + math.log(temperature))
 
     def sample(self, generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
         """One draw per element of ``loc``; ``temperature`` multiplies the standard deviation."""

@@ -184,6 +184,7 @@ def contrastive_distillation_loss(
     gamma: float = CONTRASTIVE_GAMMA,
     n_draws: int = DistillLoss.n_draws,
     generator: torch.Generator | None = None,
+    temperature: float = 1.0,
 ) -> dict[str, Tensor]:
     """The contrastive loss for real conditioning: one student sample on c1, scored by the teacher on c1 and c2.
 
@@ -194,9 +195,10 @@ def contrastive_distillation_loss(
     because x_t itself is a draw from the student's step-t logistic. Returns the distillation dict with
     ``loss`` replaced by :func:`contrastive_loss` and ``kl_other`` added (nats per sample).
     """
-    same = distillation_loss(student, teacher, c1, speaker, n_draws=n_draws, generator=generator)
+    same = distillation_loss(student, teacher, c1, speaker, n_draws=n_draws, generator=generator,
+                             temperature=temperature)
     x = same["x"]
-    log_density_other = teacher_log_density(teacher, teacher(x, c2, speaker))
+    log_density_other = teacher_log_density(teacher, teacher(x, c2, speaker), temperature)
     kl_other = -log_density_other(x[:, 0].unsqueeze(0)).mean() - same["entropy"]
     return {**same, "loss": contrastive_loss(same["kl"], kl_other, gamma), "kl_other": kl_other}
 
@@ -219,9 +221,11 @@ def recipe_terms(
     c, y = batch["mel"], batch["audio"]
     if recipe.gamma > 0:
         terms = contrastive_distillation_loss(student, teacher, c, c.roll(1, 0), gamma=recipe.gamma,
-                                              n_draws=recipe.n_draws, generator=generator)
+                                              n_draws=recipe.n_draws, generator=generator,
+                                              temperature=recipe.teacher_temperature)
     else:
-        terms = distillation_loss(student, teacher, c, n_draws=recipe.n_draws, generator=generator)
+        terms = distillation_loss(student, teacher, c, n_draws=recipe.n_draws, generator=generator,
+                                  temperature=recipe.teacher_temperature)
     terms = dict(terms)
     x = terms["x"].float()
     weighted = {"power": (recipe.power_weight, lambda: power_loss(x, y)),

@@ -11,6 +11,7 @@ import torch
 from pwn_lib.ablation import ABLATION_PRESETS, CURVE_METRICS, CurveScore, paper_arms, render_examples, run_ablation
 from pwn_lib.audio import loudest_window, power_db
 from pwn_lib.config import CONTRASTIVE_GAMMA, DistillLoss
+from pwn_lib.distill import distillation_loss
 from pwn_lib.losses import perceptual_loss, power_loss, recipe_terms
 from pwn_lib.phones import PhoneClassifier, PhoneClassifierConfig
 from pwn_lib.student import build_student
@@ -53,6 +54,21 @@ def test_recipe_loss_is_kl_plus_weighted_terms() -> None:
     torch.testing.assert_close(full["loss"], expected)
     with pytest.raises(ValueError, match="classifier"):
         recipe_terms(DistillLoss(perceptual_weight=1.0), student, teacher, batch, None, torch.Generator())
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.3])
+def test_recipe_teacher_temperature_reaches_the_kl(gamma) -> None:
+    torch.manual_seed(0)
+    student, teacher = build_student("tiny"), build_teacher("tiny")
+    batch = {"audio": 0.1 * torch.randn(2, 1, 1_024), "mel": torch.randn(2, 80, 4) - 4}
+    recipe = DistillLoss(n_draws=2, power_weight=0.0, gamma=gamma, teacher_temperature=0.7)
+    got = recipe_terms(recipe, student, teacher, batch, None, torch.Generator().manual_seed(3))
+    want = distillation_loss(student, teacher, batch["mel"], n_draws=2, generator=torch.Generator().manual_seed(3),
+                             temperature=0.7)
+    torch.testing.assert_close(got["kl"], want["kl"])
+    plain = recipe_terms(dataclasses.replace(recipe, teacher_temperature=1.0), student, teacher, batch, None,
+                         torch.Generator().manual_seed(3))
+    assert abs(got["kl"].item() - plain["kl"].item()) > 1e-3
 
 
 def test_tiny_ablation_runs_every_arm_on_the_same_budget() -> None:

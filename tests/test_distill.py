@@ -157,6 +157,26 @@ def test_teacher_density_scores_every_draw_under_its_own_step():
     torch.testing.assert_close(scores[1], expected)
 
 
+@pytest.mark.parametrize("output", ["mol", "gaussian"])
+def test_distilling_at_a_temperature_equals_a_teacher_with_its_log_scales_shifted(output):
+    """Temperature t scores under scales times t: the same KL as a copy of the teacher whose log-scale outputs
+    are raised by ln t in its last layer's bias (no scale sits at the floor here, so the floor cannot differ)."""
+    student, teacher = tiny_pair(output)
+    shifted = build_teacher("tiny", output=output)
+    shifted.load_state_dict(teacher.state_dict())
+    t, k = 0.6, teacher.cfg.n_mixtures if output == "mol" else 1
+    with torch.no_grad():
+        shifted.head[-1].bias[-k:] += math.log(t)
+    c = torch.randn(2, 80, 2, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (teacher(torch.zeros(2, 1, 512), c)[:, -k:] > teacher.cfg.log_scale_min + 1).all()
+        got = distillation_loss(student, teacher, c, generator=torch.Generator().manual_seed(2), temperature=t)
+        want = distillation_loss(student, shifted, c, generator=torch.Generator().manual_seed(2))
+        plain = distillation_loss(student, teacher, c, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(got["kl"], want["kl"], rtol=1e-5, atol=1e-5)
+    assert abs(got["kl"].item() - plain["kl"].item()) > 1e-3
+
+
 def test_gaussian_distillation_kl_matches_monte_carlo_on_the_same_sample():
     student, teacher = tiny_pair("gaussian")
     student.double()

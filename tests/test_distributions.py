@@ -218,6 +218,19 @@ def test_mol_sampling_at_a_temperature_matches_scipy_pmf_with_scales_times_it() 
     assert torch.equal(plain, dist.sample(gen(7), temperature=1.0))
 
 
+def test_sharpened_mol_has_scipy_pmf_with_scales_times_the_temperature() -> None:
+    """``sharpened(t)`` is the distribution ``sample(temperature=t)`` draws from (the test above): its bin masses."""
+    logits, means, log_scales = SAMPLER_CASES[8]
+    t = 0.6
+    dist = DiscretizedMixLogistics(mol_params(logits, means, log_scales).expand(1, 9, 256), 8)
+    codes = torch.arange(256)
+    got = dist.sharpened(t).log_prob((codes.double() * bin_width(8) - 1)[None])[0].exp().numpy()
+    want = scipy_mol_pmf(logits, means, [s + math.log(t) for s in log_scales], 8)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+    assert dist.sharpened(1.0) is dist
+    assert not np.allclose(dist.log_prob((codes.double() * bin_width(8) - 1)[None])[0].exp().numpy(), want)
+
+
 def test_gaussian_and_mulaw_temperatures_sharpen_and_bad_temperatures_are_refused() -> None:
     x = Gaussian(torch.zeros(200_000, dtype=F64), torch.zeros(200_000, dtype=F64)).sample(gen(1), temperature=0.5)
     assert x.std().item() == pytest.approx(0.5, rel=0.01)
