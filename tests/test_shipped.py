@@ -96,3 +96,12 @@ def test_shipped_student_recomputes_its_headline_metrics():
 def test_shipped_teacher_recomputes_its_metrics_on_the_first_batch():
     """The teacher samples one step at a time, so only the first batch (the 8 shortest utterances) is redone."""
     check_recomputed(TEACHER, batches=1)
+
+
+def test_shipped_teacher_temperature_is_the_one_its_valid_sweep_chose():
+    """config.json's sampling temperature follows the recorded rule: the lowest M-STFT distance on the valid split."""
+    sweep = json.loads((TEACHER / "temperature_sweep.json").read_text())
+    assert sweep["split"] == "valid" and len(sweep["rows"]) >= 3
+    chosen = min(sweep["rows"], key=lambda row: row["mstft"])["temperature"]
+    assert json.loads((TEACHER / "config.json").read_text())["sampling"]["temperature"] == chosen
+    assert metrics(TEACHER)["evaluation"]["sampling"] == {"temperature": chosen}
