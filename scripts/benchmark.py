@@ -336,30 +336,39 @@ def machine_line() -> str:
 
 
 MEMORY_PROBE = """
-import resource, sys, torch
+import sys, torch
 from pwn_lib.config import STUDENT_PRESETS, preset
 from pwn_lib.student import IAFStudent
+
+def status_kib(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
+
 torch.set_num_threads(1)
 kind, seconds = sys.argv[1], float(sys.argv[2])
 student = IAFStudent(preset(STUDENT_PRESETS, "paper")).eval()
+fused = student.for_synthesis(torch.bfloat16)
 c = torch.randn(1, 80, int(seconds * 24000) // 300) - 4.0
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # resets the peak (VmHWM) to the current resident size, so the peak below is this call's
+before = status_kib("VmRSS")
 if kind == "reference":
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         student.sample(c)
-elif kind != "baseline":
-    student.for_synthesis(torch.bfloat16).sample(c, chunk=None if kind == "fused" else int(kind))
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+else:
+    fused.sample(c, chunk=None if kind == "fused" else int(kind))
+print((status_kib("VmHWM") - before) / 1024)
 """
 
 
 def memory_lines(seconds: float = 10.0, tries: int = 2) -> list[str]:
     """Peak resident memory added by synthesising ``seconds`` of paper-preset audio, in fresh child processes.
 
-    The largest of ``tries`` runs: on a VM that reclaims memory proactively (DAMON), a run can undercount.
+    Linux only (/proc). The largest of ``tries`` runs: on a VM that reclaims memory proactively, a run can
+    undercount. Weights, their fused copies and the conditioning are allocated before the peak is reset.
     """
     lines = [f"Student, paper preset, {seconds:g} s at 24 kHz, bf16: peak memory added by the synthesis call "
-             f"(ru_maxrss of a fresh process, largest of {tries} runs, MiB)"]
+             f"(VmHWM after a reset through /proc/self/clear_refs, fresh process, largest of {tries} runs, MiB)"]
     for kind, label in (("reference", "reference (autocast)"), ("fused", "fused, one pass"),
                         ("24000", "fused, chunks of 24,000 samples")):
         added = [float(subprocess.run([sys.executable, "-c", MEMORY_PROBE, kind, str(seconds)], capture_output=True,
