@@ -373,7 +373,7 @@ def synthesise(system: System, clips: list[np.ndarray], audio: AudioConfig, batc
     device = next(system.model.parameters()).device
     compiled = system.kind == "teacher" and system.model.compiled_generation_available()
     if system.kind == "teacher" and not compiled:
-        print(f"synthesise {system.name}: the reference cached step (about 40x slower than the compiled loop; "
+        print(f"synthesise {system.name}: the reference cached step (12-30x slower than the compiled loop; "
               f"{_fast.BUILD_HINT})", file=sys.stderr)
     out: list[np.ndarray] = []
     for index, start in enumerate(tqdm(range(0, len(clips), batch_size), desc=f"synthesise {system.name}",
