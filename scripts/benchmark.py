@@ -251,10 +251,10 @@ def table(rows: list[Row], peaks: dict[tuple[str, int], float]) -> str:
     return "\n".join(lines)
 
 
-def best(rows: list[Row], *words: str) -> Row:
-    """The fastest (median wall) row whose label holds every word."""
+def best(rows: list[Row], *words: str) -> Row | None:
+    """The fastest (median wall) row whose label holds every word, or None when no label does."""
     found = [r for r in rows if all(w in r.label for w in words)]
-    return max(found, key=lambda r: r.rate(r.walls)[0])
+    return max(found, key=lambda r: r.rate(r.walls)[0]) if found else None
 
 
 def speed_table(name: str, rows: list[Row]) -> str:
@@ -283,25 +283,22 @@ TARGETS = (
 
 def measured(kind: str, name: str, rows: list[Row], peaks: dict[tuple[str, int], float]) -> float | None:
     """One target's figure from this run's rows (None when its rows were not run)."""
-    def find(*words: str) -> Row | None:
-        found = [r for r in rows if all(w in r.label for w in words)]
-        return max(found, key=lambda r: r.rate(r.walls)[0]) if found else None
-
     median = lambda row: row.rate(row.walls)[0]  # noqa: E731
     if kind == "teacher_compiled":
-        row = find(f"teacher {name}: cached generation, compiled")
+        row = best(rows, f"teacher {name}: cached generation, compiled")
         return median(row) if row else None
     if kind == "teacher_vs_peer":
-        ours, peer = find(f"teacher {name}: cached generation, compiled"), find(f"teacher {name}:", "(peer)")
+        ours = best(rows, f"teacher {name}: cached generation, compiled")
+        peer = best(rows, f"teacher {name}:", "(peer)")
         return median(ours) / median(peer) if ours and peer else None
     if kind in ("student_realtime_2t", "student_peak_2t"):
-        row = find(f"student {name}: synthesis bf16", "2 thread")
+        row = best(rows, f"student {name}: synthesis bf16", "2 thread")
         if row is None:
             return None
         if kind == "student_realtime_2t":
             return median(row) / REAL_TIME_RATE[name]
         return 100 * row.flops / statistics.median(row.walls) / peaks[("bf16", 2)]
-    row = find(f"student {name}: synthesis")
+    row = best(rows, f"student {name}: synthesis")
     return median(row) / REAL_TIME_RATE[name] if row else None
 
 
