@@ -33,9 +33,10 @@ lab: setup
 	@echo "Starting JupyterLab on notebooks/ (PWN_FAST=$(or $(PWN_FAST),unset)); open the URL with the token that it prints."
 	$(BIN)/jupyter lab --notebook-dir=notebooks --no-browser --ip=127.0.0.1 --port=$(PORT) $(ALLOW_ROOT)
 
-# The rule set is in pyproject.toml ([tool.ruff]); notebooks are linted too.
+# The rule set is in pyproject.toml ([tool.ruff]); notebooks are linted and formatted too (`ruff format` fixes).
 lint: setup
 	$(BIN)/ruff check pwn_lib tests scripts notebooks
+	$(BIN)/ruff format --check pwn_lib tests scripts notebooks
 
 # Lint, then the unit tests and every notebook, in fast mode (PWN_FAST=1), in one pytest run.
 test: lint

@@ -71,8 +71,16 @@ from pwn_lib.wavenet import WaveNet
 
 ABLATION_DIR = DATA_DIR / "ablation"
 # The figures each curve point keeps (QuickScore's keys, plus the held-out KL).
-CURVE_METRICS = ("voiced_share", "voiced_share_vs_real", "periodicity", "power_db", "mcd", "mstft", "vuv_f1",
-                 "heldout_kl")
+CURVE_METRICS = (
+    "voiced_share",
+    "voiced_share_vs_real",
+    "periodicity",
+    "power_db",
+    "mcd",
+    "mstft",
+    "vuv_f1",
+    "heldout_kl",
+)
 
 
 @dataclass(frozen=True)
@@ -108,9 +116,19 @@ class AblationConfig:
 
 
 ABLATION_PRESETS: dict[str, AblationConfig] = {
-    "tiny": AblationConfig(student="tiny", steps=12, batch_size=2, window=1_024, n_draws=2, log_every=4,
-                           curve_every=6, curve_utterances=1, curve_kl_windows=1, test_utterances=2,
-                           test_max_seconds=0.25),
+    "tiny": AblationConfig(
+        student="tiny",
+        steps=12,
+        batch_size=2,
+        window=1_024,
+        n_draws=2,
+        log_every=4,
+        curve_every=6,
+        curve_utterances=1,
+        curve_kl_windows=1,
+        test_utterances=2,
+        test_max_seconds=0.25,
+    ),
     "course": AblationConfig(),
 }
 
@@ -121,8 +139,12 @@ def paper_arms(cfg: AblationConfig) -> list[Arm]:
     power = DistillLoss(n_draws=cfg.n_draws, power_weight=cfg.power_weight)
     perceptual = dataclasses.replace(power, perceptual_weight=PERCEPTUAL_WEIGHT)
     contrastive = dataclasses.replace(perceptual, gamma=CONTRASTIVE_GAMMA)
-    return [Arm("kl", kl), Arm("kl+power", power), Arm("kl+power+perceptual", perceptual),
-            Arm("kl+power+perceptual+contrastive", contrastive)]
+    return [
+        Arm("kl", kl),
+        Arm("kl+power", power),
+        Arm("kl+power+perceptual", perceptual),
+        Arm("kl+power+perceptual+contrastive", contrastive),
+    ]
 
 
 class CurveScore:
@@ -146,8 +168,15 @@ def _arm_dir(cfg: AblationConfig, arm: Arm) -> Path | None:
     return (root if root.is_absolute() else REPO_ROOT / root) / arm.name.replace("+", "_")
 
 
-def train_arm(arm: Arm, teacher: WaveNet, windows: AudioWindows, cfg: AblationConfig, curve: CurveScore,
-              classifier: PhoneClassifier | None = None, progress: bool = True) -> tuple[IAFStudent, dict]:
+def train_arm(
+    arm: Arm,
+    teacher: WaveNet,
+    windows: AudioWindows,
+    cfg: AblationConfig,
+    curve: CurveScore,
+    classifier: PhoneClassifier | None = None,
+    progress: bool = True,
+) -> tuple[IAFStudent, dict]:
     """Train (or resume) a fresh student (seeded init) for ``cfg.steps`` steps; its averaged weights and record.
 
     The record holds the training ``history``, the ``curve`` (a point every ``cfg.curve_every`` steps and
@@ -156,12 +185,28 @@ def train_arm(arm: Arm, teacher: WaveNet, windows: AudioWindows, cfg: AblationCo
     """
     torch.manual_seed(cfg.seed)
     student = build_student(cfg.student, hop_length=teacher.cfg.hop_length)
-    train_cfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, window=cfg.window, lr=cfg.lr, lr_warmup=0,
-                            lr_schedule=cfg.lr_schedule, lr_final=cfg.lr_final, bf16=cfg.bf16, seed=cfg.seed,
-                            log_every=cfg.log_every, checkpoint_every=cfg.curve_every)
+    train_cfg = TrainConfig(
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        window=cfg.window,
+        lr=cfg.lr,
+        lr_warmup=0,
+        lr_schedule=cfg.lr_schedule,
+        lr_final=cfg.lr_final,
+        bf16=cfg.bf16,
+        seed=cfg.seed,
+        log_every=cfg.log_every,
+        checkpoint_every=cfg.curve_every,
+    )
     out = _arm_dir(cfg, arm)
-    trainer = Trainer(student, student_loss(teacher, arm.loss, classifier), train_cfg, out,
-                      model_config=to_dict(student.cfg), kind=f"ablation {arm.name}")
+    trainer = Trainer(
+        student,
+        student_loss(teacher, arm.loss, classifier),
+        train_cfg,
+        out,
+        model_config=to_dict(student.cfg),
+        kind=f"ablation {arm.name}",
+    )
     record = {"curve": [], "curve_seconds": 0.0, "cpu_seconds": 0.0}
     if trainer.resume() and (out / "arm.json").is_file():
         record = json.loads((out / "arm.json").read_text())
@@ -200,8 +245,13 @@ def final_clips(cfg: AblationConfig, audio: AudioConfig) -> tuple[list, list[np.
     return utterances, clips
 
 
-def score_students(students: dict[str, IAFStudent], cfg: AblationConfig, audio: AudioConfig,
-                   listener: Listener | None, progress: bool = True) -> dict:
+def score_students(
+    students: dict[str, IAFStudent],
+    cfg: AblationConfig,
+    audio: AudioConfig,
+    listener: Listener | None,
+    progress: bool = True,
+) -> dict:
     """``python -m pwn_lib.evaluate``'s table for the arms' students and the real, noise and silence rows."""
     utterances, clips = final_clips(cfg, audio)
     signals = reference_systems(clips)
@@ -209,14 +259,22 @@ def score_students(students: dict[str, IAFStudent], cfg: AblationConfig, audio: 
         system = System(name=name, kind="student", model=student, path=Path("."))
         signals[name] = synthesise(system, clips, audio, progress=progress)
     results = evaluate_systems(signals, utterances, clips, audio, listener, progress=progress)
-    results.update(split="test", utterances=[u.id for u in utterances],
-                   seconds=round(sum(len(x) for x in clips) / audio.sample_rate, 2))
+    results.update(
+        split="test",
+        utterances=[u.id for u in utterances],
+        seconds=round(sum(len(x) for x in clips) / audio.sample_rate, 2),
+    )
     return json_safe(results)
 
 
-def run_ablation(teacher: WaveNet, arms: list[Arm] | None = None, cfg: AblationConfig = AblationConfig(),
-                 classifier: PhoneClassifier | None = None, listener: Listener | None = None,
-                 progress: bool = True) -> dict:
+def run_ablation(
+    teacher: WaveNet,
+    arms: list[Arm] | None = None,
+    cfg: AblationConfig = AblationConfig(),
+    classifier: PhoneClassifier | None = None,
+    listener: Listener | None = None,
+    progress: bool = True,
+) -> dict:
     """Train and score every arm with the same budget; a JSON-ready dict of the results.
 
     ``teacher`` is frozen by the distillation loss; ``classifier`` (for perceptual arms) and ``listener``
@@ -243,8 +301,12 @@ def run_ablation(teacher: WaveNet, arms: list[Arm] | None = None, cfg: AblationC
     real_share = test["systems"]["real"]["voiced_share"]["mean"]
     for row in records:
         row["eval"]["voiced_share_vs_real"] = row["eval"]["voiced_share"] / real_share if real_share else 0.0
-    return {"config": to_dict(cfg), "arms": records, "test": test,
-            "real_valid_voiced_share": float(np.mean([t.voiced.mean() for t in curve.quick.tracks]))}
+    return {
+        "config": to_dict(cfg),
+        "arms": records,
+        "test": test,
+        "real_valid_voiced_share": float(np.mean([t.voiced.mean() for t in curve.quick.tracks])),
+    }
 
 
 def example_utterance(cfg: AblationConfig, audio: AudioConfig) -> tuple[str, np.ndarray]:
@@ -256,8 +318,9 @@ def example_utterance(cfg: AblationConfig, audio: AudioConfig) -> tuple[str, np.
 
 
 @torch.no_grad()
-def render_examples(cfg: AblationConfig, teacher: WaveNet, arms: list[Arm] | None = None,
-                    out_dir: Path | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+def render_examples(
+    cfg: AblationConfig, teacher: WaveNet, arms: list[Arm] | None = None, out_dir: Path | None = None, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Real audio, the teacher and every finished arm's student (from ``cfg.work_dir``) on :func:`example_utterance`.
 
     Each model renders from the real clip's log-mel with a generator seeded ``seed``; the teacher generates on
@@ -282,8 +345,10 @@ def render_examples(cfg: AblationConfig, teacher: WaveNet, arms: list[Arm] | Non
     if out_dir is not None:
         for key, x in clips.items():
             save_audio(Path(out_dir) / f"{key.replace('+', '_')}.wav", np.clip(x, -1, 1), audio.sample_rate)
-        write_json(Path(out_dir) / "examples.json", {"utterance": name, "seed": seed, "sample_rate": audio.sample_rate,
-                                                      "clips": list(clips)})
+        write_json(
+            Path(out_dir) / "examples.json",
+            {"utterance": name, "seed": seed, "sample_rate": audio.sample_rate, "clips": list(clips)},
+        )
     return clips
 
 

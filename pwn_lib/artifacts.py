@@ -70,8 +70,10 @@ def latest_checkpoint(directory: Path) -> Path | None:
         return None
     target = Path(directory) / pointer.read_text().strip()
     if not target.is_dir():
-        raise FileNotFoundError(f"{pointer} names {target.name}, which does not exist; the run directory was edited "
-                                "by hand; delete LATEST to start from the flat files")
+        raise FileNotFoundError(
+            f"{pointer} names {target.name}, which does not exist; the run directory was edited "
+            "by hand; delete LATEST to start from the flat files"
+        )
     return target
 
 
@@ -89,8 +91,11 @@ def commit_checkpoint(directory: Path, step: int, write: Callable[[Path], None])
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     write(tmp)
-    final = next(directory / f"{CHECKPOINT_PREFIX}{step:08d}-{n}" for n in itertools.count()
-                 if not (directory / f"{CHECKPOINT_PREFIX}{step:08d}-{n}").exists())
+    final = next(
+        directory / f"{CHECKPOINT_PREFIX}{step:08d}-{n}"
+        for n in itertools.count()
+        if not (directory / f"{CHECKPOINT_PREFIX}{step:08d}-{n}").exists()
+    )
     os.rename(tmp, final)
     _atomic(directory / POINTER, lambda t: t.write_text(final.name + "\n"))
     for old in directory.iterdir():
@@ -180,5 +185,6 @@ class Checkpointed:
         from pwn_lib.config import AUDIO_PRESETS
 
         audio = audio or getattr(self, "audio", AUDIO_PRESETS["course"])
-        return save_artifact(directory, self.state_dict(), checkpoint_config(self.checkpoint_kind, self.cfg, audio),
-                             metrics or {})
+        return save_artifact(
+            directory, self.state_dict(), checkpoint_config(self.checkpoint_kind, self.cfg, audio), metrics or {}
+        )

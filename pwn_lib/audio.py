@@ -97,8 +97,10 @@ def _to_mono(x: np.ndarray, path: Path, mono: str) -> np.ndarray:
     if x.shape[1] == 1:
         return x[:, 0]
     if mono == "refuse":
-        raise AudioError(f"{path}: has {x.shape[1]} channels but mono audio is required; "
-                         "pass mono='downmix' or convert the file to mono")
+        raise AudioError(
+            f"{path}: has {x.shape[1]} channels but mono audio is required; "
+            "pass mono='downmix' or convert the file to mono"
+        )
     warnings.warn(f"{path}: has {x.shape[1]} channels; downmixed to mono by averaging them", stacklevel=3)
     return x.mean(axis=1)
 
@@ -137,8 +139,10 @@ def load_audio(
     x = _to_mono(x, path, mono)
     if sample_rate is not None and rate != sample_rate:
         if not resample:
-            raise AudioError(f"{path}: sample rate is {rate} Hz but {sample_rate} Hz is required; "
-                             "pass resample=True or resample the file")
+            raise AudioError(
+                f"{path}: sample rate is {rate} Hz but {sample_rate} Hz is required; "
+                "pass resample=True or resample the file"
+            )
         x = librosa.resample(x, orig_sr=rate, target_sr=sample_rate)
     return np.ascontiguousarray(np.clip(x, -1.0, 1.0), dtype=np.float32)
 
@@ -243,14 +247,23 @@ def log_mel(x: np.ndarray | torch.Tensor, cfg: AudioConfig = AudioConfig()) -> n
         # Inputs shorter than n_fft are fine: center=True zero-pads them.
         warnings.filterwarnings("ignore", message="n_fft=.* is too large for input signal")
         mel = librosa.feature.melspectrogram(
-            y=x, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
-            n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax, center=True, power=1.0,
+            y=x,
+            sr=cfg.sample_rate,
+            n_fft=cfg.n_fft,
+            hop_length=cfg.hop_length,
+            win_length=cfg.win_length,
+            n_mels=cfg.n_mels,
+            fmin=cfg.fmin,
+            fmax=cfg.fmax,
+            center=True,
+            power=1.0,
         )
     return np.log(np.maximum(mel[:, :n_frames], cfg.log_mel_floor)).astype(np.float32)
 
 
-def log_mel_distance(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor,
-                     cfg: AudioConfig = AudioConfig()) -> float:
+def log_mel_distance(
+    x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, cfg: AudioConfig = AudioConfig()
+) -> float:
     """Mean absolute difference of the log-mels of ``x`` and ``y`` (both ``(T,)``), over common frames."""
     mx, my = log_mel(x, cfg), log_mel(y, cfg)
     frames = min(mx.shape[1], my.shape[1])
@@ -302,14 +315,25 @@ def compare_spectrograms(clips: dict[str, np.ndarray | torch.Tensor], cfg: Audio
     import matplotlib.pyplot as plt
 
     to_db = 20.0 / math.log(10.0)  # log_mel is the natural log of a magnitude
-    specs = {name: to_db * log_mel(torch.as_tensor(x).detach().reshape(-1).cpu().numpy(), cfg)
-             for name, x in clips.items()}
+    specs = {
+        name: to_db * log_mel(torch.as_tensor(x).detach().reshape(-1).cpu().numpy(), cfg) for name, x in clips.items()
+    }
     ref = specs[reference or next(iter(specs))]
     fig, axes = plt.subplots(1, len(specs), figsize=(4.2 * len(specs) + 1, 3.2), sharey=True, squeeze=False)
     for ax, (name, spec) in zip(axes[0], specs.items(), strict=True):
-        image = librosa.display.specshow(spec, sr=cfg.sample_rate, hop_length=cfg.hop_length, x_axis="s",
-                                         y_axis="mel", fmin=cfg.fmin, fmax=cfg.fmax, cmap="magma",
-                                         vmin=ref.min(), vmax=ref.max(), ax=ax)
+        image = librosa.display.specshow(
+            spec,
+            sr=cfg.sample_rate,
+            hop_length=cfg.hop_length,
+            x_axis="s",
+            y_axis="mel",
+            fmin=cfg.fmin,
+            fmax=cfg.fmax,
+            cmap="magma",
+            vmin=ref.min(),
+            vmax=ref.max(),
+            ax=ax,
+        )
         ax.set(title=name, xlabel="time (s)", ylabel="frequency (Hz)" if ax is axes[0][0] else "")
     fig.colorbar(image, ax=list(axes[0]), label="log-mel magnitude (dB)")
     return fig
@@ -324,6 +348,16 @@ def warm_up() -> None:
 
 
 __all__ = [
-    "AudioError", "dequantize", "load_audio", "log_mel", "log_mel_distance", "loudest_window", "mulaw_decode",
-    "mulaw_encode", "power_db", "quantize", "save_audio", "warm_up",
+    "AudioError",
+    "dequantize",
+    "load_audio",
+    "log_mel",
+    "log_mel_distance",
+    "loudest_window",
+    "mulaw_decode",
+    "mulaw_encode",
+    "power_db",
+    "quantize",
+    "save_audio",
+    "warm_up",
 ]

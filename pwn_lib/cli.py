@@ -113,8 +113,11 @@ def check_audio(model: Any, audio: AudioConfig) -> None:
     """The model's hop, mel count and bit depth must be the AudioConfig's: they are set in two places, so say which
     differ (a model without conditioning has cond_channels 0 and is not checked for it)."""
     pairs = (("hop_length", "hop_length"), ("cond_channels", "n_mels"), ("bits", "bits"))
-    differ = {name: (getattr(model, name), getattr(audio, field)) for name, field in pairs
-              if getattr(model, name, 0) and getattr(model, name) != getattr(audio, field)}
+    differ = {
+        name: (getattr(model, name), getattr(audio, field))
+        for name, field in pairs
+        if getattr(model, name, 0) and getattr(model, name) != getattr(audio, field)
+    }
     if differ:
         raise SystemExit(f"model and audio configs disagree (model, audio): {differ}; set both in the YAML")
 
@@ -130,8 +133,9 @@ def record(args: argparse.Namespace, resolved: dict) -> dict:
     return {"command": command(args), "config": config}
 
 
-def make_trainer(args: argparse.Namespace, model: torch.nn.Module, loss_fn: LossFn, resolved: dict, out: Path,
-                 device: torch.device) -> tuple[Trainer, torch.utils.data.Dataset]:
+def make_trainer(
+    args: argparse.Namespace, model: torch.nn.Module, loss_fn: LossFn, resolved: dict, out: Path, device: torch.device
+) -> tuple[Trainer, torch.utils.data.Dataset]:
     """A Trainer (resumed from ``out`` unless --fresh, on every rank) and its window stream: the feature cache
     of ``--data`` (LJSpeech, :mod:`pwn_lib.feature_cache`) or the embedded corpus's train split.
 
@@ -142,16 +146,29 @@ def make_trainer(args: argparse.Namespace, model: torch.nn.Module, loss_fn: Loss
     if args.init:
         state, config, _ = load_artifact(args.init)
         if from_dict(type(model_cfg), model_section(config)) != model_cfg:
-            raise SystemExit(f"--init {args.init}: its model config {config.get('model')} differs from this run's "
-                             f"{to_dict(model_cfg)}; warm starts need the same architecture")
+            raise SystemExit(
+                f"--init {args.init}: its model config {config.get('model')} differs from this run's "
+                f"{to_dict(model_cfg)}; warm starts need the same architecture"
+            )
         model.load_state_dict(state)
-    trainer = Trainer(model, loss_fn, train_cfg, out, model_config=to_dict(model_cfg), kind=args.kind, device=device,
-                      extra_config={"audio": to_dict(audio), "data": str(args.data or "embedded corpus, train split")},
-                      world=args.world)
+    trainer = Trainer(
+        model,
+        loss_fn,
+        train_cfg,
+        out,
+        model_config=to_dict(model_cfg),
+        kind=args.kind,
+        device=device,
+        extra_config={"audio": to_dict(audio), "data": str(args.data or "embedded corpus, train split")},
+        world=args.world,
+    )
     resumed = not args.fresh and trainer.resume()
     say(args, f"resuming {out} at step {trainer.step}" if resumed else f"training into {out}")
-    say(args, f"global batch: {train_cfg.batch_size} windows x {train_cfg.grad_accum} micro-batches x "
-              f"{args.world.size} processes = {trainer.global_batch} windows of {train_cfg.window} samples per step")
+    say(
+        args,
+        f"global batch: {train_cfg.batch_size} windows x {train_cfg.grad_accum} micro-batches x "
+        f"{args.world.size} processes = {trainer.global_batch} windows of {train_cfg.window} samples per step",
+    )
     length = train_cfg.steps * trainer.global_batch
     if args.data:
         return trainer, CachedWindows(args.data, train_cfg.window, audio, seed=train_cfg.seed, length=length)
@@ -192,7 +209,9 @@ def teacher_run(args: argparse.Namespace) -> Path:
         "heldout_windows": f"{len(windows)} x {windows[0]['audio'].shape[-1]} samples, test split, seed {HELDOUT_SEED}",
         "logmel_distance_generated_vs_real": log_mel_distance(generated.view(-1), x.view(-1), audio),
         "logmel_distance_silence_vs_real": log_mel_distance(torch.zeros_like(x.view(-1)), x.view(-1), audio),
-        "sample_rate": audio.sample_rate, "device": str(device), **record(args, resolved),
+        "sample_rate": audio.sample_rate,
+        "device": str(device),
+        **record(args, resolved),
     }
     if args.phone_utterances:
         metrics.update(resynthesis_phone_error_rate(teacher, audio, args.phone_utterances))
@@ -221,16 +240,22 @@ def student_run(args: argparse.Namespace) -> Path:
         if args.no_eval:
             return {"evaluation": "skipped (--no-eval)", **record(args, resolved)}
         averaged = t.averaged_model()
-        return {"heldout_kl": heldout_kl(averaged, teacher, windows),
-                **{f"valid_{k}": v for k, v in quick(averaged).items()}}
+        return {
+            "heldout_kl": heldout_kl(averaged, teacher, windows),
+            **{f"valid_{k}": v for k, v in quick(averaged).items()},
+        }
 
     trainer.fit(dataset, on_checkpoint=evaluate)
     if not args.world.main or args.no_eval:
         return out
     final = trainer.averaged_model()
-    metrics = {"heldout_kl": heldout_kl(final, teacher, windows),
-               **synthesis_report(final, teacher, resolved["audio"], args.eval_seconds),
-               "teacher": str(args.teacher), "loss_recipe": to_dict(recipe), **record(args, resolved)}
+    metrics = {
+        "heldout_kl": heldout_kl(final, teacher, windows),
+        **synthesis_report(final, teacher, resolved["audio"], args.eval_seconds),
+        "teacher": str(args.teacher),
+        "loss_recipe": to_dict(recipe),
+        **record(args, resolved),
+    }
     return trainer.save(metrics)
 
 
@@ -264,10 +289,18 @@ def phones_run(args: argparse.Namespace) -> Path:
     model = PhoneClassifier(model_cfg, audio)
     model.set_statistics(train_set)
     batches = PhoneBatches(train_set, train_cfg.batch_size, train_cfg.steps, train_cfg.seed)
-    trainer = Trainer(model, phone_loss, dataclasses.replace(train_cfg, batch_size=1), out,
-                      model_config=to_dict(model_cfg), kind="phone_classifier", device=device,
-                      extra_config={"audio": to_dict(audio), "phones": list(PHONES)}, collate_fn=lambda b: b[0],
-                      world=args.world)
+    trainer = Trainer(
+        model,
+        phone_loss,
+        dataclasses.replace(train_cfg, batch_size=1),
+        out,
+        model_config=to_dict(model_cfg),
+        kind="phone_classifier",
+        device=device,
+        extra_config={"audio": to_dict(audio), "phones": list(PHONES)},
+        collate_fn=lambda b: b[0],
+        world=args.world,
+    )
     if not args.fresh and trainer.resume():
         print(f"resuming {out} at step {trainer.step}")
 
@@ -278,10 +311,17 @@ def phones_run(args: argparse.Namespace) -> Path:
     trainer.fit(batches, on_checkpoint=scores)
     final = trainer.averaged_model()
     valid, test = evaluate(final, valid_set), evaluate(final, test_set)
-    metrics = {"valid_ctc_loss": valid["ctc_loss"], "valid_per": valid["per"], "test_ctc_loss": test["ctc_loss"],
-               "test_per": test["per"], "n_train": len(train_set), "n_valid": len(valid_set), "n_test": len(test_set),
-               "ctc_loss_units": "nats per target phone (torch CTCLoss reduction='mean'), utterance-weighted",
-               **record(args, resolved)}
+    metrics = {
+        "valid_ctc_loss": valid["ctc_loss"],
+        "valid_per": valid["per"],
+        "test_ctc_loss": test["ctc_loss"],
+        "test_per": test["per"],
+        "n_train": len(train_set),
+        "n_valid": len(valid_set),
+        "n_test": len(test_set),
+        "ctc_loss_units": "nats per target phone (torch CTCLoss reduction='mean'), utterance-weighted",
+        **record(args, resolved),
+    }
     return trainer.save(metrics)
 
 
@@ -296,8 +336,13 @@ def ablation_run(args: argparse.Namespace) -> Path:
     teacher = WaveNet.from_checkpoint(args.teacher or CHECKPOINT_DIR / "teacher_course")
     results = run_ablation(teacher, cfg=cfg, classifier=_classifier(args))
     out = args.out or ABLATION_DIR / f"ablation_{args.preset}.json"
-    results.update(teacher=shown(args.teacher or CHECKPOINT_DIR / "teacher_course"), classifier=shown(args.classifier),
-                   preset=args.preset, command=command(args), config=to_dict(cfg))
+    results.update(
+        teacher=shown(args.teacher or CHECKPOINT_DIR / "teacher_course"),
+        classifier=shown(args.classifier),
+        preset=args.preset,
+        command=command(args),
+        config=to_dict(cfg),
+    )
     write_json(out, results)
     for row in results["arms"]:
         print(row["arm"]["name"], {k: round(v, 3) for k, v in row["eval"].items()})
@@ -307,8 +352,9 @@ def ablation_run(args: argparse.Namespace) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     from pwn_lib.phones import DEFAULT_CHECKPOINT as PHONES_CHECKPOINT
 
-    parser = argparse.ArgumentParser(prog="python -m pwn_lib.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m pwn_lib.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("kind", choices=KINDS, help="what to train")
     parser.add_argument("--preset", default="course", choices=PRESET_NAMES)
     parser.add_argument("--config", type=Path, help="YAML with optional sections model:, train:, audio:, loss:")
@@ -321,23 +367,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fp16", action="store_true", help="fp16 autocast with a GradScaler (CUDA)")
     parser.add_argument("--tf32", action="store_true", help="TF32 matmuls and convolutions (CUDA, Ampere and later)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training forward pass")
-    parser.add_argument("--data", type=Path,
-                        help="teacher and student: a feature cache (python -m pwn_lib.feature_cache build) to train "
-                             "on instead of the embedded corpus")
-    parser.add_argument("--no-eval", action="store_true",
-                        help="teacher and student: skip the held-out evaluation (smoke runs and speed checks)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="teacher and student: a feature cache (python -m pwn_lib.feature_cache build) to train "
+        "on instead of the embedded corpus",
+    )
+    parser.add_argument(
+        "--no-eval",
+        action="store_true",
+        help="teacher and student: skip the held-out evaluation (smoke runs and speed checks)",
+    )
     parser.add_argument("--teacher", type=Path, help="student and ablation: the teacher checkpoint directory")
-    parser.add_argument("--classifier", type=Path, default=PHONES_CHECKPOINT,
-                        help="the phone classifier for perceptual losses (default: the shipped one)")
+    parser.add_argument(
+        "--classifier",
+        type=Path,
+        default=PHONES_CHECKPOINT,
+        help="the phone classifier for perceptual losses (default: the shipped one)",
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--fresh", action="store_true", help="ignore an existing resume state in --out")
     parser.add_argument("--init", type=Path, help="warm start: initial weights from this checkpoint directory")
-    parser.add_argument("--device", default=None,
-                        help="cpu or cuda (default: cuda if available); under torchrun each rank takes cuda:LOCAL_RANK")
-    parser.add_argument("--eval-seconds", type=float, default=1.0,
-                        help="length of the held-out clip generated for the log-mel distance")
-    parser.add_argument("--phone-utterances", type=int, default=8,
-                        help="teacher only: test utterances resynthesised for the phone error rate (0 skips)")
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="cpu or cuda (default: cuda if available); under torchrun each rank takes cuda:LOCAL_RANK",
+    )
+    parser.add_argument(
+        "--eval-seconds", type=float, default=1.0, help="length of the held-out clip generated for the log-mel distance"
+    )
+    parser.add_argument(
+        "--phone-utterances",
+        type=int,
+        default=8,
+        help="teacher only: test utterances resynthesised for the phone error rate (0 skips)",
+    )
     return parser
 
 

@@ -186,16 +186,20 @@ class DistillLoss:
 
 
 TEACHER_PRESETS: dict[str, WaveNetConfig] = {
-    "tiny": WaveNetConfig(
-        layers=4, stacks=2, residual_channels=16, gate_channels=32, skip_channels=16, n_mixtures=3
-    ),
+    "tiny": WaveNetConfig(layers=4, stacks=2, residual_channels=16, gate_channels=32, skip_channels=16, n_mixtures=3),
     # Sized for a 2-core CPU: receptive field 2,047 samples (128 ms).
     "course": WaveNetConfig(
         layers=10, stacks=1, residual_channels=32, gate_channels=64, skip_channels=64, n_mixtures=10
     ),
     "paper": WaveNetConfig(
-        layers=30, stacks=3, residual_channels=64, gate_channels=128, skip_channels=64,
-        n_mixtures=10, hop_length=300, previous_sample_weight=0.0,
+        layers=30,
+        stacks=3,
+        residual_channels=64,
+        gate_channels=128,
+        skip_channels=64,
+        n_mixtures=10,
+        hop_length=300,
+        previous_sample_weight=0.0,
     ),
 }
 
@@ -208,8 +212,9 @@ STUDENT_PRESETS: dict[str, StudentConfig] = {
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     "tiny": TrainConfig(steps=10, batch_size=2, window=1_024, log_every=5, checkpoint_every=5, lr_warmup=0),
     "course": TrainConfig(steps=20_000, batch_size=4, window=4_096, lr=3e-4, checkpoint_every=250),
-    "paper": TrainConfig(steps=1_000_000, batch_size=32, window=7_800, lr=2e-4, lr_warmup=1_000,
-                         lr_decay_every=200_000, ema_decay=0.9999),
+    "paper": TrainConfig(
+        steps=1_000_000, batch_size=32, window=7_800, lr=2e-4, lr_warmup=1_000, lr_decay_every=200_000, ema_decay=0.9999
+    ),
 }
 
 AUDIO_PRESETS: dict[str, AudioConfig] = {
@@ -245,9 +250,28 @@ def from_dict(cls: type[C], values: dict[str, Any]) -> C:
 
 
 __all__ = [
-    "AUDIO_PRESETS", "AudioConfig", "CHECKPOINT_DIR", "SCRATCH_DIR", "CONTRASTIVE_GAMMA", "DATA_DIR", "DistillLoss",
-    "PERCEPTUAL_WEIGHT", "PRESET_NAMES", "REPO_ROOT",
-    "STUDENT_PRESETS", "StudentConfig", "TEACHER_PRESETS", "TRAIN_PRESETS", "TrainConfig",
-    "WaveNetConfig", "default_device", "standardisation", "fast_mode", "from_dict", "pick", "preset",
-    "seed_everything", "to_dict",
+    "AUDIO_PRESETS",
+    "AudioConfig",
+    "CHECKPOINT_DIR",
+    "SCRATCH_DIR",
+    "CONTRASTIVE_GAMMA",
+    "DATA_DIR",
+    "DistillLoss",
+    "PERCEPTUAL_WEIGHT",
+    "PRESET_NAMES",
+    "REPO_ROOT",
+    "STUDENT_PRESETS",
+    "StudentConfig",
+    "TEACHER_PRESETS",
+    "TRAIN_PRESETS",
+    "TrainConfig",
+    "WaveNetConfig",
+    "default_device",
+    "standardisation",
+    "fast_mode",
+    "from_dict",
+    "pick",
+    "preset",
+    "seed_everything",
+    "to_dict",
 ]

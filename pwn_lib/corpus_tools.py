@@ -90,16 +90,18 @@ def _fetch(url: str, part: Path, progress: bool, timeout: float, chunk_size: int
             have = 0  # the server ignored the Range header: start again
         size = response.headers.get("Content-Length")
         total = have + int(size) if size is not None else None
-        with open(part, "ab" if have else "wb") as f, tqdm(
-            total=total, initial=have, unit="B", unit_scale=True, desc=part.name, disable=not progress
-        ) as bar:
+        with (
+            open(part, "ab" if have else "wb") as f,
+            tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=part.name, disable=not progress) as bar,
+        ):
             try:
                 for block in iter(lambda: response.read(chunk_size), b""):
                     f.write(block)
                     bar.update(len(block))
             except (http.client.IncompleteRead, OSError) as err:
-                raise DownloadError(f"{url}: interrupted after {part.stat().st_size} bytes ({err}); "
-                                    f"run again to resume into {part}") from None
+                raise DownloadError(
+                    f"{url}: interrupted after {part.stat().st_size} bytes ({err}); run again to resume into {part}"
+                ) from None
     got = part.stat().st_size
     if total is not None and got != total:
         raise DownloadError(f"{url}: interrupted after {got} of {total} bytes; run again to resume into {part}")
@@ -121,9 +123,15 @@ def _extract(archive: Path, dest: Path, folder: str) -> Path:
     return dest / folder
 
 
-def download_ljspeech(dest: str | os.PathLike = DATA_DIR, url: str = LJSPEECH_URL,
-                      sha256: str | None = LJSPEECH_SHA256, *, progress: bool = True,
-                      timeout: float = 60.0, chunk_size: int = 1 << 20) -> Path:
+def download_ljspeech(
+    dest: str | os.PathLike = DATA_DIR,
+    url: str = LJSPEECH_URL,
+    sha256: str | None = LJSPEECH_SHA256,
+    *,
+    progress: bool = True,
+    timeout: float = 60.0,
+    chunk_size: int = 1 << 20,
+) -> Path:
     """Download, verify and extract LJSpeech-1.1 (2.6 GB) into ``dest``; return the dataset folder.
 
     An interrupted download leaves ``<archive>.part`` and the next call resumes it with an HTTP Range
@@ -143,8 +151,10 @@ def download_ljspeech(dest: str | os.PathLike = DATA_DIR, url: str = LJSPEECH_UR
         _fetch(url, part, progress, timeout, chunk_size)
         if sha256 is not None and (got := sha256_file(part)) != sha256:
             part.unlink()
-            raise DownloadError(f"{url}: sha256 {got} does not match the expected {sha256}; "
-                                f"the partial file was deleted, run again to download afresh")
+            raise DownloadError(
+                f"{url}: sha256 {got} does not match the expected {sha256}; "
+                f"the partial file was deleted, run again to download afresh"
+            )
         os.replace(part, archive)
     elif sha256 is not None and (got := sha256_file(archive)) != sha256:
         raise DownloadError(f"{archive}: sha256 {got} does not match the expected {sha256}; delete it and run again")
@@ -199,9 +209,9 @@ def _deb_data(deb: Path) -> tarfile.TarFile:
         raise ValueError(f"{deb}: not a Debian package (no ar header); download it again")
     pos = 8
     while pos + 60 <= len(raw):
-        name, size = raw[pos: pos + 16].decode().strip().rstrip("/"), int(raw[pos + 48: pos + 58])
+        name, size = raw[pos : pos + 16].decode().strip().rstrip("/"), int(raw[pos + 48 : pos + 58])
         if name.startswith("data.tar"):
-            return tarfile.open(fileobj=io.BytesIO(raw[pos + 60: pos + 60 + size]), mode="r:*")
+            return tarfile.open(fileobj=io.BytesIO(raw[pos + 60 : pos + 60 + size]), mode="r:*")
         pos += 60 + size + size % 2
     raise ValueError(f"{deb}: has no data.tar member; download it again")
 
@@ -217,8 +227,11 @@ def _read_transcripts(deb: Path) -> dict[str, str]:
     text = dict(_members(_deb_data(deb))).get(_TRANSCRIPTS)
     if text is None:
         raise ValueError(f"{deb}: has no {_TRANSCRIPTS}; is this asterisk-core-sounds-en?")
-    pairs = (line.split(":", 1) for line in gzip.decompress(text).decode("utf-8").splitlines()
-             if line.strip() and not line.startswith(";"))
+    pairs = (
+        line.split(":", 1)
+        for line in gzip.decompress(text).decode("utf-8").splitlines()
+        if line.strip() and not line.startswith(";")
+    )
     return {name.strip(): words.strip() for name, words in pairs}
 
 
@@ -243,7 +256,7 @@ def _decode_prompts(deb: Path, transcripts: dict[str, str]) -> dict[str, tuple[s
     for member, payload in _members(_deb_data(deb)):
         if not (member.startswith(_PROMPTS) and member.endswith(".g722")):
             continue
-        name = member[len(_PROMPTS): -len(".g722")]
+        name = member[len(_PROMPTS) : -len(".g722")]
         if _is_speech(name, transcripts.get(name)):
             pcm = np.asarray(G722(_SAMPLE_RATE, 64_000).decode(payload), dtype=np.int16)
             uid = name.replace("/", "_")
@@ -260,8 +273,10 @@ def _fetch_debs(where: Path) -> Path:
     try:
         subprocess.run(["apt-get", "download", *pins], cwd=where, check=True)
     except (OSError, subprocess.CalledProcessError) as err:
-        raise SystemExit(f"apt-get download {' '.join(pins)} failed ({err}); download the two .deb files "
-                         "from packages.debian.org and pass --deb-dir") from None
+        raise SystemExit(
+            f"apt-get download {' '.join(pins)} failed ({err}); download the two .deb files "
+            "from packages.debian.org and pass --deb-dir"
+        ) from None
     return where
 
 
@@ -273,22 +288,32 @@ def _write_corpus(out: Path, prompts: dict[str, tuple[str, np.ndarray]], sources
         if "\t" in text or "\n" in text:
             raise ValueError(f"transcript of {uid!r} contains a tab or newline: {text!r}")
         path = save_audio(out / "wavs" / f"{uid}.flac", pcm, _SAMPLE_RATE)
-        files[f"wavs/{uid}.flac"] = {"sha256": sha256_file(path), "samples": len(pcm),
-                                     "pcm_sha256": hashlib.sha256(pcm.astype("<i2").tobytes()).hexdigest()}
+        files[f"wavs/{uid}.flac"] = {
+            "sha256": sha256_file(path),
+            "samples": len(pcm),
+            "pcm_sha256": hashlib.sha256(pcm.astype("<i2").tobytes()).hexdigest(),
+        }
     ids = sorted(prompts)
     (out / "transcripts.tsv").write_text("id\ttext\n" + "".join(f"{i}\t{prompts[i][0]}\n" for i in ids))
     (out / "split.tsv").write_text("id\tsplit\n" + "".join(f"{i}\t{split_of(i)}\n" for i in ids))
     (out / "LICENSE.md").write_text(_LICENSE_MD)
     seconds = sum(f["samples"] for f in files.values()) / _SAMPLE_RATE
-    return {"sample_rate": _SAMPLE_RATE, "utterances": len(files), "seconds": round(seconds, 3),
-            "sources": sources, "files": files}
+    return {
+        "sample_rate": _SAMPLE_RATE,
+        "utterances": len(files),
+        "seconds": round(seconds, 3),
+        "sources": sources,
+        "files": files,
+    }
 
 
 def _compare(old: dict, new: dict) -> list[str]:
     """Problems of ``new`` against the committed manifest; FLAC-byte-only differences just warn."""
-    problems = [f"{deb}: sha256 {new['sources'].get(deb, {}).get('sha256')} != {entry['sha256']}"
-                for deb, entry in old["sources"].items()
-                if new["sources"].get(deb, {}).get("sha256") != entry["sha256"]]
+    problems = [
+        f"{deb}: sha256 {new['sources'].get(deb, {}).get('sha256')} != {entry['sha256']}"
+        for deb, entry in old["sources"].items()
+        if new["sources"].get(deb, {}).get("sha256") != entry["sha256"]
+    ]
     missing, extra = sorted(set(old["files"]) - set(new["files"])), sorted(set(new["files"]) - set(old["files"]))
     problems += [f"{f}: in the manifest but not rebuilt" for f in missing]
     problems += [f"{f}: rebuilt but not in the manifest" for f in extra]
@@ -300,8 +325,11 @@ def _compare(old: dict, new: dict) -> list[str]:
     return problems
 
 
-def build_corpus(deb_dir: str | os.PathLike | None = None, out: str | os.PathLike = CORPUS_DIR,
-                 manifest: str | os.PathLike | None = CORPUS_DIR / "manifest.json") -> dict:
+def build_corpus(
+    deb_dir: str | os.PathLike | None = None,
+    out: str | os.PathLike = CORPUS_DIR,
+    manifest: str | os.PathLike | None = CORPUS_DIR / "manifest.json",
+) -> dict:
     """Rebuild the embedded corpus from the two .deb files and check it against ``manifest``.
 
     ``deb_dir=None`` fetches the packages with ``apt-get download``. The .deb sha256 is checked before
@@ -318,8 +346,10 @@ def build_corpus(deb_dir: str | os.PathLike | None = None, out: str | os.PathLik
                 raise SystemExit(f"{debs / deb}: missing; pass --deb-dir with both {AUDIO_DEB} and {TEXT_DEB}")
             sources[deb] = {"sha256": sha256_file(debs / deb), "bytes": (debs / deb).stat().st_size}
             if committed is not None and sources[deb]["sha256"] != committed["sources"][deb]["sha256"]:
-                raise SystemExit(f"{debs / deb}: sha256 {sources[deb]['sha256']} does not match the manifest's "
-                                 f"{committed['sources'][deb]['sha256']}; refusing to build from a different package")
+                raise SystemExit(
+                    f"{debs / deb}: sha256 {sources[deb]['sha256']} does not match the manifest's "
+                    f"{committed['sources'][deb]['sha256']}; refusing to build from a different package"
+                )
         prompts = _decode_prompts(debs / AUDIO_DEB, _read_transcripts(debs / TEXT_DEB))
         fresh = _write_corpus(out, prompts, sources)
     if committed is not None:
@@ -332,8 +362,7 @@ def build_corpus(deb_dir: str | os.PathLike | None = None, out: str | os.PathLik
 
 def _summary(manifest: dict, out: Path) -> str:
     mb = sum((out / f).stat().st_size for f in manifest["files"]) / 1e6
-    return (f"{manifest['utterances']} utterances, {manifest['seconds'] / 60:.1f} min, "
-            f"{mb:.1f} MB of FLAC in {out}")
+    return f"{manifest['utterances']} utterances, {manifest['seconds'] / 60:.1f} min, {mb:.1f} MB of FLAC in {out}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,22 +374,75 @@ ESPEAK_COMMAND = ("espeak-ng", "-q", "-x", "--sep=_", "-v", "en-us")
 # espeak-ng (en-us, ``-x`` mnemonics, stress removed) -> ARPAbet. Variants with a trailing digit
 # or '#' fall back to their base symbol (see :func:`espeak_to_arpabet`).
 ESPEAK_TO_ARPABET: dict[str, tuple[str, ...]] = {
-    "@": ("AH",), "@-": ("AH",), "@L": ("AH", "L"), "3": ("ER",), "3:": ("ER",), "a": ("AE",), "aa": ("AE",),
-    "a#": ("AH",), "A:": ("AA",), "A@": ("AA", "R"), "0": ("AA",), "O": ("AO",), "O:": ("AO",),
-    "O@": ("AO", "R"), "o@": ("AO", "R"), "V": ("AH",), "VR": ("AH", "R"), "E": ("EH",), "e@": ("EH", "R"),
-    "I": ("IH",), "IR": ("IH", "R"), "i": ("IY",), "i:": ("IY",), "i@": ("IH", "R"), "U": ("UH",),
-    "u:": ("UW",), "U@": ("UH", "R"), "aI": ("AY",), "aU": ("AW",), "eI": ("EY",), "OI": ("OY",),
-    "oU": ("OW",), "aI@": ("AY", "ER"), "aI3": ("AY", "ER"), "aU@": ("AW", "ER"),
-    "p": ("P",), "b": ("B",), "t": ("T",), "d": ("D",), "k": ("K",), "g": ("G",), "f": ("F",),
-    "v": ("V",), "T": ("TH",), "D": ("DH",), "s": ("S",), "z": ("Z",), "S": ("SH",), "Z": ("ZH",),
-    "h": ("HH",), "m": ("M",), "n": ("N",), "N": ("NG",), "l": ("L",), "r": ("R",), "w": ("W",),
-    "j": ("Y",), "tS": ("CH",), "dZ": ("JH",), "*": ("T",), "?": ("T",), "x": ("K",),
-    "n-": ("N",), "m-": ("M",), "l-": ("L",), "r-": ("R",),
+    "@": ("AH",),
+    "@-": ("AH",),
+    "@L": ("AH", "L"),
+    "3": ("ER",),
+    "3:": ("ER",),
+    "a": ("AE",),
+    "aa": ("AE",),
+    "a#": ("AH",),
+    "A:": ("AA",),
+    "A@": ("AA", "R"),
+    "0": ("AA",),
+    "O": ("AO",),
+    "O:": ("AO",),
+    "O@": ("AO", "R"),
+    "o@": ("AO", "R"),
+    "V": ("AH",),
+    "VR": ("AH", "R"),
+    "E": ("EH",),
+    "e@": ("EH", "R"),
+    "I": ("IH",),
+    "IR": ("IH", "R"),
+    "i": ("IY",),
+    "i:": ("IY",),
+    "i@": ("IH", "R"),
+    "U": ("UH",),
+    "u:": ("UW",),
+    "U@": ("UH", "R"),
+    "aI": ("AY",),
+    "aU": ("AW",),
+    "eI": ("EY",),
+    "OI": ("OY",),
+    "oU": ("OW",),
+    "aI@": ("AY", "ER"),
+    "aI3": ("AY", "ER"),
+    "aU@": ("AW", "ER"),
+    "p": ("P",),
+    "b": ("B",),
+    "t": ("T",),
+    "d": ("D",),
+    "k": ("K",),
+    "g": ("G",),
+    "f": ("F",),
+    "v": ("V",),
+    "T": ("TH",),
+    "D": ("DH",),
+    "s": ("S",),
+    "z": ("Z",),
+    "S": ("SH",),
+    "Z": ("ZH",),
+    "h": ("HH",),
+    "m": ("M",),
+    "n": ("N",),
+    "N": ("NG",),
+    "l": ("L",),
+    "r": ("R",),
+    "w": ("W",),
+    "j": ("Y",),
+    "tS": ("CH",),
+    "dZ": ("JH",),
+    "*": ("T",),
+    "?": ("T",),
+    "x": ("K",),
+    "n-": ("N",),
+    "m-": ("M",),
+    "l-": ("L",),
+    "r-": ("R",),
 }
 _STRESS = str.maketrans("", "", "',%=!")  # stress, and '!' (espeak's pause/emphasis prefix)
 _NOT_PHONES = frozenset({"", ":", "::", ";", "-"})  # lengthening, linking and pause markers
-
-
 
 
 def espeak_to_arpabet(symbol: str) -> tuple[str, ...]:
@@ -381,8 +463,10 @@ def espeak_to_arpabet(symbol: str) -> tuple[str, ...]:
 def phonemize(text: str) -> list[str]:
     """Transcript -> ARPAbet phones via the espeak-ng binary (build time only)."""
     if shutil.which(ESPEAK_COMMAND[0]) is None:
-        raise RuntimeError("espeak-ng is not installed; `apt-get install espeak-ng` (only needed to rebuild "
-                           f"{TARGETS_PATH}, which is committed)")
+        raise RuntimeError(
+            "espeak-ng is not installed; `apt-get install espeak-ng` (only needed to rebuild "
+            f"{TARGETS_PATH}, which is committed)"
+        )
     out = subprocess.run([*ESPEAK_COMMAND, text], check=True, capture_output=True, text=True).stdout
     phones: list[str] = []
     for word in out.split():
@@ -404,13 +488,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pwn_lib.corpus_tools", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build-corpus", help="rebuild data/corpus from the Debian packages")
-    build.add_argument("--deb-dir", type=Path, help=f"folder holding {AUDIO_DEB} and {TEXT_DEB} "
-                                                    "(default: apt-get download them)")
+    build.add_argument(
+        "--deb-dir", type=Path, help=f"folder holding {AUDIO_DEB} and {TEXT_DEB} (default: apt-get download them)"
+    )
     build.add_argument("--out", type=Path, default=CORPUS_DIR, help="output folder (default: %(default)s)")
-    build.add_argument("--manifest", type=Path, default=CORPUS_DIR / "manifest.json",
-                       help="manifest to check against (default: %(default)s)")
-    build.add_argument("--write-manifest", action="store_true",
-                       help="skip the check and write a fresh manifest (maintainers only)")
+    build.add_argument(
+        "--manifest",
+        type=Path,
+        default=CORPUS_DIR / "manifest.json",
+        help="manifest to check against (default: %(default)s)",
+    )
+    build.add_argument(
+        "--write-manifest", action="store_true", help="skip the check and write a fresh manifest (maintainers only)"
+    )
     commands.add_parser("build-targets", help=f"phonemise the corpus transcripts with espeak-ng into {TARGETS_PATH}")
     lj = commands.add_parser("download-ljspeech", help="download, verify and extract LJSpeech-1.1 (2.6 GB)")
     lj.add_argument("--dest", type=Path, default=DATA_DIR, help="destination folder (default: %(default)s)")
@@ -429,6 +519,16 @@ if __name__ == "__main__":
 
 
 __all__ = [
-    "AUDIO_DEB", "ESPEAK_TO_ARPABET", "TEXT_DEB", "DownloadError", "build_corpus", "build_targets", "download_ljspeech",
-    "espeak_to_arpabet", "main", "phonemize", "sha256_file", "split_of",
+    "AUDIO_DEB",
+    "ESPEAK_TO_ARPABET",
+    "TEXT_DEB",
+    "DownloadError",
+    "build_corpus",
+    "build_targets",
+    "download_ljspeech",
+    "espeak_to_arpabet",
+    "main",
+    "phonemize",
+    "sha256_file",
+    "split_of",
 ]

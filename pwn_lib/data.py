@@ -72,8 +72,9 @@ def corpus_transcripts(root: str | os.PathLike = CORPUS_DIR) -> dict[str, str]:
     return dict(_read_tsv(Path(root) / "transcripts.tsv", ("id", "text")))
 
 
-def load_corpus(split: str = "train", root: str | os.PathLike = CORPUS_DIR,
-                sample_rate: int = 16_000) -> list[Utterance]:
+def load_corpus(
+    split: str = "train", root: str | os.PathLike = CORPUS_DIR, sample_rate: int = 16_000
+) -> list[Utterance]:
     """The embedded corpus: one speaker, 16 kHz FLAC, sorted by id.
 
     Args:
@@ -86,12 +87,12 @@ def load_corpus(split: str = "train", root: str | os.PathLike = CORPUS_DIR,
     root = Path(root)
     texts = corpus_transcripts(root)
     ids = sorted(i for i, s in corpus_split(root).items() if split in ("all", s))
-    return [Utterance(i, texts[i], load_audio(root / "wavs" / f"{i}.flac", sample_rate), sample_rate)
-            for i in ids]
+    return [Utterance(i, texts[i], load_audio(root / "wavs" / f"{i}.flac", sample_rate), sample_rate) for i in ids]
 
 
-def load_ljspeech(root: str | os.PathLike, sample_rate: int = 22_050, limit: int | None = None,
-                  progress: bool = False) -> list[Utterance]:
+def load_ljspeech(
+    root: str | os.PathLike, sample_rate: int = 22_050, limit: int | None = None, progress: bool = False
+) -> list[Utterance]:
     """LJSpeech-1.1: ``root/metadata.csv`` lines ``id|text|normalized text`` and ``root/wavs/<id>.wav``.
 
     The normalized text is used (the raw text when it is empty). All 13,100 clips take about 7.6 GB
@@ -100,8 +101,10 @@ def load_ljspeech(root: str | os.PathLike, sample_rate: int = 22_050, limit: int
     root = Path(root)
     meta = root / "metadata.csv"
     if not meta.exists():
-        raise FileNotFoundError(f"{meta}: missing; point root at the LJSpeech-1.1 folder or run "
-                                "`python -m pwn_lib.corpus_tools download-ljspeech`")
+        raise FileNotFoundError(
+            f"{meta}: missing; point root at the LJSpeech-1.1 folder or run "
+            "`python -m pwn_lib.corpus_tools download-ljspeech`"
+        )
     lines = [line for line in meta.read_text(encoding="utf-8").splitlines() if line.strip()][:limit]
     entries = []
     for number, line in enumerate(lines, start=1):
@@ -133,16 +136,24 @@ class AudioWindows(torch.utils.data.Dataset):
     Items: ``{"audio": (1, window) float32, "mel": (n_mels, window // hop) float32, "speaker": () long}``.
     """
 
-    def __init__(self, utterances: Sequence[Utterance], window: int, cfg: AudioConfig = AudioConfig(),
-                 seed: int = 0, length: int = 10_000):
+    def __init__(
+        self,
+        utterances: Sequence[Utterance],
+        window: int,
+        cfg: AudioConfig = AudioConfig(),
+        seed: int = 0,
+        length: int = 10_000,
+    ):
         if not utterances:
             raise ValueError("AudioWindows needs at least one utterance")
         if window <= 0 or window % cfg.hop_length:
             raise ValueError(f"window={window} must be a positive multiple of hop_length={cfg.hop_length}")
         rates = {u.sample_rate for u in utterances}
         if rates != {cfg.sample_rate}:
-            raise ValueError(f"utterances are at {sorted(rates)} Hz but cfg.sample_rate is {cfg.sample_rate}; "
-                             "load them at the config's rate")
+            raise ValueError(
+                f"utterances are at {sorted(rates)} Hz but cfg.sample_rate is {cfg.sample_rate}; "
+                "load them at the config's rate"
+            )
         self.utterances = list(utterances)
         self.window, self.cfg, self.seed, self.length = window, cfg, seed, length
         self.frames = np.array([max(len(u.audio), window) // cfg.hop_length for u in self.utterances])
@@ -175,8 +186,8 @@ class AudioWindows(torch.utils.data.Dataset):
         n, j = self.locate(i)
         x, mel = self.features(n)
         hop = self.cfg.hop_length
-        audio = x[j * hop: j * hop + self.window]
-        frames = mel[:, j: j + self.window // hop]
+        audio = x[j * hop : j * hop + self.window]
+        frames = mel[:, j : j + self.window // hop]
         return {
             "audio": torch.from_numpy(audio.copy()).unsqueeze(0),
             "mel": torch.from_numpy(frames.copy()),
@@ -185,8 +196,16 @@ class AudioWindows(torch.utils.data.Dataset):
 
 
 __all__ = [
-    "CORPUS_DIR", "LJSPEECH_SHA256", "LJSPEECH_URL", "SPLITS", "AudioWindows", "Utterance", "corpus_split",
-    "corpus_transcripts", "load_corpus", "load_ljspeech",
+    "CORPUS_DIR",
+    "LJSPEECH_SHA256",
+    "LJSPEECH_URL",
+    "SPLITS",
+    "AudioWindows",
+    "Utterance",
+    "corpus_split",
+    "corpus_transcripts",
+    "load_corpus",
+    "load_ljspeech",
 ]
 
 

@@ -195,12 +195,23 @@ def gaussian_distillation_loss(
     regulariser = regulariser_weight * ((p.log_scale - q.log_scale) ** 2).mean()
     entropy = q.entropy().mean()
     return {
-        "loss": kl + regulariser, "kl": kl, "regulariser": regulariser, "entropy": entropy,
-        "cross_entropy": kl + entropy, "x": x,
+        "loss": kl + regulariser,
+        "kl": kl,
+        "regulariser": regulariser,
+        "entropy": entropy,
+        "cross_entropy": kl + entropy,
+        "x": x,
     }
 
 
 __all__ = [
-    "CLARINET_LAMBDA", "cross_entropy_estimate", "distillation_loss", "freeze", "gaussian_distillation_loss",
-    "kl_estimate", "logistic_draws", "student_entropy", "teacher_log_density",
+    "CLARINET_LAMBDA",
+    "cross_entropy_estimate",
+    "distillation_loss",
+    "freeze",
+    "gaussian_distillation_loss",
+    "kl_estimate",
+    "logistic_draws",
+    "student_entropy",
+    "teacher_log_density",
 ]

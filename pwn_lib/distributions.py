@@ -266,6 +266,14 @@ def output_distribution(params: torch.Tensor, cfg: WaveNetConfig) -> Distributio
 
 
 __all__ = [
-    "DiscretizedMixLogistics", "Distribution", "Gaussian", "Logistic", "MuLawCategorical", "bin_centres",
-    "bin_width", "gaussian_kl", "output_channels", "output_distribution",
+    "DiscretizedMixLogistics",
+    "Distribution",
+    "Gaussian",
+    "Logistic",
+    "MuLawCategorical",
+    "bin_centres",
+    "bin_width",
+    "gaussian_kl",
+    "output_channels",
+    "output_distribution",
 ]

@@ -87,8 +87,18 @@ EVAL_SEED = 0
 BOOTSTRAP_DRAWS = 2_000
 RESULTS_DIR = DATA_DIR / "eval"
 
-METRICS = ("mstft", "mcd", "f0_rmse_cents", "vuv_f1", "periodicity_error", "voiced_share", "periodicity",
-           "pesq", "power_db", "per")
+METRICS = (
+    "mstft",
+    "mcd",
+    "f0_rmse_cents",
+    "vuv_f1",
+    "periodicity_error",
+    "voiced_share",
+    "periodicity",
+    "pesq",
+    "power_db",
+    "per",
+)
 LOWER_IS_BETTER = {"mstft", "mcd", "f0_rmse_cents", "periodicity_error", "per"}
 
 
@@ -101,8 +111,14 @@ def _frames(x: np.ndarray, frame_length: int = FRAME_LENGTH, hop: int = FRAME_HO
     return librosa.util.frame(padded, frame_length=frame_length, hop_length=hop, axis=0)
 
 
-def yin_periodicity(x: np.ndarray, sample_rate: int, frame_length: int = FRAME_LENGTH, hop: int = FRAME_HOP,
-                    fmin: float = F0_MIN, fmax: float = F0_MAX) -> np.ndarray:
+def yin_periodicity(
+    x: np.ndarray,
+    sample_rate: int,
+    frame_length: int = FRAME_LENGTH,
+    hop: int = FRAME_HOP,
+    fmin: float = F0_MIN,
+    fmax: float = F0_MAX,
+) -> np.ndarray:
     """Per-frame periodicity ``1 - min_tau d'(tau)`` in [0, 1] of ``x: (T,)`` (YIN's steps 1-3).
 
     ``d(tau) = sum_j (x_j - x_{j + tau})^2`` over the first half of each frame, and the cumulative mean
@@ -116,8 +132,9 @@ def yin_periodicity(x: np.ndarray, sample_rate: int, frame_length: int = FRAME_L
     if max_lag + window > frame_length:
         raise ValueError(f"frame_length {frame_length} too short for fmin {fmin} Hz at {sample_rate} Hz")
     head = frames[:, :window]
-    diff = np.stack([((head - frames[:, lag : lag + window]) ** 2).sum(axis=1) for lag in range(1, max_lag + 1)],
-                    axis=1)  # (n_frames, max_lag): d(1) .. d(max_lag)
+    diff = np.stack(
+        [((head - frames[:, lag : lag + window]) ** 2).sum(axis=1) for lag in range(1, max_lag + 1)], axis=1
+    )  # (n_frames, max_lag): d(1) .. d(max_lag)
     cumulative = np.cumsum(diff, axis=1)
     lags = np.arange(1, max_lag + 1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -145,8 +162,16 @@ def pitch_track(x: np.ndarray, sample_rate: int) -> PitchTrack:
     """F0 (``librosa.yin``), periodicity (:func:`yin_periodicity`) and voicing of ``x: (T,)`` on the same frames."""
     x = np.asarray(x, dtype=np.float32)
     periodicity = yin_periodicity(x, sample_rate)
-    f0 = librosa.yin(x, fmin=F0_MIN, fmax=F0_MAX, sr=sample_rate, frame_length=FRAME_LENGTH, hop_length=FRAME_HOP,
-                     center=True, pad_mode="constant")
+    f0 = librosa.yin(
+        x,
+        fmin=F0_MIN,
+        fmax=F0_MAX,
+        sr=sample_rate,
+        frame_length=FRAME_LENGTH,
+        hop_length=FRAME_HOP,
+        center=True,
+        pad_mode="constant",
+    )
     voiced = (periodicity >= VOICED_PERIODICITY) & (frame_level_db(x) > VOICED_FLOOR_DB)
     return PitchTrack(f0=f0[: len(periodicity)], periodicity=periodicity, voiced=voiced)
 
@@ -193,6 +218,7 @@ def mel_cepstral_distortion(x: np.ndarray, y: np.ndarray, audio: AudioConfig) ->
 
 def mstft_distance(x: np.ndarray, y: np.ndarray) -> float:
     """Multi-resolution STFT distance of ``x`` to reference ``y`` (same length)."""
+
     def as_batch(a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(a, dtype=np.float32)).view(1, 1, -1)
 
@@ -209,8 +235,9 @@ def wideband_pesq(x: np.ndarray, y: np.ndarray, sample_rate: int) -> float:
         y = librosa.resample(np.asarray(y, dtype=np.float32), orig_sr=sample_rate, target_sr=16_000)
     if not np.any(x):
         return float("nan")
-    score = pesq(16_000, np.asarray(y, dtype=np.float32), np.asarray(x, dtype=np.float32), "wb",
-                 on_error=PesqError.RETURN_VALUES)
+    score = pesq(
+        16_000, np.asarray(y, dtype=np.float32), np.asarray(x, dtype=np.float32), "wb", on_error=PesqError.RETURN_VALUES
+    )
     return float(score) if score > 0 else float("nan")
 
 
@@ -256,8 +283,9 @@ class Listener:
 def espeak_reading(text: str, sample_rate: int) -> np.ndarray:
     """espeak-ng (en-us) reading ``text``, resampled to ``sample_rate``. Needs the espeak-ng program."""
     if shutil.which("espeak-ng") is None:
-        raise FileNotFoundError("espeak-ng is not installed: `apt-get install espeak-ng` (or skip the espeak row "
-                                "with --no-espeak)")
+        raise FileNotFoundError(
+            "espeak-ng is not installed: `apt-get install espeak-ng` (or skip the espeak row with --no-espeak)"
+        )
     wav = subprocess.run(["espeak-ng", "-v", "en-us", "--stdout", text], check=True, capture_output=True).stdout
     x, rate = sf.read(io.BytesIO(wav), dtype="float32")
     return librosa.resample(x, orig_sr=rate, target_sr=sample_rate) if rate != sample_rate else x
@@ -290,11 +318,14 @@ def ratio_ci(errors: list[int], totals: list[int], seed: int = EVAL_SEED) -> dic
 # ----------------------------------------------------------------------------- systems
 
 
-def pick_utterances(split: str = "test", count: int | None = None, min_seconds: float = MIN_SECONDS,
-                    max_seconds: float = MAX_SECONDS) -> list[Utterance]:
+def pick_utterances(
+    split: str = "test", count: int | None = None, min_seconds: float = MIN_SECONDS, max_seconds: float = MAX_SECONDS
+) -> list[Utterance]:
     """The ``split`` utterances of ``min_seconds``-``max_seconds``, shortest first; ``count`` evenly spaced ones."""
-    pool = sorted((u for u in load_corpus(split) if min_seconds <= len(u.audio) / u.sample_rate <= max_seconds),
-                  key=lambda u: (len(u.audio), u.id))
+    pool = sorted(
+        (u for u in load_corpus(split) if min_seconds <= len(u.audio) / u.sample_rate <= max_seconds),
+        key=lambda u: (len(u.audio), u.id),
+    )
     if not pool:
         raise ValueError(f"no {split} utterances between {min_seconds} and {max_seconds} s")
     if count is None or count >= len(pool):
@@ -338,8 +369,9 @@ def load_system(path: Path, name: str | None = None, device: str = "cpu", temper
     """
     path = Path(path)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path} is not a checkpoint directory (no config.json); pass e.g. "
-                                "data/checkpoints/teacher_course")
+        raise FileNotFoundError(
+            f"{path} is not a checkpoint directory (no config.json); pass e.g. data/checkpoints/teacher_course"
+        )
     _, config, _ = load_artifact(path)
     kind = config.get("kind")
     if kind == "teacher":
@@ -347,8 +379,9 @@ def load_system(path: Path, name: str | None = None, device: str = "cpu", temper
     elif kind == "student":
         model = IAFStudent.from_checkpoint(path, device)
     else:
-        raise ValueError(f"{path}/config.json has kind {kind!r}; python -m pwn_lib.evaluate scores teacher or "
-                         "student checkpoints")
+        raise ValueError(
+            f"{path}/config.json has kind {kind!r}; python -m pwn_lib.evaluate scores teacher or student checkpoints"
+        )
     options = dict(config.get("sampling", {}))
     if set(options) - {"temperature"} or (options and kind != "teacher"):
         raise ValueError(f"{path}/config.json: 'sampling' may hold only a teacher's 'temperature', got {options}")
@@ -360,8 +393,14 @@ def load_system(path: Path, name: str | None = None, device: str = "cpu", temper
 
 
 @torch.no_grad()
-def synthesise(system: System, clips: list[np.ndarray], audio: AudioConfig, batch_size: int = 8,
-               seed: int = EVAL_SEED, progress: bool = True) -> list[np.ndarray]:
+def synthesise(
+    system: System,
+    clips: list[np.ndarray],
+    audio: AudioConfig,
+    batch_size: int = 8,
+    seed: int = EVAL_SEED,
+    progress: bool = True,
+) -> list[np.ndarray]:
     """The system's audio for each clip, conditioned on the clip's log-mel.
 
     A float32 CPU teacher generates with the compiled loop of ``make fast`` (the reference step's random
@@ -373,11 +412,15 @@ def synthesise(system: System, clips: list[np.ndarray], audio: AudioConfig, batc
     device = next(system.model.parameters()).device
     compiled = system.kind == "teacher" and system.model.compiled_generation_available()
     if system.kind == "teacher" and not compiled:
-        print(f"synthesise {system.name}: the reference cached step (12-30x slower than the compiled loop; "
-              f"{_fast.BUILD_HINT})", file=sys.stderr)
+        print(
+            f"synthesise {system.name}: the reference cached step (12-30x slower than the compiled loop; "
+            f"{_fast.BUILD_HINT})",
+            file=sys.stderr,
+        )
     out: list[np.ndarray] = []
-    for index, start in enumerate(tqdm(range(0, len(clips), batch_size), desc=f"synthesise {system.name}",
-                                       disable=not progress)):
+    for index, start in enumerate(
+        tqdm(range(0, len(clips), batch_size), desc=f"synthesise {system.name}", disable=not progress)
+    ):
         generator = torch.Generator(device).manual_seed(seed + index)
         group = clips[start : start + batch_size]
         mel = mel_batch(group, audio).to(device)
@@ -387,8 +430,13 @@ def synthesise(system: System, clips: list[np.ndarray], audio: AudioConfig, batc
             threads = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
-                y = system.model.generate(mel, generator=generator, progress=progress, compiled=compiled,
-                                          temperature=system.options.get("temperature", 1.0))
+                y = system.model.generate(
+                    mel,
+                    generator=generator,
+                    progress=progress,
+                    compiled=compiled,
+                    temperature=system.options.get("temperature", 1.0),
+                )
             finally:
                 torch.set_num_threads(threads)
         else:
@@ -400,14 +448,21 @@ def synthesise(system: System, clips: list[np.ndarray], audio: AudioConfig, batc
 def reference_systems(clips: list[np.ndarray], seed: int = EVAL_SEED) -> dict[str, list[np.ndarray]]:
     """The real audio itself, white noise at each clip's power, and silence."""
     rng = np.random.default_rng(seed)
-    noise = [(rng.standard_normal(len(x)) * np.sqrt(np.mean(x.astype(np.float64) ** 2))).astype(np.float32)
-             for x in clips]
+    noise = [
+        (rng.standard_normal(len(x)) * np.sqrt(np.mean(x.astype(np.float64) ** 2))).astype(np.float32) for x in clips
+    ]
     return {"real": clips, "noise": noise, "silence": [np.zeros_like(x) for x in clips]}
 
 
-def evaluate_systems(signals: dict[str, list[np.ndarray]], utterances: list[Utterance], clips: list[np.ndarray],
-                     audio: AudioConfig, listener: Listener | None = None,
-                     espeak: dict[str, np.ndarray] | None = None, progress: bool = True) -> dict:
+def evaluate_systems(
+    signals: dict[str, list[np.ndarray]],
+    utterances: list[Utterance],
+    clips: list[np.ndarray],
+    audio: AudioConfig,
+    listener: Listener | None = None,
+    espeak: dict[str, np.ndarray] | None = None,
+    progress: bool = True,
+) -> dict:
     """Score every system's clips against ``clips``; the table of means and CIs plus per-utterance values."""
     real_tracks = [pitch_track(x, audio.sample_rate) for x in clips]
     rows: dict[str, dict] = {}
@@ -425,9 +480,10 @@ def evaluate_systems(signals: dict[str, list[np.ndarray]], utterances: list[Utte
         per_utterance[name] = values
     if listener is not None and espeak:
         counts = [listener.errors(espeak[u.id], u.id) for u in utterances]
-        rows["espeak"] = {"per": ratio_ci([e for e, _ in counts], [n for _, n in counts]),
-                          "power_db": mean_ci([power_db(espeak[u.id]) - power_db(x)
-                                               for u, x in zip(utterances, clips, strict=True)])}
+        rows["espeak"] = {
+            "per": ratio_ci([e for e, _ in counts], [n for _, n in counts]),
+            "power_db": mean_ci([power_db(espeak[u.id]) - power_db(x) for u, x in zip(utterances, clips, strict=True)]),
+        }
         per_utterance["espeak"] = {"per": [e / n for e, n in counts]}
     return {"systems": rows, "per_utterance": per_utterance}
 
@@ -462,8 +518,14 @@ class QuickScore:
 # ----------------------------------------------------------------------------- report
 
 
-def compare_spectrograms(clips: dict[str, np.ndarray], sample_rate: int, metrics: dict[str, dict] | None = None,
-                         top_db: float = 80.0, n_fft: int = 1024, hop: int = 256):
+def compare_spectrograms(
+    clips: dict[str, np.ndarray],
+    sample_rate: int,
+    metrics: dict[str, dict] | None = None,
+    top_db: float = 80.0,
+    n_fft: int = 1024,
+    hop: int = 256,
+):
     """Side-by-side spectrograms on one colour map and one dB scale, with a labelled colour bar.
 
     ``clips`` maps a system name to its audio ``(T,)``; ``metrics`` optionally maps the same names to
@@ -473,16 +535,25 @@ def compare_spectrograms(clips: dict[str, np.ndarray], sample_rate: int, metrics
     import matplotlib.pyplot as plt
 
     window = np.hanning(n_fft)
-    spectra = {name: 20 * np.log10(np.maximum(np.abs(librosa.stft(np.asarray(x, dtype=np.float32), n_fft=n_fft,
-                                                                   hop_length=hop, window=window)) * 2 / window.sum(),
-                                              1e-10))
-               for name, x in clips.items()}
+    spectra = {
+        name: 20
+        * np.log10(
+            np.maximum(
+                np.abs(librosa.stft(np.asarray(x, dtype=np.float32), n_fft=n_fft, hop_length=hop, window=window))
+                * 2
+                / window.sum(),
+                1e-10,
+            )
+        )
+        for name, x in clips.items()
+    }
     vmax = max(float(s.max()) for s in spectra.values())
     fig, axes = plt.subplots(1, len(spectra), figsize=(4.2 * len(spectra), 3.4), sharey=True, squeeze=False)
     for ax, (name, spec) in zip(axes[0], spectra.items(), strict=True):
         extent = (0, spec.shape[1] * hop / sample_rate, 0, sample_rate / 2)
-        image = ax.imshow(spec, origin="lower", aspect="auto", extent=extent, cmap="magma",
-                          vmin=vmax - top_db, vmax=vmax)
+        image = ax.imshow(
+            spec, origin="lower", aspect="auto", extent=extent, cmap="magma", vmin=vmax - top_db, vmax=vmax
+        )
         title = name
         if metrics and name in metrics:
             title += "".join(f"\n{k} {v:.3g}" for k, v in metrics[name].items() if v is not None)
@@ -491,7 +562,6 @@ def compare_spectrograms(clips: dict[str, np.ndarray], sample_rate: int, metrics
     axes[0][0].set_ylabel("frequency (Hz)")
     fig.colorbar(image, ax=axes[0].tolist(), label="level (dB re full scale)")
     return fig
-
 
 
 def format_table(results: dict) -> str:
@@ -521,15 +591,27 @@ def headline(results: dict, system: str) -> dict[str, float | None]:
     return {k: v["mean"] for k, v in results["systems"][system].items()}
 
 
-def run(checkpoints: list[Path], split: str = "test", count: int | None = None, names: list[str] | None = None,
-        max_seconds: float | None = None, with_espeak: bool = True, audio_dir: Path | None = None,
-        device: str = "cpu", progress: bool = True, batch_size: int = 8, temperature: float | None = None) -> dict:
+def run(
+    checkpoints: list[Path],
+    split: str = "test",
+    count: int | None = None,
+    names: list[str] | None = None,
+    max_seconds: float | None = None,
+    with_espeak: bool = True,
+    audio_dir: Path | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    batch_size: int = 8,
+    temperature: float | None = None,
+) -> dict:
     """Score ``checkpoints`` and the reference rows on ``split``; returns the JSON-ready results.
 
     ``temperature`` overrides every teacher's recorded sampling temperature (see :func:`load_system`).
     """
-    systems = [load_system(p, n, device, temperature)
-               for p, n in zip(checkpoints, names or [None] * len(checkpoints), strict=True)]
+    systems = [
+        load_system(p, n, device, temperature)
+        for p, n in zip(checkpoints, names or [None] * len(checkpoints), strict=True)
+    ]
     audio = _audio_config(checkpoints)
     utterances = pick_utterances(split, count)
     max_samples = int(max_seconds * audio.sample_rate) if max_seconds else None
@@ -546,17 +628,26 @@ def run(checkpoints: list[Path], split: str = "test", count: int | None = None, 
     if audio_dir is not None:
         _save_signals(audio_dir, signals, utterances, audio.sample_rate)
     results = evaluate_systems(signals, utterances, clips, audio, Listener(), espeak, progress)
-    results.update({
-        "split": split, "utterances": [u.id for u in utterances],
-        "seconds": round(sum(len(x) for x in clips) / audio.sample_rate, 2), "sample_rate": audio.sample_rate,
-        "checkpoints": {s.name: str(s.path) for s in systems}, "synthesis_seconds": timings, "seed": EVAL_SEED,
-        "batch_size": batch_size, "sampling": {s.name: s.options for s in systems if s.options},
-        "definitions": {"voiced": f"YIN periodicity >= {VOICED_PERIODICITY} and level > {VOICED_FLOOR_DB} dBFS",
-                        "frames": f"{FRAME_LENGTH}-sample frames every {FRAME_HOP} samples",
-                        "mcd": f"c1-c{N_CEPSTRA}, DCT-II of {audio.n_mels}-band natural-log mel amplitude, "
-                               "10/ln10*sqrt(2*sum), mean over frames, no DTW",
-                        "ci95": "t-based over utterances; per: percentile bootstrap over utterances"},
-    })
+    results.update(
+        {
+            "split": split,
+            "utterances": [u.id for u in utterances],
+            "seconds": round(sum(len(x) for x in clips) / audio.sample_rate, 2),
+            "sample_rate": audio.sample_rate,
+            "checkpoints": {s.name: str(s.path) for s in systems},
+            "synthesis_seconds": timings,
+            "seed": EVAL_SEED,
+            "batch_size": batch_size,
+            "sampling": {s.name: s.options for s in systems if s.options},
+            "definitions": {
+                "voiced": f"YIN periodicity >= {VOICED_PERIODICITY} and level > {VOICED_FLOOR_DB} dBFS",
+                "frames": f"{FRAME_LENGTH}-sample frames every {FRAME_HOP} samples",
+                "mcd": f"c1-c{N_CEPSTRA}, DCT-II of {audio.n_mels}-band natural-log mel amplitude, "
+                "10/ln10*sqrt(2*sum), mean over frames, no DTW",
+                "ci95": "t-based over utterances; per: percentile bootstrap over utterances",
+            },
+        }
+    )
     return results
 
 
@@ -580,10 +671,15 @@ def record(results: dict, directory: Path, system: str) -> None:
     metrics = json.loads(path.read_text())
     rows = results["systems"]
     metrics["evaluation"] = {
-        "command": results.get("command"), "split": results["split"], "utterances": results["utterances"],
-        "seconds": results["seconds"], "seed": results["seed"], "batch_size": results["batch_size"],
+        "command": results.get("command"),
+        "split": results["split"],
+        "utterances": results["utterances"],
+        "seconds": results["seconds"],
+        "seed": results["seed"],
+        "batch_size": results["batch_size"],
         "sampling": results.get("sampling", {}).get(system, {}),
-        "definitions": results["definitions"], "synthesis_seconds": results["synthesis_seconds"].get(system),
+        "definitions": results["definitions"],
+        "synthesis_seconds": results["synthesis_seconds"].get(system),
         "rows": {name: rows[name] for name in (system, "real", "noise", "silence", "espeak") if name in rows},
         "per_utterance": results["per_utterance"][system],
     }
@@ -600,8 +696,9 @@ def recompute(directory: Path, batches: int | None = None, progress: bool = Fals
     directory = Path(directory)
     recorded = json.loads((directory / "metrics.json").read_text()).get("evaluation")
     if recorded is None:
-        raise KeyError(f"{directory}/metrics.json has no 'evaluation'; run python -m pwn_lib.evaluate {directory} "
-                       "--record")
+        raise KeyError(
+            f"{directory}/metrics.json has no 'evaluation'; run python -m pwn_lib.evaluate {directory} --record"
+        )
     system = load_system(directory, temperature=recorded.get("sampling", {}).get("temperature"))
     audio = _audio_config([directory])
     by_id = {u.id: u for u in load_corpus(recorded["split"])}
@@ -624,31 +721,43 @@ def _audio_config(checkpoints: list[Path]) -> AudioConfig:
     return configs.pop() if configs else AudioConfig()
 
 
-def _save_signals(directory: Path, signals: dict[str, list[np.ndarray]], utterances: list[Utterance],
-                  sample_rate: int) -> None:
+def _save_signals(
+    directory: Path, signals: dict[str, list[np.ndarray]], utterances: list[Utterance], sample_rate: int
+) -> None:
     for name, outputs in signals.items():
         for x, u in zip(outputs, utterances, strict=True):
             save_audio(Path(directory) / name / f"{u.id}.wav", np.clip(x, -1, 1), sample_rate)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pwn_lib.evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m pwn_lib.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("checkpoints", nargs="+", type=Path, help="teacher and/or student checkpoint directories")
     parser.add_argument("--names", help="comma-separated row names for the checkpoints (default: their kinds)")
     parser.add_argument("--split", default="test", choices=("train", "valid", "test"))
-    parser.add_argument("--utterances", type=int, default=None,
-                        help=f"how many {MIN_SECONDS:g}-{MAX_SECONDS:g} s utterances (default: all; fast mode: 2)")
+    parser.add_argument(
+        "--utterances",
+        type=int,
+        default=None,
+        help=f"how many {MIN_SECONDS:g}-{MAX_SECONDS:g} s utterances (default: all; fast mode: 2)",
+    )
     parser.add_argument("--max-seconds", type=float, default=None, help="crop each utterance (fast mode: 0.5)")
     parser.add_argument("--no-espeak", action="store_true", help="skip the espeak-ng reference row")
     parser.add_argument("--out", type=Path, help="JSON file for the results (default data/eval/<names>.json)")
     parser.add_argument("--audio-dir", type=Path, help="also write every system's clips here as WAV")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
-    parser.add_argument("--temperature", type=float,
-                        help="sample the teachers at this temperature instead of their config.json's "
-                             "sampling.temperature (1.0 if none): each chosen logistic's scale times it")
-    parser.add_argument("--record", action="store_true",
-                        help="also write each checkpoint's row into its own metrics.json (the shipped figures)")
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        help="sample the teachers at this temperature instead of their config.json's "
+        "sampling.temperature (1.0 if none): each chosen logistic's scale times it",
+    )
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="also write each checkpoint's row into its own metrics.json (the shipped figures)",
+    )
     return parser
 
 
@@ -661,8 +770,16 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--names has {len(names)} names for {len(args.checkpoints)} checkpoints")
     count = args.utterances if args.utterances is not None else (2 if fast_mode() else None)
     max_seconds = args.max_seconds if args.max_seconds is not None else (0.5 if fast_mode() else None)
-    results = run(args.checkpoints, args.split, count, names, max_seconds, not args.no_espeak, args.audio_dir,
-                  temperature=args.temperature)
+    results = run(
+        args.checkpoints,
+        args.split,
+        count,
+        names,
+        max_seconds,
+        not args.no_espeak,
+        args.audio_dir,
+        temperature=args.temperature,
+    )
     results["command"] = " ".join(["python -m pwn_lib.evaluate", *(sys.argv[1:] if argv is None else argv)])
     out = args.out or RESULTS_DIR / f"{'_'.join(results['checkpoints'])}_{args.split}.json"
     results = json_safe(results)
@@ -671,8 +788,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, path in results["checkpoints"].items():
             record(results, Path(path), name)
     print(format_table(results))
-    print(f"{results['seconds']} s of {args.split} audio over {len(results['utterances'])} utterances; "
-          f"written to {out}")
+    print(
+        f"{results['seconds']} s of {args.split} audio over {len(results['utterances'])} utterances; written to {out}"
+    )
     return 0
 
 
@@ -712,6 +830,7 @@ def target_report(rows: dict[str, dict]) -> list[dict]:
             met = abs(value) <= limit
         else:
             met = value <= limit if metric in LOWER_IS_BETTER else value >= limit
-        report.append({"system": system, "metric": metric, "rule": rule, "measured": value, "bound": limit,
-                       "met": bool(met)})
+        report.append(
+            {"system": system, "metric": metric, "rule": rule, "measured": value, "bound": limit, "met": bool(met)}
+        )
     return report

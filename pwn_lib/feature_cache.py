@@ -47,8 +47,10 @@ def ljspeech_clips(root: Path, limit: int | None = None) -> list[str]:
     """The clip ids of an LJSpeech-shaped folder, in metadata.csv order."""
     meta = Path(root) / "metadata.csv"
     if not meta.is_file():
-        raise FileNotFoundError(f"{meta}: missing; point at the LJSpeech-1.1 folder (metadata.csv + wavs/), or "
-                                "download it once with `python -m pwn_lib.corpus_tools download-ljspeech`")
+        raise FileNotFoundError(
+            f"{meta}: missing; point at the LJSpeech-1.1 folder (metadata.csv + wavs/), or "
+            "download it once with `python -m pwn_lib.corpus_tools download-ljspeech`"
+        )
     ids = [line.split("|", 1)[0] for line in meta.read_text(encoding="utf-8").splitlines() if line.strip()]
     return ids[:limit]
 
@@ -60,8 +62,9 @@ def _write_shard(out: Path, number: int, codes: list[np.ndarray], mels: list[np.
     return [{"file": name, "sha256": sha256(out / name)} for name in names.values()]
 
 
-def build_cache(source: Path, out: Path, audio: AudioConfig, shard_size: int = 500, limit: int | None = None,
-                progress: bool = True) -> dict:
+def build_cache(
+    source: Path, out: Path, audio: AudioConfig, shard_size: int = 500, limit: int | None = None, progress: bool = True
+) -> dict:
     """Write the feature cache of the LJSpeech-shaped folder ``source`` into ``out``; return its manifest.
 
     Each clip is trimmed to a whole number of hops (``frames * hop_length`` samples, ``frames`` log-mel
@@ -84,10 +87,21 @@ def build_cache(source: Path, out: Path, audio: AudioConfig, shard_size: int = 5
             continue
         k = quantize(x[: frames * audio.hop_length], audio.bits)
         mel = log_mel(dequantize(k, audio.bits), audio)
-        total, total_sq, count = total + mel.sum(dtype=np.float64), total_sq + np.square(mel, dtype=np.float64).sum(), \
-            count + mel.size
-        clips.append({"id": uid, "source_sha256": sha256(path), "shard": len(shards), "audio_offset": audio_offset,
-                      "mel_offset": mel_offset, "frames": frames})
+        total, total_sq, count = (
+            total + mel.sum(dtype=np.float64),
+            total_sq + np.square(mel, dtype=np.float64).sum(),
+            count + mel.size,
+        )
+        clips.append(
+            {
+                "id": uid,
+                "source_sha256": sha256(path),
+                "shard": len(shards),
+                "audio_offset": audio_offset,
+                "mel_offset": mel_offset,
+                "frames": frames,
+            }
+        )
         codes.append(k)
         mels.append(mel)
         audio_offset, mel_offset = audio_offset + frames * audio.hop_length, mel_offset + frames
@@ -100,11 +114,18 @@ def build_cache(source: Path, out: Path, audio: AudioConfig, shard_size: int = 5
         raise ValueError(f"{source}: no clip of at least hop_length={audio.hop_length} samples")
     mean = total / count
     manifest = {
-        "version": VERSION, "source": str(source), "audio": to_dict(audio), "shard_size": shard_size, "limit": limit,
-        "statistics": {"log_mel_mean": round(float(mean), 4),
-                       "log_mel_std": round(float(np.sqrt(total_sq / count - mean**2)), 4)},
+        "version": VERSION,
+        "source": str(source),
+        "audio": to_dict(audio),
+        "shard_size": shard_size,
+        "limit": limit,
+        "statistics": {
+            "log_mel_mean": round(float(mean), 4),
+            "log_mel_std": round(float(np.sqrt(total_sq / count - mean**2)), 4),
+        },
         "seconds": round(sum(c["frames"] for c in clips) * audio.hop_length / audio.sample_rate, 2),
-        "shards": shards, "clips": clips,
+        "shards": shards,
+        "clips": clips,
         "command": f"python -m pwn_lib.feature_cache build {source} {out} (shard_size={shard_size}, limit={limit})",
     }
     write_json(out / MANIFEST, manifest)
@@ -115,8 +136,10 @@ def read_manifest(cache: Path) -> dict:
     """The cache's manifest; a clear error when the cache is missing or unfinished."""
     path = Path(cache) / MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing, so {cache} is not a finished feature cache; build it with "
-                                f"`python -m pwn_lib.feature_cache build LJSPEECH_DIR {cache} --preset paper`")
+        raise FileNotFoundError(
+            f"{path}: missing, so {cache} is not a finished feature cache; build it with "
+            f"`python -m pwn_lib.feature_cache build LJSPEECH_DIR {cache} --preset paper`"
+        )
     return json.loads(path.read_text())
 
 
@@ -124,15 +147,25 @@ def rebuild(cache: Path, out: Path, source: Path | None = None, progress: bool =
     """Build again, into ``out``, the cache that ``cache/manifest.json`` describes (from ``source`` if the
     corpus moved); the result must have the same hashes (:func:`verify`)."""
     manifest = read_manifest(cache)
-    return build_cache(Path(source or manifest["source"]), out, from_dict(AudioConfig, manifest["audio"]),
-                       manifest["shard_size"], manifest["limit"], progress)
+    return build_cache(
+        Path(source or manifest["source"]),
+        out,
+        from_dict(AudioConfig, manifest["audio"]),
+        manifest["shard_size"],
+        manifest["limit"],
+        progress,
+    )
 
 
 def verify(cache: Path) -> list[str]:
     """The shards whose SHA-256 differs from the manifest's (an empty list for an intact cache)."""
     manifest = read_manifest(cache)
-    return [f["file"] for shard in manifest["shards"] for f in shard
-            if not (Path(cache) / f["file"]).is_file() or sha256(Path(cache) / f["file"]) != f["sha256"]]
+    return [
+        f["file"]
+        for shard in manifest["shards"]
+        for f in shard
+        if not (Path(cache) / f["file"]).is_file() or sha256(Path(cache) / f["file"]) != f["sha256"]
+    ]
 
 
 class CachedWindows(torch.utils.data.Dataset):
@@ -149,16 +182,19 @@ class CachedWindows(torch.utils.data.Dataset):
         self.cache, self.window, self.cfg, self.seed, self.length = Path(cache), window, cfg, seed, length
         manifest = read_manifest(cache)
         if from_dict(AudioConfig, manifest["audio"]) != cfg:
-            raise ValueError(f"{cache} was built for {manifest['audio']}, not this run's AudioConfig {to_dict(cfg)}; "
-                             "build a cache for this preset")
+            raise ValueError(
+                f"{cache} was built for {manifest['audio']}, not this run's AudioConfig {to_dict(cfg)}; "
+                "build a cache for this preset"
+            )
         if window <= 0 or window % cfg.hop_length:
             raise ValueError(f"window={window} must be a positive multiple of hop_length={cfg.hop_length}")
         hop_frames = window // cfg.hop_length
         clips = [c for c in manifest["clips"] if c["frames"] >= hop_frames]
         if not clips:
             raise ValueError(f"{cache}: no clip is as long as the window ({window} samples)")
-        self.table = np.array([[c["shard"], c["audio_offset"], c["mel_offset"], c["frames"]] for c in clips],
-                              dtype=np.int64)
+        self.table = np.array(
+            [[c["shard"], c["audio_offset"], c["mel_offset"], c["frames"]] for c in clips], dtype=np.int64
+        )
         self.files = [(shard[0]["file"], shard[1]["file"]) for shard in manifest["shards"]]
         self.positions = self.table[:, 3] - hop_frames + 1
         self.weights = self.positions / self.positions.sum()
@@ -191,17 +227,20 @@ class CachedWindows(torch.utils.data.Dataset):
         codes, mel = self._shard(shard)
         hop, frames = self.cfg.hop_length, self.window // self.cfg.hop_length
         start = audio_offset + j * hop
-        audio = dequantize(np.asarray(codes[start: start + self.window], dtype=np.int64), self.cfg.bits)
+        audio = dequantize(np.asarray(codes[start : start + self.window], dtype=np.int64), self.cfg.bits)
         return {
             "audio": torch.from_numpy(audio).unsqueeze(0),
-            "mel": torch.from_numpy(np.array(mel[:, mel_offset + j: mel_offset + j + frames], dtype=np.float32)),
+            "mel": torch.from_numpy(np.array(mel[:, mel_offset + j : mel_offset + j + frames], dtype=np.float32)),
             "speaker": torch.tensor(0, dtype=torch.long),
         }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pwn_lib.feature_cache", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m pwn_lib.feature_cache",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="build the cache of an LJSpeech-shaped folder")
     build.add_argument("source", type=Path)

@@ -50,8 +50,9 @@ def corpus_statistics(audio: AudioConfig, path: Path = STATS_PATH) -> dict[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pwn_lib.features", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m pwn_lib.features", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--preset", default="course", choices=PRESET_NAMES, help="the AudioConfig preset")
     parser.add_argument("--out", type=Path, default=STATS_PATH)
     args = parser.parse_args(argv)
@@ -59,8 +60,15 @@ def main(argv: list[str] | None = None) -> int:
 
     audio = AUDIO_PRESETS[args.preset]
     stats = log_mel_statistics([u.audio for u in load_corpus("train", sample_rate=audio.sample_rate)], audio)
-    write_json(args.out, {**stats, "audio": to_dict(audio), "split": "train",
-                          "command": f"python -m pwn_lib.features --preset {args.preset}"})
+    write_json(
+        args.out,
+        {
+            **stats,
+            "audio": to_dict(audio),
+            "split": "train",
+            "command": f"python -m pwn_lib.features --preset {args.preset}",
+        },
+    )
     print(stats, "->", args.out)
     return 0
 

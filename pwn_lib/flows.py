@@ -193,9 +193,7 @@ class CausalConvConditioner(nn.Module):
         super().__init__()
         self.kernel_size = kernel_size
         self.inp = nn.Conv1d(1, channels, 1)
-        self.convs = nn.ModuleList(
-            nn.Conv1d(channels, channels, kernel_size, dilation=2**i) for i in range(layers)
-        )
+        self.convs = nn.ModuleList(nn.Conv1d(channels, channels, kernel_size, dilation=2**i) for i in range(layers))
         self.out = nn.Conv1d(channels, 2, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
@@ -404,7 +402,21 @@ class MAF(Flow):
 
 
 __all__ = [
-    "AutoregressiveAffine", "CausalConvConditioner", "Compose", "Conditioned", "ElementwiseAffine", "Flow", "IAF",
-    "MADE", "MAF", "MaskedLinear", "Reverse", "Transform", "autoregressive_stack", "change_of_variables",
-    "AffineStack", "collapse_affine_steps", "transformed_log_prob",
+    "AutoregressiveAffine",
+    "CausalConvConditioner",
+    "Compose",
+    "Conditioned",
+    "ElementwiseAffine",
+    "Flow",
+    "IAF",
+    "MADE",
+    "MAF",
+    "MaskedLinear",
+    "Reverse",
+    "Transform",
+    "autoregressive_stack",
+    "change_of_variables",
+    "AffineStack",
+    "collapse_affine_steps",
+    "transformed_log_prob",
 ]

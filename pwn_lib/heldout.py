@@ -46,7 +46,7 @@ def teacher_nll_bits(teacher: WaveNet, windows: list[dict], batch_size: int = 4)
     teacher.eval()
     total, count = 0.0, 0
     for start in range(0, len(windows), batch_size):
-        batch = _stack(windows[start:start + batch_size], device)
+        batch = _stack(windows[start : start + batch_size], device)
         nll = -teacher.log_prob(batch["audio"], batch["mel"]).double()
         total, count = total + nll.sum().item(), count + nll.numel()
     return total / count / math.log(2)
@@ -62,8 +62,9 @@ def heldout_clip(audio: AudioConfig, seconds: float = 1.0, split: str = "test") 
 
 
 @torch.no_grad()
-def resynthesis_phone_error_rate(teacher: WaveNet, audio: AudioConfig, count: int = 8, split: str = "test",
-                                 classifier: Path = PHONES_CHECKPOINT) -> dict:
+def resynthesis_phone_error_rate(
+    teacher: WaveNet, audio: AudioConfig, count: int = 8, split: str = "test", classifier: Path = PHONES_CHECKPOINT
+) -> dict:
     """A machine listener's verdict: phone error rate of audio generated from held-out log-mels.
 
     The teacher generates (cached, seed 0) from the log-mels of the ``count`` shortest ``split``
@@ -91,7 +92,7 @@ def resynthesis_phone_error_rate(teacher: WaveNet, audio: AudioConfig, count: in
         "phone_error_rate_real": error_rate(real),
         "phone_error_rate_white_noise": error_rate(noise),
         "phone_eval": f"{len(real)} shortest {split} utterances ({sum(map(len, real)) / audio.sample_rate:.2f} s), "
-                      f"classifier {classifier.name}",
+        f"classifier {classifier.name}",
     }
 
 
@@ -100,8 +101,9 @@ def heldout_kl(student: IAFStudent, teacher: WaveNet, windows: list[dict]) -> fl
     """Mean per-sample KL(P_S || P_T) on fixed held-out conditioning (fixed noise seed)."""
     device = next(student.parameters()).device
     batch = _stack(windows, device)
-    terms = distillation_loss(student, teacher, batch["mel"],
-                              generator=torch.Generator(device).manual_seed(HELDOUT_SEED))
+    terms = distillation_loss(
+        student, teacher, batch["mel"], generator=torch.Generator(device).manual_seed(HELDOUT_SEED)
+    )
     return terms["kl"].item()
 
 
@@ -126,6 +128,11 @@ def synthesis_report(student: IAFStudent, teacher: WaveNet, audio: AudioConfig, 
 
 
 __all__ = [
-    "HELDOUT_SEED", "heldout_clip", "heldout_kl", "heldout_windows", "resynthesis_phone_error_rate",
-    "synthesis_report", "teacher_nll_bits",
+    "HELDOUT_SEED",
+    "heldout_clip",
+    "heldout_kl",
+    "heldout_windows",
+    "resynthesis_phone_error_rate",
+    "synthesis_report",
+    "teacher_nll_bits",
 ]

@@ -161,8 +161,11 @@ class FusedBlock:
             rows = [stream.taps[:, stream.pad - s + start : stream.pad - s + stop] for s in shifts]
             rows += [cu[:, start:stop]] if cu is not None else []
             out = stream.h_next[:, start:stop]
-            out.copy_(tile_fn(torch.cat(rows, dim=-1), self.weight, bias, self.out_weight,
-                              stream.h[:, start:stop], self.out_bias))
+            out.copy_(
+                tile_fn(
+                    torch.cat(rows, dim=-1), self.weight, bias, self.out_weight, stream.h[:, start:stop], self.out_bias
+                )
+            )
             if stream.taps_next is not None:  # a separate GEMM-dtype copy (bf16): cast once, here
                 stream.taps_next[:, stream.pad + start : stream.pad + stop].copy_(out)
         stream.swap()
@@ -172,7 +175,11 @@ TileFn = Callable[..., torch.Tensor]
 
 
 def gated_tile(
-    rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, out_weight: torch.Tensor, h: torch.Tensor,
+    rows: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    out_weight: torch.Tensor,
+    h: torch.Tensor,
     out_bias: torch.Tensor,
 ) -> torch.Tensor:
     """The maths of :class:`FusedBlock` on one tile of rows; ``rows: (B, n, k * R + C_cond)``, ``h: (B, n, R)``.
@@ -316,6 +323,15 @@ def receptive_field(kernel_size: int, dilation_list: list[int]) -> int:
 
 
 __all__ = [
-    "RESIDUAL_SCALE", "BlockStream", "CausalConv1d", "ConditionUpsampler", "FusedBlock", "ResidualBlock", "gated_tile",
-    "pointwise", "receptive_field", "shift_right", "stride_factors",
+    "RESIDUAL_SCALE",
+    "BlockStream",
+    "CausalConv1d",
+    "ConditionUpsampler",
+    "FusedBlock",
+    "ResidualBlock",
+    "gated_tile",
+    "pointwise",
+    "receptive_field",
+    "shift_right",
+    "stride_factors",
 ]

@@ -113,9 +113,7 @@ def log_magnitude_distance(mag_x: Tensor, mag_y: Tensor) -> Tensor:
     return (mag_y.log() - mag_x.log()).abs().mean()
 
 
-def mr_stft_loss(
-    x: Tensor, y: Tensor, resolutions: Sequence[tuple[int, int, int]] = MR_STFT_RESOLUTIONS
-) -> Tensor:
+def mr_stft_loss(x: Tensor, y: Tensor, resolutions: Sequence[tuple[int, int, int]] = MR_STFT_RESOLUTIONS) -> Tensor:
     """Multi-resolution STFT loss: mean over resolutions of (spectral convergence + log magnitude L1).
 
     x: (B, 1, T) student audio; y: (B, 1, T) real audio (time-aligned, same T).
@@ -195,8 +193,9 @@ def contrastive_distillation_loss(
     because x_t itself is a draw from the student's step-t logistic. Returns the distillation dict with
     ``loss`` replaced by :func:`contrastive_loss` and ``kl_other`` added (nats per sample).
     """
-    same = distillation_loss(student, teacher, c1, speaker, n_draws=n_draws, generator=generator,
-                             temperature=temperature)
+    same = distillation_loss(
+        student, teacher, c1, speaker, n_draws=n_draws, generator=generator, temperature=temperature
+    )
     x = same["x"]
     log_density_other = teacher_log_density(teacher, teacher(x, c2, speaker), temperature)
     kl_other = -log_density_other(x[:, 0].unsqueeze(0)).mean() - same["entropy"]
@@ -220,17 +219,27 @@ def recipe_terms(
     """
     c, y = batch["mel"], batch["audio"]
     if recipe.gamma > 0:
-        terms = contrastive_distillation_loss(student, teacher, c, c.roll(1, 0), gamma=recipe.gamma,
-                                              n_draws=recipe.n_draws, generator=generator,
-                                              temperature=recipe.teacher_temperature)
+        terms = contrastive_distillation_loss(
+            student,
+            teacher,
+            c,
+            c.roll(1, 0),
+            gamma=recipe.gamma,
+            n_draws=recipe.n_draws,
+            generator=generator,
+            temperature=recipe.teacher_temperature,
+        )
     else:
-        terms = distillation_loss(student, teacher, c, n_draws=recipe.n_draws, generator=generator,
-                                  temperature=recipe.teacher_temperature)
+        terms = distillation_loss(
+            student, teacher, c, n_draws=recipe.n_draws, generator=generator, temperature=recipe.teacher_temperature
+        )
     terms = dict(terms)
     x = terms["x"].float()
-    weighted = {"power": (recipe.power_weight, lambda: power_loss(x, y)),
-                "mr_stft": (recipe.stft_weight, lambda: mr_stft_loss(x, y)),
-                "perceptual": (recipe.perceptual_weight, lambda: perceptual_loss(x, y, classifier))}
+    weighted = {
+        "power": (recipe.power_weight, lambda: power_loss(x, y)),
+        "mr_stft": (recipe.stft_weight, lambda: mr_stft_loss(x, y)),
+        "perceptual": (recipe.perceptual_weight, lambda: perceptual_loss(x, y, classifier)),
+    }
     if recipe.perceptual_weight > 0 and classifier is None:
         raise ValueError("this loss recipe has perceptual_weight > 0: pass classifier=load_phone_classifier()")
     for name, (weight, term) in weighted.items():

@@ -37,11 +37,48 @@ TARGETS_PATH = DATA_DIR / "corpus" / "phones.tsv"
 DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "phones_course"
 
 PHONES: tuple[str, ...] = (
-    "AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY", "F", "G", "HH", "IH",
-    "IY", "JH", "K", "L", "M", "N", "NG", "OW", "OY", "P", "R", "S", "SH", "T", "TH", "UH", "UW", "V",
-    "W", "Y", "Z", "ZH",
+    "AA",
+    "AE",
+    "AH",
+    "AO",
+    "AW",
+    "AY",
+    "B",
+    "CH",
+    "D",
+    "DH",
+    "EH",
+    "ER",
+    "EY",
+    "F",
+    "G",
+    "HH",
+    "IH",
+    "IY",
+    "JH",
+    "K",
+    "L",
+    "M",
+    "N",
+    "NG",
+    "OW",
+    "OY",
+    "P",
+    "R",
+    "S",
+    "SH",
+    "T",
+    "TH",
+    "UH",
+    "UW",
+    "V",
+    "W",
+    "Y",
+    "Z",
+    "ZH",
 )
 BLANK = 0  # CTC blank; phone PHONES[i] has class i + 1
+
 
 def load_targets(path: Path = TARGETS_PATH) -> dict[str, list[int]]:
     """Read ``phones.tsv`` as ``{id: [class indices 1..39]}``."""
@@ -82,8 +119,16 @@ class TorchLogMel(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = x[:, 0] if x.dim() == 3 else x
         n_frames = x.shape[-1] // self.cfg.hop_length
-        spec = torch.stft(x, self.cfg.n_fft, self.cfg.hop_length, self.cfg.win_length, self.window.to(x.dtype),
-                          center=True, pad_mode="constant", return_complex=True)
+        spec = torch.stft(
+            x,
+            self.cfg.n_fft,
+            self.cfg.hop_length,
+            self.cfg.win_length,
+            self.window.to(x.dtype),
+            center=True,
+            pad_mode="constant",
+            return_complex=True,
+        )
         # The tiny offset keeps d|S|/dS finite at exact zeros; it is far below log_mel_floor.
         magnitude = (spec.real.square() + spec.imag.square() + 1e-20).sqrt()
         mel = self.filterbank.to(x.dtype) @ magnitude[..., :n_frames]
@@ -107,8 +152,9 @@ class ConvBlock(nn.Module):
 
     def __init__(self, channels: int, kernel_size: int, dilation: int, dropout: float):
         super().__init__()
-        self.conv = nn.Conv1d(channels, channels, kernel_size, dilation=dilation,
-                              padding=(kernel_size - 1) // 2 * dilation)
+        self.conv = nn.Conv1d(
+            channels, channels, kernel_size, dilation=dilation, padding=(kernel_size - 1) // 2 * dilation
+        )
         self.norm = nn.BatchNorm1d(channels)
         self.drop = nn.Dropout(dropout)
 
@@ -154,8 +200,10 @@ class PhoneClassifier(nn.Module):
             return self.log_mel(x_or_mel)
         if x_or_mel.dim() == 3 and x_or_mel.shape[1] == self.cfg.n_mels:
             return x_or_mel
-        raise ValueError(f"PhoneClassifier takes (B, 1, T) audio or (B, {self.cfg.n_mels}, F) log-mels; "
-                         f"got shape {tuple(x_or_mel.shape)}")
+        raise ValueError(
+            f"PhoneClassifier takes (B, 1, T) audio or (B, {self.cfg.n_mels}, F) log-mels; "
+            f"got shape {tuple(x_or_mel.shape)}"
+        )
 
     def features(self, x_or_mel: Tensor) -> list[Tensor]:
         """Every residual block's output, each (B, channels, F). Differentiable in the input audio."""
@@ -219,8 +267,9 @@ def make_examples(split: str, targets: dict[str, list[int]], audio: AudioConfig 
     for u in load_corpus(split):
         if u.id not in targets:
             raise KeyError(f"utterance {u.id} has no phone target in {TARGETS_PATH}; rerun build-targets")
-        examples.append(Example(u.id, torch.from_numpy(log_mel(u.audio, audio)),
-                                torch.tensor(targets[u.id], dtype=torch.long)))
+        examples.append(
+            Example(u.id, torch.from_numpy(log_mel(u.audio, audio)), torch.tensor(targets[u.id], dtype=torch.long))
+        )
     return examples
 
 

@@ -126,7 +126,8 @@ class IAFStudent(Checkpointed, nn.Module):
         self.cfg = cfg
         self.upsample = (
             ConditionUpsampler(cfg.cond_channels, cfg.hop_length, cfg.upsample, *standardisation(cfg))
-            if cfg.cond_channels else None
+            if cfg.cond_channels
+            else None
         )
         self.speaker_embedding = nn.Embedding(cfg.n_speakers, cfg.speaker_dim) if cfg.n_speakers > 0 else None
         init_log_scale = math.log(INIT_OUTPUT_STD / LOGISTIC_STD) / len(cfg.flow_layers)
@@ -190,7 +191,10 @@ class IAFStudent(Checkpointed, nn.Module):
         return StudentSynthesis(self, dtype, compile, tile)
 
     def draw_noise(
-        self, shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None = None,
+        self,
+        shape: tuple[int, ...],
+        like: torch.Tensor,
+        generator: torch.Generator | None = None,
         noise: str = "logistic",
     ) -> torch.Tensor:
         """``z`` of ``shape`` on ``like``'s device/dtype: Logistic(0, 1) (Parallel WaveNet) or N(0, 1) (ClariNet)."""
@@ -251,7 +255,10 @@ class StudentSynthesis:
 
     @torch.no_grad()
     def __call__(
-        self, z: torch.Tensor, c: torch.Tensor | None = None, speaker: torch.Tensor | None = None,
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor | None = None,
+        speaker: torch.Tensor | None = None,
         chunk: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``z: (B, 1, T)`` noise, ``c: (B, n_mels, T // hop)`` -> ``(x, mu_tot, log_s_tot)``, each (B, 1, T)."""
@@ -270,8 +277,13 @@ class StudentSynthesis:
 
     @torch.no_grad()
     def sample(
-        self, c: torch.Tensor | None, speaker: torch.Tensor | None = None, generator: torch.Generator | None = None,
-        n_samples: int | None = None, noise: str = "logistic", chunk: int | None = None,
+        self,
+        c: torch.Tensor | None,
+        speaker: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        n_samples: int | None = None,
+        noise: str = "logistic",
+        chunk: int | None = None,
     ) -> torch.Tensor:
         """:meth:`IAFStudent.sample` on the fast path: the same noise for the same generator, audio (B, 1, T)."""
         if c is None and n_samples is None:
@@ -283,7 +295,11 @@ class StudentSynthesis:
         return x.clamp(-1.0, 1.0)
 
     def _flow(
-        self, plan: _FlowPlan, x: torch.Tensor, cu: torch.Tensor | None, g_biases: list[torch.Tensor] | None,
+        self,
+        plan: _FlowPlan,
+        x: torch.Tensor,
+        cu: torch.Tensor | None,
+        g_biases: list[torch.Tensor] | None,
         chunk: int | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One flow's ``(mu, log_s)``, each (B, T), from its input ``x: (B, T)``; in chunks when asked."""
@@ -309,12 +325,19 @@ class _FlowPlan:
         self.input_bias = flow.input.bias.to(stream)
         self.blocks = [FusedBlock.from_block(block, dtype) for block in flow.blocks]
         self.pad = max((b.kernel_size - 1) * b.dilation for b in self.blocks)
-        self.head = [(layer.weight.squeeze(-1).T.to(stream).contiguous(), layer.bias.to(stream))
-                     for layer in flow.head if isinstance(layer, nn.Conv1d)]
+        self.head = [
+            (layer.weight.squeeze(-1).T.to(stream).contiguous(), layer.bias.to(stream))
+            for layer in flow.head
+            if isinstance(layer, nn.Conv1d)
+        ]
 
 
 def _conditioner(
-    plan: _FlowPlan, x: torch.Tensor, cu: torch.Tensor | None, g_biases: list[torch.Tensor] | None, tile_fn: TileFn,
+    plan: _FlowPlan,
+    x: torch.Tensor,
+    cu: torch.Tensor | None,
+    g_biases: list[torch.Tensor] | None,
+    tile_fn: TileFn,
     tile: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:meth:`IAFFlow.shift_and_log_scale` on time-major rows: ``x: (B, T)`` -> ``(mu, log_s)``, each (B, T)."""

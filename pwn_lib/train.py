@@ -130,8 +130,14 @@ class StepRecord:
     extra: dict[str, float]
 
     def as_dict(self) -> dict[str, float]:
-        return {"step": self.step, "loss": self.loss, "lr": self.lr, "grad_norm": self.grad_norm,
-                "seconds": self.seconds, **self.extra}
+        return {
+            "step": self.step,
+            "loss": self.loss,
+            "lr": self.lr,
+            "grad_norm": self.grad_norm,
+            "seconds": self.seconds,
+            **self.extra,
+        }
 
 
 class Objective(nn.Module):
@@ -201,9 +207,20 @@ class Trainer:
     keys to ``config.json`` (e.g. the AudioConfig); ``collate_fn`` replaces the DataLoader's default collation.
     """
 
-    def __init__(self, model: nn.Module, loss_fn: LossFn, cfg: TrainConfig, out_dir: Path | None, *,
-                 model_config: dict, kind: str, device: torch.device | str = "cpu",
-                 extra_config: dict | None = None, collate_fn: Callable | None = None, world: World | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        cfg: TrainConfig,
+        out_dir: Path | None,
+        *,
+        model_config: dict,
+        kind: str,
+        device: torch.device | str = "cpu",
+        extra_config: dict | None = None,
+        collate_fn: Callable | None = None,
+        world: World | None = None,
+    ):
         if cfg.grad_accum < 1:
             raise ValueError(f"TrainConfig.grad_accum={cfg.grad_accum}; it must be at least 1")
         self.model, self.loss_fn, self.cfg = model.to(device), loss_fn, cfg
@@ -237,10 +254,17 @@ class Trainer:
         """The speed settings and the measured throughput, as metrics.json records them."""
         window = getattr(self.cfg, "window", 0)
         seen = self.step * self.global_batch * window
-        return {"bf16": self.cfg.bf16, "fp16": self.cfg.fp16, "tf32": self.cfg.tf32, "compile": self.cfg.compile,
-                "grad_accum": self.cfg.grad_accum, "world_size": self.world.size, "global_batch": self.global_batch,
-                "device": str(self.device),
-                "samples_per_second": round(seen / self.train_seconds, 1) if self.train_seconds else None}
+        return {
+            "bf16": self.cfg.bf16,
+            "fp16": self.cfg.fp16,
+            "tf32": self.cfg.tf32,
+            "compile": self.cfg.compile,
+            "grad_accum": self.cfg.grad_accum,
+            "world_size": self.world.size,
+            "global_batch": self.global_batch,
+            "device": str(self.device),
+            "samples_per_second": round(seen / self.train_seconds, 1) if self.train_seconds else None,
+        }
 
     # -- persistence ----------------------------------------------------------------
     def save(self, metrics: dict | None = None) -> Path | None:
@@ -253,12 +277,24 @@ class Trainer:
         optim_tensors, optim_meta = _flatten_optimizer(self.optimizer)
         raw = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         ema = {f"ema.{k}": v for k, v in self.ema.shadow.items()}
-        state = {"step": self.step, "ema_updates": self.ema.updates, "history": self.history,
-                 "train_seconds": self.train_seconds, "optimizer": optim_meta, "train_config": to_dict(self.cfg),
-                 "scaler": self.scaler.state_dict(), "world_size": self.world.size}
-        summary = {"kind": self.kind, "steps": self.step, "train_seconds": round(self.train_seconds, 1),
-                   "final_loss": self.history[-1]["loss"] if self.history else None, "speed": self.speed(),
-                   **(metrics or {})}
+        state = {
+            "step": self.step,
+            "ema_updates": self.ema.updates,
+            "history": self.history,
+            "train_seconds": self.train_seconds,
+            "optimizer": optim_meta,
+            "train_config": to_dict(self.cfg),
+            "scaler": self.scaler.state_dict(),
+            "world_size": self.world.size,
+        }
+        summary = {
+            "kind": self.kind,
+            "steps": self.step,
+            "train_seconds": round(self.train_seconds, 1),
+            "final_loss": self.history[-1]["loss"] if self.history else None,
+            "speed": self.speed(),
+            **(metrics or {}),
+        }
         config = {"kind": self.kind, "model": self.model_config, "train": to_dict(self.cfg), **self.extra_config}
 
         def write(directory: Path) -> None:
@@ -300,8 +336,13 @@ class Trainer:
     def _steps(self, dataset: torch.utils.data.Dataset, stop: int) -> Iterator[list[dict[str, torch.Tensor]]]:
         """This rank's micro-batches, ``grad_accum`` at a time (one list per optimiser step)."""
         sampler = MicroBatches(len(dataset), self.cfg.batch_size, self.cfg.grad_accum, self.world, self.step, stop)
-        loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=self.cfg.num_workers,
-                                             collate_fn=self.collate_fn, pin_memory=self.device.type == "cuda")
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            num_workers=self.cfg.num_workers,
+            collate_fn=self.collate_fn,
+            pin_memory=self.device.type == "cuda",
+        )
         micro: list[dict[str, torch.Tensor]] = []
         for batch in loader:
             micro.append({k: v.to(self.device, non_blocking=True) for k, v in batch.items()})
@@ -382,17 +423,24 @@ class Trainer:
             self.save(metrics)
         distributed.barrier()
 
-    def fit(self, dataset: torch.utils.data.Dataset, steps: int | None = None,
-            on_checkpoint: Callable[[Trainer], dict] | None = None, progress: bool = True) -> list[dict]:
+    def fit(
+        self,
+        dataset: torch.utils.data.Dataset,
+        steps: int | None = None,
+        on_checkpoint: Callable[[Trainer], dict] | None = None,
+        progress: bool = True,
+    ) -> list[dict]:
         """Train until ``steps`` total steps (default ``cfg.stop_at``, else ``cfg.steps``), checkpointing as configured.
 
         ``on_checkpoint(trainer)`` (rank 0 only) may return extra metrics (e.g. held-out NLL) and log audio.
         """
         stop = (self.cfg.stop_at or self.cfg.steps) if steps is None else steps
         if not distributed.agree(self.step, self.device):
-            raise RuntimeError(f"rank {self.world.rank} starts at step {self.step} but another rank does not: ranks "
-                               f"resumed from different checkpoints. --out ({self.out_dir}) must be on a file system "
-                               "that every node sees")
+            raise RuntimeError(
+                f"rank {self.world.rank} starts at step {self.step} but another rank does not: ranks "
+                f"resumed from different checkpoints. --out ({self.out_dir}) must be on a file system "
+                "that every node sees"
+            )
         writer = self._writer_or_none()
         bar = tqdm(total=stop, initial=self.step, desc=f"train {self.kind}", disable=not (progress and self.world.main))
         for micro in self._steps(dataset, stop):
@@ -440,16 +488,26 @@ def phone_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.
     return ctc_loss(model, (mels, batch["frames"][0], batch["targets"][0], batch["lengths"][0])), {}
 
 
-def fit_tiny_teacher(steps: int = 60, batch_size: int = 2, window: int = 1_024, lr: float = 3e-3,
-                     seed: int = 0, progress: bool = False) -> WaveNet:
+def fit_tiny_teacher(
+    steps: int = 60, batch_size: int = 2, window: int = 1_024, lr: float = 3e-3, seed: int = 0, progress: bool = False
+) -> WaveNet:
     """A ``tiny`` teacher trained for a few seconds by :class:`Trainer` (fast mode and tests); the real one
     comes from ``python -m pwn_lib.train teacher --config configs/teacher_course.yaml``."""
     torch.manual_seed(seed)
     teacher = build_teacher("tiny")
-    cfg = TrainConfig(steps=steps, batch_size=batch_size, window=window, lr=lr,
-                      lr_warmup=0, seed=seed, log_every=max(1, steps // 10), checkpoint_every=steps)
-    windows = AudioWindows(load_corpus("train"), window, AUDIO_PRESETS["tiny"], seed=seed + 1,
-                           length=steps * batch_size)
+    cfg = TrainConfig(
+        steps=steps,
+        batch_size=batch_size,
+        window=window,
+        lr=lr,
+        lr_warmup=0,
+        seed=seed,
+        log_every=max(1, steps // 10),
+        checkpoint_every=steps,
+    )
+    windows = AudioWindows(
+        load_corpus("train"), window, AUDIO_PRESETS["tiny"], seed=seed + 1, length=steps * batch_size
+    )
     trainer = Trainer(teacher, teacher_loss, cfg, None, model_config=to_dict(teacher.cfg), kind="teacher")
     trainer.fit(windows, progress=progress)
     return trainer.model.eval()
@@ -463,8 +521,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = [
-    "EMA", "LossFn", "MicroBatches", "Objective", "Trainer", "autocast_dtype", "fit_tiny_teacher", "learning_rate",
-    "main", "micro_batch_index", "phone_loss", "student_loss",
+    "EMA",
+    "LossFn",
+    "MicroBatches",
+    "Objective",
+    "Trainer",
+    "autocast_dtype",
+    "fit_tiny_teacher",
+    "learning_rate",
+    "main",
+    "micro_batch_index",
+    "phone_loss",
+    "student_loss",
     "teacher_loss",
 ]
 

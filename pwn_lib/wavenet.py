@@ -55,18 +55,28 @@ class WaveNet(Checkpointed, nn.Module):
         self.input = nn.Conv1d(1, cfg.residual_channels, 1)
         self.upsample = (
             ConditionUpsampler(cfg.cond_channels, cfg.hop_length, cfg.upsample, *standardisation(cfg))
-            if cfg.cond_channels else None
+            if cfg.cond_channels
+            else None
         )
         self.speaker_embedding = nn.Embedding(cfg.n_speakers, cfg.speaker_dim) if cfg.n_speakers else None
         global_channels = cfg.speaker_dim if cfg.n_speakers else 0
         self.blocks = nn.ModuleList(
-            ResidualBlock(cfg.residual_channels, cfg.gate_channels, cfg.skip_channels, cfg.kernel_size, d,
-                          cfg.cond_channels, global_channels)
+            ResidualBlock(
+                cfg.residual_channels,
+                cfg.gate_channels,
+                cfg.skip_channels,
+                cfg.kernel_size,
+                d,
+                cfg.cond_channels,
+                global_channels,
+            )
             for d in self.dilations
         )
         self.head = nn.Sequential(
-            nn.ReLU(), nn.Conv1d(cfg.skip_channels, cfg.skip_channels, 1),
-            nn.ReLU(), nn.Conv1d(cfg.skip_channels, output_channels(cfg), 1),
+            nn.ReLU(),
+            nn.Conv1d(cfg.skip_channels, cfg.skip_channels, 1),
+            nn.ReLU(),
+            nn.Conv1d(cfg.skip_channels, output_channels(cfg), 1),
         )
         with torch.no_grad():  # a small last layer: every sample starts near the same broad distribution
             self.head[-1].weight.mul_(0.1)
@@ -158,9 +168,7 @@ class WaveNet(Checkpointed, nn.Module):
         params = self(x, c, speaker)
         return self.distribution(params).log_prob(x.squeeze(1).to(torch.promote_types(params.dtype, torch.float32)))
 
-    def loss(
-        self, x: torch.Tensor, c: torch.Tensor | None = None, speaker: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, c: torch.Tensor | None = None, speaker: torch.Tensor | None = None) -> torch.Tensor:
         """Mean negative log-likelihood in nats per sample (a scalar)."""
         return -self.log_prob(x, c, speaker).mean()
 
@@ -176,8 +184,9 @@ class WaveNet(Checkpointed, nn.Module):
         batch = c.shape[0] if c is not None else speaker.shape[0] if speaker is not None else 1
         return batch, n_samples, self.condition(c, n_samples), self.speaker_vector(speaker)
 
-    def _sample_step(self, params: torch.Tensor, generator: torch.Generator | None,
-                     temperature: float = 1.0) -> torch.Tensor:
+    def _sample_step(
+        self, params: torch.Tensor, generator: torch.Generator | None, temperature: float = 1.0
+    ) -> torch.Tensor:
         """params: (B, C_out) -> one sample per batch row, (B,)."""
         return self.distribution(params.unsqueeze(-1)).sample(generator=generator, temperature=temperature)[:, 0]
 
@@ -226,8 +235,12 @@ class WaveNet(Checkpointed, nn.Module):
     def compiled_generation_available(self) -> bool:
         """Whether :meth:`generate` can take ``compiled=True`` here: a float32 CPU "mol" teacher, library built."""
         weight = self.input.weight
-        return (self.cfg.output == "mol" and weight.dtype == torch.float32 and weight.device.type == "cpu"
-                and _fast.library() is not None)
+        return (
+            self.cfg.output == "mol"
+            and weight.dtype == torch.float32
+            and weight.device.type == "cpu"
+            and _fast.library() is not None
+        )
 
     @torch.no_grad()
     def generate_naive(
@@ -296,7 +309,12 @@ class CachedState:
     """
 
     def __init__(
-        self, model: WaveNet, batch: int, cu: torch.Tensor | None, g: torch.Tensor | None, chunk: int = 256,
+        self,
+        model: WaveNet,
+        batch: int,
+        cu: torch.Tensor | None,
+        g: torch.Tensor | None,
+        chunk: int = 256,
         temperature: float = 1.0,
     ):
         cfg, like = model.cfg, model.input.weight
@@ -355,7 +373,12 @@ class CompiledCachedState:
     """
 
     def __init__(
-        self, model: WaveNet, batch: int, cu: torch.Tensor | None, g: torch.Tensor | None, chunk: int = 256,
+        self,
+        model: WaveNet,
+        batch: int,
+        cu: torch.Tensor | None,
+        g: torch.Tensor | None,
+        chunk: int = 256,
         temperature: float = 1.0,
     ):
         cfg = model.cfg
@@ -372,22 +395,31 @@ class CompiledCachedState:
         blocks, residual = model.blocks, cfg.residual_channels
         skip_scale = 1.0 / math.sqrt(len(blocks))
         with torch.no_grad():
-            self.weights = [tensor.detach().float().contiguous() for tensor in (
-                model.input.weight[:, 0, 0], model.input.bias,
-                torch.stack([b.conv.weight.flip(-1).permute(2, 1, 0) for b in blocks]),  # tap j: j * d steps back
-                torch.stack([b.out.weight[:residual, :, 0].T for b in blocks]) * RESIDUAL_SCALE,
-                torch.stack([b.out.bias[:residual] for b in blocks]) * RESIDUAL_SCALE,
-                torch.stack([b.out.weight[residual:, :, 0].T for b in blocks]) * skip_scale,
-                sum(b.out.bias[residual:] for b in blocks) * skip_scale,
-                *[p for layer in model.head if isinstance(layer, nn.Conv1d)
-                  for p in (layer.weight[:, :, 0].T, layer.bias)],
-            )]
+            self.weights = [
+                tensor.detach().float().contiguous()
+                for tensor in (
+                    model.input.weight[:, 0, 0],
+                    model.input.bias,
+                    torch.stack([b.conv.weight.flip(-1).permute(2, 1, 0) for b in blocks]),  # tap j: j * d steps back
+                    torch.stack([b.out.weight[:residual, :, 0].T for b in blocks]) * RESIDUAL_SCALE,
+                    torch.stack([b.out.bias[:residual] for b in blocks]) * RESIDUAL_SCALE,
+                    torch.stack([b.out.weight[residual:, :, 0].T for b in blocks]) * skip_scale,
+                    sum(b.out.bias[residual:] for b in blocks) * skip_scale,
+                    *[
+                        p
+                        for layer in model.head
+                        if isinstance(layer, nn.Conv1d)
+                        for p in (layer.weight[:, :, 0].T, layer.bias)
+                    ],
+                )
+            ]
             bias = torch.stack([b.conv.bias for b in blocks]).unsqueeze(1).expand(-1, batch, -1)  # (L, B, G)
             if g is not None:
                 bias = bias + torch.stack([b.speaker(g) for b in blocks])
             self.bias = bias.float()
-            self.cond_weight = (torch.cat([b.cond.weight.squeeze(-1) for b in blocks]).float()
-                                if cu is not None else None)  # (L * G, n_mels)
+            self.cond_weight = (
+                torch.cat([b.cond.weight.squeeze(-1) for b in blocks]).float() if cu is not None else None
+            )  # (L * G, n_mels)
         self.dilations = torch.tensor(model.dilations, dtype=torch.int32)
         queue_rows = sum((cfg.kernel_size - 1) * d for d in model.dilations)
         self.ring = torch.zeros(queue_rows * batch * residual)
@@ -429,9 +461,27 @@ class CompiledCachedState:
             params = torch.empty(n, batch, output_channels(cfg)) if return_params else None
             w = [p(tensor) for tensor in self.weights]
             status = self.lib.pwn_cached_mol(
-                batch, n, t, len(self.model.blocks), *sizes, p(self.dilations), w[0], w[1], w[2], p(cond), *w[3:],
-                cfg.n_mixtures, ctypes.c_float(cfg.previous_sample_weight), ctypes.c_float(cfg.log_scale_min),
-                cfg.bits, p(self.ring), p(gumbel), p(noise), p(previous), p(x_out), p(params),
+                batch,
+                n,
+                t,
+                len(self.model.blocks),
+                *sizes,
+                p(self.dilations),
+                w[0],
+                w[1],
+                w[2],
+                p(cond),
+                *w[3:],
+                cfg.n_mixtures,
+                ctypes.c_float(cfg.previous_sample_weight),
+                ctypes.c_float(cfg.log_scale_min),
+                cfg.bits,
+                p(self.ring),
+                p(gumbel),
+                p(noise),
+                p(previous),
+                p(x_out),
+                p(params),
             )
             if status:
                 raise ValueError("compiled generation supports at most 1024 channels per layer")

@@ -123,8 +123,17 @@ def peak_rows(threads: tuple[int, ...]) -> list[Row]:
         for n_threads in threads:
             for m, k, n in PEAK_SHAPES:
                 a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
-                rows.append(Row(f"matmul {tag} {m}x{k}x{n}, {n_threads} thread(s)", lambda a=a, b=b: a @ b,
-                                2e-9 * m * k * n, "GFLOP", 2.0 * m * k * n, tag, n_threads))
+                rows.append(
+                    Row(
+                        f"matmul {tag} {m}x{k}x{n}, {n_threads} thread(s)",
+                        lambda a=a, b=b: a @ b,
+                        2e-9 * m * k * n,
+                        "GFLOP",
+                        2.0 * m * k * n,
+                        tag,
+                        n_threads,
+                    )
+                )
     return rows
 
 
@@ -154,8 +163,15 @@ def teacher_generation_rows(name: str, settings: Settings) -> list[Row]:
     for compiled, n in ((False, steps), (True, steps * settings.compiled_factor)):
         c = mel(-(-n // hop))
         label = f"teacher {name}: cached generation, {'compiled C loop' if compiled else 'reference torch step'}"
-        rows.append(Row(label, lambda c=c, n=n, compiled=compiled: model.generate(
-            c, n_samples=n, progress=False, compiled=compiled), n, "steps", n * flops))
+        rows.append(
+            Row(
+                label,
+                lambda c=c, n=n, compiled=compiled: model.generate(c, n_samples=n, progress=False, compiled=compiled),
+                n,
+                "steps",
+                n * flops,
+            )
+        )
     if settings.peer:
         rows.append(peer_row(name, settings.peer, steps, flops))
     return rows
@@ -167,14 +183,23 @@ def peer_row(name: str, path: str, steps: int, flops: float) -> Row:
     try:
         from wavenet_vocoder import WaveNet as PeerWaveNet
     except ImportError as error:
-        raise SystemExit(f"--peer r9y9 {path}: cannot import wavenet_vocoder from it ({error}); pass the "
-                         "root of a checkout of https://github.com/r9y9/wavenet_vocoder") from error
+        raise SystemExit(
+            f"--peer r9y9 {path}: cannot import wavenet_vocoder from it ({error}); pass the "
+            "root of a checkout of https://github.com/r9y9/wavenet_vocoder"
+        ) from error
     cfg = TEACHER_PRESETS[name]
     peer = PeerWaveNet(
-        out_channels=output_channels(cfg), layers=cfg.layers, stacks=cfg.stacks,
-        residual_channels=cfg.residual_channels, gate_channels=cfg.gate_channels,
-        skip_out_channels=cfg.skip_channels, kernel_size=cfg.kernel_size, dropout=0.0,
-        cin_channels=cfg.cond_channels, scalar_input=True, output_distribution="Logistic",
+        out_channels=output_channels(cfg),
+        layers=cfg.layers,
+        stacks=cfg.stacks,
+        residual_channels=cfg.residual_channels,
+        gate_channels=cfg.gate_channels,
+        skip_out_channels=cfg.skip_channels,
+        kernel_size=cfg.kernel_size,
+        dropout=0.0,
+        cin_channels=cfg.cond_channels,
+        scalar_input=True,
+        output_distribution="Logistic",
     ).eval()
     peer.make_generation_fast_()  # removes weight norm, as its synthesis script does
     c = mel(steps)  # conditioning already at the sample rate: only the step loop is timed
@@ -183,8 +208,9 @@ def peer_row(name: str, path: str, steps: int, flops: float) -> Row:
         with torch.no_grad():
             peer.incremental_forward(c=c, T=steps, softmax=False, quantize=True, log_scale_min=cfg.log_scale_min)
 
-    return Row(f"teacher {name}: cached generation, r9y9 incremental_forward (peer)", generate, steps, "steps",
-               steps * flops)
+    return Row(
+        f"teacher {name}: cached generation, r9y9 incremental_forward (peer)", generate, steps, "steps", steps * flops
+    )
 
 
 def student_rows(name: str, settings: Settings) -> list[Row]:
@@ -197,14 +223,26 @@ def student_rows(name: str, settings: Settings) -> list[Row]:
     rows = []
     for threads in settings.student_threads:
         for dtype, tag in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+
             def reference(dtype=dtype) -> None:
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
                     student.sample(c, generator=generator)
 
-            for label, fn in ((f"reference{' (autocast)' if tag == 'bf16' else ''}", reference),
-                              ("fused", lambda dtype=dtype: fused[dtype].sample(c, generator=generator))):
-                rows.append(Row(f"student {name}: synthesis {tag}, {label}, {threads} thread(s)", fn, n, "samples",
-                                n * student_sample_flops(name), tag, threads))
+            for label, fn in (
+                (f"reference{' (autocast)' if tag == 'bf16' else ''}", reference),
+                ("fused", lambda dtype=dtype: fused[dtype].sample(c, generator=generator)),
+            ):
+                rows.append(
+                    Row(
+                        f"student {name}: synthesis {tag}, {label}, {threads} thread(s)",
+                        fn,
+                        n,
+                        "samples",
+                        n * student_sample_flops(name),
+                        tag,
+                        threads,
+                    )
+                )
     return rows
 
 
@@ -216,6 +254,7 @@ def training_rows(name: str, settings: Settings) -> list[Row]:
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
     rows = []
     for tag in ("fp32", "bf16"):
+
         def step(tag=tag) -> None:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tag == "bf16"):
                 loss = model.loss(x, c)
@@ -223,8 +262,16 @@ def training_rows(name: str, settings: Settings) -> list[Row]:
             loss.backward()
             optimiser.step()
 
-        rows.append(Row(f"teacher {name}: training {tag}, batch 1 x {window}", step, window, "samples",
-                        3 * window * teacher_step_flops(name), tag))  # backward ~ 2x forward
+        rows.append(
+            Row(
+                f"teacher {name}: training {tag}, batch 1 x {window}",
+                step,
+                window,
+                "samples",
+                3 * window * teacher_step_flops(name),
+                tag,
+            )
+        )  # backward ~ 2x forward
     return rows
 
 
@@ -239,15 +286,19 @@ def rate(value: float) -> str:
 
 
 def table(rows: list[Row], peaks: dict[tuple[str, int], float]) -> str:
-    lines = ["| row | per wall-clock s: median [min - max] | per CPU s (median) | GFLOP/s | % of matmul peak |",
-             "|---|---:|---:|---:|---:|"]
+    lines = [
+        "| row | per wall-clock s: median [min - max] | per CPU s (median) | GFLOP/s | % of matmul peak |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for row in rows:
         median, low, high = row.rate(row.walls)
         gflops = row.flops / statistics.median(row.walls) / 1e9
         peak = peaks.get((row.dtype, row.threads))
         share = f"{100 * gflops * 1e9 / peak:.0f} % ({row.dtype}, {row.threads}t)" if peak else "-"
-        lines.append(f"| {row.label} | {rate(median)} [{rate(low)} - {rate(high)}] {row.unit}/s "
-                     f"| {rate(row.rate(row.cpus)[0])} {row.unit}/s | {gflops:.3g} | {share} |")
+        lines.append(
+            f"| {row.label} | {rate(median)} [{rate(low)} - {rate(high)}] {row.unit}/s "
+            f"| {rate(row.rate(row.cpus)[0])} {row.unit}/s | {gflops:.3g} | {share} |"
+        )
     return "\n".join(lines)
 
 
@@ -262,13 +313,15 @@ def speed_table(name: str, rows: list[Row]) -> str:
     teacher = best(rows, f"teacher {name}: cached")
     student = best(rows, f"student {name}: synthesis")
     t_rate, s_rate, sr = teacher.rate(teacher.walls)[0], student.rate(student.walls)[0], REAL_TIME_RATE[name]
-    return "\n".join([
-        f"| {name} preset, batch 1 | timesteps/s | x real time at {sr // 1000} kHz | row |",
-        "|---|---:|---:|---|",
-        f"| teacher, cached autoregressive | {rate(t_rate)} | {t_rate / sr:.3f} | {teacher.label} |",
-        f"| student, parallel | {rate(s_rate)} | {s_rate / sr:.2f} | {student.label} |",
-        f"| student / teacher | {s_rate / t_rate:.1f}x | | paper: 500,000 / 172 = 2,900x on a GPU |",
-    ])
+    return "\n".join(
+        [
+            f"| {name} preset, batch 1 | timesteps/s | x real time at {sr // 1000} kHz | row |",
+            "|---|---:|---:|---|",
+            f"| teacher, cached autoregressive | {rate(t_rate)} | {t_rate / sr:.3f} | {teacher.label} |",
+            f"| student, parallel | {rate(s_rate)} | {s_rate / sr:.2f} | {student.label} |",
+            f"| student / teacher | {s_rate / t_rate:.1f}x | | paper: 500,000 / 172 = 2,900x on a GPU |",
+        ]
+    )
 
 
 # Issue 12's targets: (label, preset, how the measured figure is read from the rows, the bound, its unit).
@@ -304,8 +357,10 @@ def measured(kind: str, name: str, rows: list[Row], peaks: dict[tuple[str, int],
 
 def targets_table(rows: list[Row], peaks: dict[tuple[str, int], float], presets: list[str]) -> str:
     """Each target of issue 12 that this run measured: met, or by how much it falls short."""
-    lines = ["| target | measured | bound | verdict | ceiling: at 100 % of this run's bf16 peak (2 threads) |",
-             "|---|---:|---:|---|---:|"]
+    lines = [
+        "| target | measured | bound | verdict | ceiling: at 100 % of this run's bf16 peak (2 threads) |",
+        "|---|---:|---:|---|---:|",
+    ]
     for label, name, kind, bound, unit in TARGETS:
         if name not in presets:
             continue
@@ -325,8 +380,10 @@ def targets_table(rows: list[Row], peaks: dict[tuple[str, int], float], presets:
 
 def machine_line() -> str:
     load = " / ".join(f"{v:.2f}" for v in os.getloadavg())
-    return (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, load average (1/5/15 min) "
-            f"{load}: other processes share these cores, so compare rows of one run, not runs")
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, load average (1/5/15 min) "
+        f"{load}: other processes share these cores, so compare rows of one run, not runs"
+    )
 
 
 # ----- memory and profile (optional) --------------------------------------------------------------------
@@ -364,13 +421,27 @@ def memory_lines(seconds: float = 10.0, tries: int = 2) -> list[str]:
     Linux only (/proc). The largest of ``tries`` runs: on a VM that reclaims memory proactively, a run can
     undercount. Weights, their fused copies and the conditioning are allocated before the peak is reset.
     """
-    lines = [f"Student, paper preset, {seconds:g} s at 24 kHz, bf16: peak memory added by the synthesis call "
-             f"(VmHWM after a reset through /proc/self/clear_refs, fresh process, largest of {tries} runs, MiB)"]
-    for kind, label in (("reference", "reference (autocast)"), ("fused", "fused, one pass"),
-                        ("24000", "fused, chunks of 24,000 samples")):
-        added = [float(subprocess.run([sys.executable, "-c", MEMORY_PROBE, kind, str(seconds)], capture_output=True,
-                                      text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}).stdout)
-                 for _ in range(tries)]
+    lines = [
+        f"Student, paper preset, {seconds:g} s at 24 kHz, bf16: peak memory added by the synthesis call "
+        f"(VmHWM after a reset through /proc/self/clear_refs, fresh process, largest of {tries} runs, MiB)"
+    ]
+    for kind, label in (
+        ("reference", "reference (autocast)"),
+        ("fused", "fused, one pass"),
+        ("24000", "fused, chunks of 24,000 samples"),
+    ):
+        added = [
+            float(
+                subprocess.run(
+                    [sys.executable, "-c", MEMORY_PROBE, kind, str(seconds)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    env={**os.environ, "OMP_NUM_THREADS": "1"},
+                ).stdout
+            )
+            for _ in range(tries)
+        ]
         lines.append(f"- {label}: {max(added):,.0f} MiB")
     return lines
 
@@ -384,9 +455,13 @@ def profile_lines(name: str) -> list[str]:
     teacher = WaveNet(preset(TEACHER_PRESETS, name)).eval()
     frames = REAL_TIME_RATE[name] // student.student.cfg.hop_length
     out = []
-    for label, fn in ((f"student {name}, fused bf16, 1 s", lambda: student.sample(mel(frames))),
-                      (f"teacher {name}, reference cached step, 64 steps",
-                       lambda: teacher.generate(mel(1), n_samples=64, progress=False))):
+    for label, fn in (
+        (f"student {name}, fused bf16, 1 s", lambda: student.sample(mel(frames))),
+        (
+            f"teacher {name}, reference cached step, 64 steps",
+            lambda: teacher.generate(mel(1), n_samples=64, progress=False),
+        ),
+    ):
         fn()
         with profile() as prof:
             fn()
@@ -409,8 +484,9 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     args = parser.parse_args(argv)
     if args.peer and args.peer[0] != "r9y9":
         parser.error(f"--peer {args.peer[0]}: only 'r9y9' (r9y9/wavenet_vocoder) is known")
-    settings = Settings(args.presets, peer=args.peer[1] if args.peer else None, memory=args.memory,
-                        profile=args.profile, out=args.out)
+    settings = Settings(
+        args.presets, peer=args.peer[1] if args.peer else None, memory=args.memory, profile=args.profile, out=args.out
+    )
     if args.quick:
         settings.repeats, settings.synthesis_seconds, settings.compiled_factor = 2, 0.25, 4
         settings.cached_steps = {"tiny": 128, "course": 256, "paper": 64}

@@ -23,7 +23,11 @@ def test_paper_arms_add_one_term_at_a_time() -> None:
     arms = paper_arms(ABLATION_PRESETS["course"])
     assert [a.name for a in arms] == ["kl", "kl+power", "kl+power+perceptual", "kl+power+perceptual+contrastive"]
     assert [(a.loss.power_weight > 0, a.loss.perceptual_weight > 0, a.loss.gamma > 0) for a in arms] == [
-        (False, False, False), (True, False, False), (True, True, False), (True, True, True)]
+        (False, False, False),
+        (True, False, False),
+        (True, True, False),
+        (True, True, True),
+    ]
     assert arms[-1].loss.gamma == CONTRASTIVE_GAMMA == 0.3
     assert arms[0].loss.power_weight == 0.0
     assert {a.loss.power_weight for a in arms[1:]} == {ABLATION_PRESETS["course"].power_weight}
@@ -46,11 +50,20 @@ def test_recipe_loss_is_kl_plus_weighted_terms() -> None:
     batch = {"audio": 0.1 * torch.randn(2, 1, 1_024), "mel": torch.randn(2, 80, 4) - 4}
     kl_only = DistillLoss(n_draws=2, power_weight=0.0)
     plain = recipe_terms(kl_only, student, teacher, batch, None, torch.Generator().manual_seed(3))
-    full = recipe_terms(DistillLoss(n_draws=2, power_weight=0.5, perceptual_weight=2.0), student, teacher, batch,
-                        classifier, torch.Generator().manual_seed(3))
+    full = recipe_terms(
+        DistillLoss(n_draws=2, power_weight=0.5, perceptual_weight=2.0),
+        student,
+        teacher,
+        batch,
+        classifier,
+        torch.Generator().manual_seed(3),
+    )
     torch.testing.assert_close(full["kl"], plain["kl"])
-    expected = plain["kl"] + 0.5 * power_loss(plain["x"], batch["audio"]) + 2.0 * perceptual_loss(
-        plain["x"], batch["audio"], classifier)
+    expected = (
+        plain["kl"]
+        + 0.5 * power_loss(plain["x"], batch["audio"])
+        + 2.0 * perceptual_loss(plain["x"], batch["audio"], classifier)
+    )
     torch.testing.assert_close(full["loss"], expected)
     with pytest.raises(ValueError, match="classifier"):
         recipe_terms(DistillLoss(perceptual_weight=1.0), student, teacher, batch, None, torch.Generator())
@@ -63,11 +76,18 @@ def test_recipe_teacher_temperature_reaches_the_kl(gamma) -> None:
     batch = {"audio": 0.1 * torch.randn(2, 1, 1_024), "mel": torch.randn(2, 80, 4) - 4}
     recipe = DistillLoss(n_draws=2, power_weight=0.0, gamma=gamma, teacher_temperature=0.7)
     got = recipe_terms(recipe, student, teacher, batch, None, torch.Generator().manual_seed(3))
-    want = distillation_loss(student, teacher, batch["mel"], n_draws=2, generator=torch.Generator().manual_seed(3),
-                             temperature=0.7)
+    want = distillation_loss(
+        student, teacher, batch["mel"], n_draws=2, generator=torch.Generator().manual_seed(3), temperature=0.7
+    )
     torch.testing.assert_close(got["kl"], want["kl"])
-    plain = recipe_terms(dataclasses.replace(recipe, teacher_temperature=1.0), student, teacher, batch, None,
-                         torch.Generator().manual_seed(3))
+    plain = recipe_terms(
+        dataclasses.replace(recipe, teacher_temperature=1.0),
+        student,
+        teacher,
+        batch,
+        None,
+        torch.Generator().manual_seed(3),
+    )
     assert abs(got["kl"].item() - plain["kl"].item()) > 1e-3
 
 
@@ -109,8 +129,9 @@ def test_a_stopped_arm_resumes_to_the_same_result(tmp_path, monkeypatch) -> None
     monkeypatch.setattr(CurveScore, "__call__", score)
     steps_run = []
     train_step = Trainer.train_step
-    monkeypatch.setattr(Trainer, "train_step",
-                        lambda self, batch: steps_run.append(self.step) or train_step(self, batch))
+    monkeypatch.setattr(
+        Trainer, "train_step", lambda self, batch: steps_run.append(self.step) or train_step(self, batch)
+    )
     resumed = run_ablation(teacher, arms=arms, cfg=cfg, progress=False)["arms"][0]
     assert steps_run == [2, 3], "the resumed run continues from the step-2 checkpoint"
     assert [p["step"] for p in resumed["curve"]] == [0, 2, 4]
@@ -122,4 +143,8 @@ def test_a_stopped_arm_resumes_to_the_same_result(tmp_path, monkeypatch) -> None
     assert list(examples) == ["real", "teacher", "kl+power"]
     assert len({len(x) for x in examples.values()}) == 1 and np.abs(examples["kl+power"]).max() > 0
     assert sorted(p.name for p in (tmp_path / "examples").iterdir()) == [
-        "examples.json", "kl_power.wav", "real.wav", "teacher.wav"]
+        "examples.json",
+        "kl_power.wav",
+        "real.wav",
+        "teacher.wav",
+    ]

@@ -17,8 +17,9 @@ spec.loader.exec_module(benchmark)
 
 def row(label: str, per_second: float, flops_per_unit: float = 0.0, dtype: str = "fp32", threads: int = 1):
     """A Row whose one timed call processed ``per_second`` units in 1 s."""
-    return benchmark.Row(label, lambda: None, per_second, "units", per_second * flops_per_unit, dtype, threads,
-                         walls=[1.0], cpus=[1.0])
+    return benchmark.Row(
+        label, lambda: None, per_second, "units", per_second * flops_per_unit, dtype, threads, walls=[1.0], cpus=[1.0]
+    )
 
 
 def test_targets_table_says_met_or_by_how_much_each_falls_short():

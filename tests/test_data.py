@@ -109,7 +109,7 @@ def test_window_of_n_samples_carries_exactly_n_over_hop_aligned_frames(few):
             frames = window // hop
             assert item["audio"].shape == (1, window) and item["mel"].shape == (CFG.n_mels, frames)
             x = dequantize(quantize(few[n].audio))
-            np.testing.assert_array_equal(item["audio"][0].numpy(), x[j * hop: j * hop + window])
+            np.testing.assert_array_equal(item["audio"][0].numpy(), x[j * hop : j * hop + window])
             # Frames whose FFT window lies inside the audio window equal the window's own log-mel.
             inner = slice(CFG.n_fft // (2 * hop), frames - CFG.n_fft // (2 * hop))
             own = log_mel(item["audio"][0].numpy(), CFG)
@@ -227,7 +227,7 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         self.send_header("Content-Length", str(len(data) - start))
         self.end_headers()
-        body, server.cut_after = data[start: start + server.cut_after] if server.cut_after else data[start:], None
+        body, server.cut_after = data[start : start + server.cut_after] if server.cut_after else data[start:], None
         self.wfile.write(body)
         self.close_connection = True
 
@@ -343,14 +343,23 @@ def deb(files: dict[str, bytes]) -> bytes:
 @pytest.fixture
 def debs(tmp_path, corpus) -> Path:
     g722 = pytest.importorskip("G722")
-    prompts = {"hello": corpus["test"][0].audio, "digits/1": corpus["test"][1].audio,
-               "silence/1": np.zeros(1600, dtype=np.float32), "beep": corpus["test"][2].audio,
-               "confbridge-join": corpus["test"][3].audio, "vm-intro": corpus["test"][4].audio}
-    transcripts = ("; Core Asterisk Sounds\n\nhello: Hello.\ndigits/1: one\nbeep: [this is a simple beep tone]\n"
-                   "confbridge-join: <beep ascending>\nvm-intro: Leave a message. (simple tone sound plays)\n")
+    prompts = {
+        "hello": corpus["test"][0].audio,
+        "digits/1": corpus["test"][1].audio,
+        "silence/1": np.zeros(1600, dtype=np.float32),
+        "beep": corpus["test"][2].audio,
+        "confbridge-join": corpus["test"][3].audio,
+        "vm-intro": corpus["test"][4].audio,
+    }
+    transcripts = (
+        "; Core Asterisk Sounds\n\nhello: Hello.\ndigits/1: one\nbeep: [this is a simple beep tone]\n"
+        "confbridge-join: <beep ascending>\nvm-intro: Leave a message. (simple tone sound plays)\n"
+    )
     root = "usr/share/asterisk/sounds/en_US_f_Allison/"
-    audio = {f"{root}{name}.g722": g722.G722(16_000, 64_000).encode((quantize(x) - 2**15).astype(np.int16))
-             for name, x in prompts.items()}
+    audio = {
+        f"{root}{name}.g722": g722.G722(16_000, 64_000).encode((quantize(x) - 2**15).astype(np.int16))
+        for name, x in prompts.items()
+    }
     (tmp_path / "debs").mkdir()
     (tmp_path / "debs" / AUDIO_DEB).write_bytes(deb(audio))
     doc = "usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz"

@@ -28,8 +28,19 @@ TINY = ["teacher", "--preset", "tiny", "--steps", "4", "--batch-size", "2", "--n
 def torchrun(out, *extra: str, processes: int = 2) -> None:
     """``python -m torch.distributed.run --standalone --nproc_per_node N -m pwn_lib.train`` in a subprocess."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PWN_FAST": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-               "-m", "pwn_lib.train", *TINY, "--out", str(out), *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes}",
+        "-m",
+        "pwn_lib.train",
+        *TINY,
+        "--out",
+        str(out),
+        *extra,
+    ]
     done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
@@ -91,8 +102,9 @@ def toy_trainer(out, **overrides):
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
-    cfg = TrainConfig(**{"steps": 3, "batch_size": 2, "lr_warmup": 0, "log_every": 1, "checkpoint_every": 3,
-                         **overrides})
+    cfg = TrainConfig(
+        **{"steps": 3, "batch_size": 2, "lr_warmup": 0, "log_every": 1, "checkpoint_every": 3, **overrides}
+    )
 
     def loss_fn(m, batch):
         return ((m(batch["x"]) - batch["y"]) ** 2).mean(), {}

@@ -99,12 +99,14 @@ def test_edge_bins_are_exactly_the_first_and_last_bins() -> None:
     x = torch.tensor([[-1.5, -1.0, -1.0 + w, -0.9995]], dtype=F64)
     ref = Logistic(torch.tensor(mean, dtype=F64), torch.tensor(log_scale, dtype=F64))
     centre = torch.round((x[0, 3] + 1) / w) * w - 1
-    expected = torch.stack([
-        ref.cdf(torch.tensor(-1 + w / 2, dtype=F64)),
-        ref.cdf(torch.tensor(-1 + w / 2, dtype=F64)),
-        ref.cdf(torch.tensor(-1 + 1.5 * w, dtype=F64)) - ref.cdf(torch.tensor(-1 + 0.5 * w, dtype=F64)),
-        ref.cdf(centre + w / 2) - ref.cdf(centre - w / 2),
-    ]).log()
+    expected = torch.stack(
+        [
+            ref.cdf(torch.tensor(-1 + w / 2, dtype=F64)),
+            ref.cdf(torch.tensor(-1 + w / 2, dtype=F64)),
+            ref.cdf(torch.tensor(-1 + 1.5 * w, dtype=F64)) - ref.cdf(torch.tensor(-1 + 0.5 * w, dtype=F64)),
+            ref.cdf(centre + w / 2) - ref.cdf(centre - w / 2),
+        ]
+    ).log()
     torch.testing.assert_close(dist.log_prob(x)[0], expected, rtol=1e-9, atol=0)
     top = DiscretizedMixLogistics(mol_params([0.0], [0.99], [-3.0]), bits).log_prob(torch.ones(1, 1, dtype=F64))
     edge = torch.sigmoid(torch.tensor((1 - w / 2 - 0.99) / math.exp(-3.0))).item()
@@ -355,9 +357,14 @@ def test_mulaw_categorical_normalised_and_samples_match() -> None:
 # ---------------------------------------------------------------- choosing the output
 
 
-@pytest.mark.parametrize(("output", "channels", "kind"), [
-    ("mol", 30, DiscretizedMixLogistics), ("gaussian", 2, Gaussian), ("mulaw", 256, MuLawCategorical),
-])
+@pytest.mark.parametrize(
+    ("output", "channels", "kind"),
+    [
+        ("mol", 30, DiscretizedMixLogistics),
+        ("gaussian", 2, Gaussian),
+        ("mulaw", 256, MuLawCategorical),
+    ],
+)
 def test_output_distribution_matches_config(output: str, channels: int, kind: type) -> None:
     cfg = WaveNetConfig(output=output, n_mixtures=10)
     assert output_channels(cfg) == channels

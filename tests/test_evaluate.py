@@ -61,8 +61,16 @@ def test_yin_lag_agrees_with_librosa_f0_on_a_harmonic_signal():
     window, lags = ev.FRAME_LENGTH // 2, np.arange(int(SR / ev.F0_MAX), int(SR / ev.F0_MIN) + 1)
     head = frames[10, :window]
     d = np.array([((head - frames[10, lag : lag + window]) ** 2).sum() for lag in lags])
-    f0 = librosa.yin(x, fmin=ev.F0_MIN, fmax=ev.F0_MAX, sr=SR, frame_length=ev.FRAME_LENGTH,
-                     hop_length=ev.FRAME_HOP, center=True, pad_mode="constant")[10]
+    f0 = librosa.yin(
+        x,
+        fmin=ev.F0_MIN,
+        fmax=ev.F0_MAX,
+        sr=SR,
+        frame_length=ev.FRAME_LENGTH,
+        hop_length=ev.FRAME_HOP,
+        center=True,
+        pad_mode="constant",
+    )[10]
     assert abs(SR / lags[np.argmin(d)] - f0) / f0 < 0.01
     assert abs(f0 - 180.0) < 1.0
 
@@ -185,8 +193,20 @@ def test_espeak_reading():
 
 def test_cli_scores_the_shipped_student(tmp_path, capsys):
     out = tmp_path / "eval.json"
-    ev.main([str(CHECKPOINT_DIR / "student_course"), "--utterances", "2", "--max-seconds", "0.5",
-             "--no-espeak", "--out", str(out), "--audio-dir", str(tmp_path / "wav")])
+    ev.main(
+        [
+            str(CHECKPOINT_DIR / "student_course"),
+            "--utterances",
+            "2",
+            "--max-seconds",
+            "0.5",
+            "--no-espeak",
+            "--out",
+            str(out),
+            "--audio-dir",
+            str(tmp_path / "wav"),
+        ]
+    )
     results = json.loads(out.read_text())
     assert set(results["systems"]) == {"real", "noise", "silence", "student"}
     assert results["systems"]["real"]["mcd"]["mean"] == 0.0

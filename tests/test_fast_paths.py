@@ -124,9 +124,18 @@ def small_teacher(kernel_size: int = 3, conditioned: bool = True, speakers: int 
     """Six float32 layers (dilations 1, 2, 4, 1, 2, 4) with a large last layer, so the network's part moves."""
     torch.manual_seed(10 * kernel_size + 2 * conditioned + speakers)
     cfg = WaveNetConfig(
-        layers=6, stacks=2, residual_channels=8, gate_channels=16, skip_channels=8, kernel_size=kernel_size,
-        n_mixtures=3, cond_channels=TEACHER_MELS if conditioned else 0, hop_length=TEACHER_HOP,
-        n_speakers=speakers, speaker_dim=4, **overrides,
+        layers=6,
+        stacks=2,
+        residual_channels=8,
+        gate_channels=16,
+        skip_channels=8,
+        kernel_size=kernel_size,
+        n_mixtures=3,
+        cond_channels=TEACHER_MELS if conditioned else 0,
+        hop_length=TEACHER_HOP,
+        n_speakers=speakers,
+        speaker_dim=4,
+        **overrides,
     )
     model = WaveNet(cfg)
     with torch.no_grad():
@@ -155,8 +164,15 @@ def built():
 def test_compiled_generation_equals_teacher_forced_pass(built, kernel_size, conditioned, speakers):
     model = small_teacher(kernel_size, conditioned, speakers)
     c, speaker, n = teacher_inputs(model)
-    x, params = model.generate(c, n_samples=n, speaker=speaker, progress=False, return_params=True,
-                               generator=torch.Generator().manual_seed(1), compiled=True)
+    x, params = model.generate(
+        c,
+        n_samples=n,
+        speaker=speaker,
+        progress=False,
+        return_params=True,
+        generator=torch.Generator().manual_seed(1),
+        compiled=True,
+    )
     with torch.no_grad():
         reference = model(x, c, speaker)
     assert x.shape[-1] == n >= 2 * model.receptive_field
@@ -169,12 +185,15 @@ def test_compiled_generation_draws_the_reference_samples(built):
     """The same uniforms in the same order: equal up to a rare bin flip from float rounding."""
     model = small_teacher(speakers=2)
     c, speaker, n = teacher_inputs(model)
-    reference = model.generate(c, n_samples=n, speaker=speaker, progress=False,
-                               generator=torch.Generator().manual_seed(3))
-    compiled = model.generate(c, n_samples=n, speaker=speaker, progress=False,
-                              generator=torch.Generator().manual_seed(3), compiled=True)
-    other = model.generate(c, n_samples=n, speaker=speaker, progress=False,
-                           generator=torch.Generator().manual_seed(4), compiled=True)
+    reference = model.generate(
+        c, n_samples=n, speaker=speaker, progress=False, generator=torch.Generator().manual_seed(3)
+    )
+    compiled = model.generate(
+        c, n_samples=n, speaker=speaker, progress=False, generator=torch.Generator().manual_seed(3), compiled=True
+    )
+    other = model.generate(
+        c, n_samples=n, speaker=speaker, progress=False, generator=torch.Generator().manual_seed(4), compiled=True
+    )
     assert (compiled == reference).float().mean() > 0.99
     assert (compiled - reference).abs().max().item() < 1e-3
     assert (compiled - other).abs().max().item() > 1e-2
@@ -187,8 +206,14 @@ def test_compiled_generation_at_a_temperature_draws_the_reference_samples(built)
     draws = {}
     for compiled in (False, True):
         for t in (1.0, 0.5):
-            draws[compiled, t] = model.generate(c, n_samples=n, progress=False, compiled=compiled, temperature=t,
-                                                generator=torch.Generator().manual_seed(3))
+            draws[compiled, t] = model.generate(
+                c,
+                n_samples=n,
+                progress=False,
+                compiled=compiled,
+                temperature=t,
+                generator=torch.Generator().manual_seed(3),
+            )
     assert (draws[True, 0.5] == draws[False, 0.5]).float().mean() > 0.99
     assert (draws[True, 0.5] - draws[False, 0.5]).abs().max().item() < 1e-3
     assert (draws[True, 0.5] - draws[True, 1.0]).abs().max().item() > 1e-3
@@ -206,7 +231,8 @@ def test_compiled_generation_refuses_what_it_cannot_run():
 def test_shipped_teacher_compiled_generation_equals_its_teacher_forced_pass(built):
     teacher = WaveNet.from_checkpoint(CHECKPOINT_DIR / "teacher_course")
     c = torch.randn(1, teacher.cfg.cond_channels, 12, generator=torch.Generator().manual_seed(0)) - 5.0
-    x, params = teacher.generate(c, progress=False, return_params=True, compiled=True,
-                                 generator=torch.Generator().manual_seed(0))
+    x, params = teacher.generate(
+        c, progress=False, return_params=True, compiled=True, generator=torch.Generator().manual_seed(0)
+    )
     with torch.no_grad():
         assert (params - teacher(x, c)).abs().max().item() < 1e-5

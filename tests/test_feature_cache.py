@@ -76,8 +76,8 @@ def test_windows_are_the_clip_resampled_quantised_and_its_log_mel(cache, ljspeec
     x = dequantize(quantize(x, audio.bits), audio.bits)
     hop = audio.hop_length
     assert item["audio"].shape == (1, 3_000) and item["mel"].shape == (audio.n_mels, 10)
-    np.testing.assert_array_equal(item["audio"][0].numpy(), x[j * hop: j * hop + 3_000])
-    np.testing.assert_array_equal(item["mel"].numpy(), log_mel(x, audio)[:, j: j + 10])
+    np.testing.assert_array_equal(item["audio"][0].numpy(), x[j * hop : j * hop + 3_000])
+    np.testing.assert_array_equal(item["mel"].numpy(), log_mel(x, audio)[:, j : j + 10])
     assert torch.equal(windows[7]["audio"], CachedWindows(cache, 3_000, audio, seed=3, length=16)[7]["audio"])
 
 

@@ -56,8 +56,10 @@ def cases() -> dict[str, tuple[Transform, torch.Tensor]]:
         "reverse": (Reverse(), x_batch()),
         "made": (randomised(AutoregressiveAffine(MADE(D, hidden=16)), 1), x_batch()),
         "causal_conv": (randomised(AutoregressiveAffine(CausalConvConditioner(channels=4, layers=2)), 2), x_batch()),
-        "stack": (randomised(Compose([autoregressive_stack(D, n_layers=3, hidden=16), ElementwiseAffine(D)]), 3),
-                  x_batch()),
+        "stack": (
+            randomised(Compose([autoregressive_stack(D, n_layers=3, hidden=16), ElementwiseAffine(D)]), 3),
+            x_batch(),
+        ),
         "student": student_transform(cond_channels=0),
         "student_conditioned": student_transform(hop_length=2, n_speakers=3),
     }

@@ -60,6 +60,7 @@ def train(out, die_at_file: int | None, budget: int | None = None) -> None:
                 if next(count) == die_at_file:
                     os.kill(os.getpid(), signal.SIGKILL)
                 return function(*args, **kwargs)
+
             return wrapped
 
         artifacts._atomic = dying(artifacts._atomic)

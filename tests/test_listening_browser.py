@@ -31,16 +31,23 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 INSTALL = "apt-get update && apt-get install -y chromium chromium-driver"
 CHROME_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required", "--window-size=1400,1000",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+    "--window-size=1400,1000",
 ]
 LEARNER = rater_id("fast-mode learner", "example")  # the notebook's rater in fast mode, test "example"
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None or CHROMEDRIVER is None,
     reason=f"headless Chromium and chromedriver not found; install them with `{INSTALL}` (as root), "
-           "as .ci/run does, to run the real-browser test of notebook 09",
+    "as .ci/run does, to run the real-browser test of notebook 09",
 )
 
 
@@ -65,21 +72,42 @@ def lab(tmp_path):
     """JupyterLab on 127.0.0.1 serving the repository, fast mode, a fresh ratings DB, autosave off."""
     port, token = _free_port(), secrets.token_hex(16)
     settings = tmp_path / "lab-settings" / "@jupyterlab"
-    for plugin, values in [("docmanager-extension/plugin", {"autosave": False}),  # never write the notebook
-                           ("apputils-extension/notification", {"fetchNews": "false", "checkForUpdates": False})]:
+    for plugin, values in [
+        ("docmanager-extension/plugin", {"autosave": False}),  # never write the notebook
+        ("apputils-extension/notification", {"fetchNews": "false", "checkForUpdates": False}),
+    ]:
         path = settings / f"{plugin}.jupyterlab-settings"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(values))
-    env = {**os.environ, "PWN_FAST": "1", "PWN_LISTENING_DB": str(tmp_path / "ratings.sqlite"),
-           "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
-           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces")}
+    env = {
+        **os.environ,
+        "PWN_FAST": "1",
+        "PWN_LISTENING_DB": str(tmp_path / "ratings.sqlite"),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+        "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
+    }
     log = open(tmp_path / "lab.log", "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={REPO_ROOT}",
-         "--LabApp.expose_app_in_browser=True", "--allow-root"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={REPO_ROOT}",
+            "--LabApp.expose_app_in_browser=True",
+            "--allow-root",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
@@ -151,8 +179,11 @@ def test_notebook_09_in_jupyterlab_plays_a_clip_and_stores_the_rating(lab, brows
     before = hashlib.sha256((REPO_ROOT / NOTEBOOK).read_bytes()).hexdigest()
     browser.get(lab["url"])
     state = lambda: browser.execute_script(NOTEBOOK_STATE)  # noqa: E731
-    _wait_for(lambda: (s := state()) and s["connection"] == "connected" and s["status"] == "idle", 120,
-              "notebook 09 to open with an idle kernel")
+    _wait_for(
+        lambda: (s := state()) and s["connection"] == "connected" and s["status"] == "idle",
+        120,
+        "notebook 09 to open with an idle kernel",
+    )
     browser.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
 
     def finished():
@@ -172,12 +203,15 @@ def test_notebook_09_in_jupyterlab_plays_a_clip_and_stores_the_rating(lab, brows
     score = page.find_element(By.CSS_SELECTOR, ".pwn-score-4")
     assert not score.is_enabled()  # not before the clip has played
 
-    played = browser.execute_async_script("""
+    played = browser.execute_async_script(
+        """
         const [audio, done] = arguments;
         audio.addEventListener('play', () => { window.pwnPlayed = true; });
         audio.addEventListener('ended', () => done({played: window.pwnPlayed === true, time: audio.currentTime}));
         audio.play().catch(err => done({error: String(err)}));
-    """, audio)
+    """,
+        audio,
+    )
     assert played.get("played") and not played.get("error"), played
     _wait_for(score.is_enabled, 30, "the kernel to receive the 'ended' event and enable the rating buttons")
     _click(browser, score, "'4 Good'")
@@ -189,11 +223,16 @@ def test_notebook_09_in_jupyterlab_plays_a_clip_and_stores_the_rating(lab, brows
         if not lab["db"].is_file():
             return None
         with sqlite3.connect(f"file:{lab['db']}?mode=ro", uri=True) as conn:
-            return conn.execute("SELECT score, plays, ended, response_ms FROM ratings "
-                                "WHERE rater = ? AND kind = 'mos' AND trial = ?", (LEARNER, trial)).fetchone()
+            return conn.execute(
+                "SELECT score, plays, ended, response_ms FROM ratings WHERE rater = ? AND kind = 'mos' AND trial = ?",
+                (LEARNER, trial),
+            ).fetchone()
 
     score_, plays, ended, response_ms = _wait_for(stored, 30, f"trial {trial}'s rating in {lab['db']}")
     assert (score_, plays, ended) == (4, 1, 1) and response_ms > 0
-    _wait_for(lambda: page.find_element(By.CSS_SELECTOR, ".pwn-progress").text == f"trial {trial + 2} of 33", 10,
-              "the next trial")
+    _wait_for(
+        lambda: page.find_element(By.CSS_SELECTOR, ".pwn-progress").text == f"trial {trial + 2} of 33",
+        10,
+        "the next trial",
+    )
     assert hashlib.sha256((REPO_ROOT / NOTEBOOK).read_bytes()).hexdigest() == before, "the browser saved the notebook"

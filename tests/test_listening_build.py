@@ -35,7 +35,7 @@ def test_build_renders_every_system_on_held_out_utterances(built):
     assert built.command.startswith("python -m pwn_lib.listening build --systems")
     for system in built.systems:
         x = built.load(built.path(system, built.utterances[0]))
-        assert len(x) == 7_936                       # 0.5 s rounded down to whole 256-sample frames
+        assert len(x) == 7_936  # 0.5 s rounded down to whole 256-sample frames
         assert loudness_lufs(x, built.sample_rate) == pytest.approx(-26.0, abs=0.05)
 
 
@@ -49,8 +49,22 @@ def test_build_records_objective_figures(built):
 def test_build_errors_are_clear(tmp_path, capsys):
     assert main(["build", "--systems", "real,wavernn", "--out", str(tmp_path / "x")]) == 2
     assert "unknown system 'wavernn'" in capsys.readouterr().err
-    assert main(["build", "--systems", f"kl={tmp_path}", "--utterances", "1", "--seconds", "0.5",
-                 "--out", str(tmp_path / "y")]) == 2
+    assert (
+        main(
+            [
+                "build",
+                "--systems",
+                f"kl={tmp_path}",
+                "--utterances",
+                "1",
+                "--seconds",
+                "0.5",
+                "--out",
+                str(tmp_path / "y"),
+            ]
+        )
+        == 2
+    )
     assert "no config.json, so not a pwn_lib checkpoint" in capsys.readouterr().err
     assert main(["build", "--systems", "real", "--utterances", "400", "--out", str(tmp_path / "z")]) == 2
     assert "ask for fewer utterances" in capsys.readouterr().err

@@ -28,16 +28,48 @@ from pwn_lib.listening.stats import (
 
 def mos_rows(entries: list[tuple[str, str, str, int]], role: str = "test") -> pd.DataFrame:
     """(rater, system, utterance, score) -> rating rows with every column the analysis reads."""
-    return pd.DataFrame([{"rater": r, "kind": "mos", "role": role, "system": s, "system_b": None, "utterance": u,
-                          "score": score, "choice": None, "expected": None, "ended": 1, "ended_b": None,
-                          "listening": "headphones"} for r, s, u, score in entries])
+    return pd.DataFrame(
+        [
+            {
+                "rater": r,
+                "kind": "mos",
+                "role": role,
+                "system": s,
+                "system_b": None,
+                "utterance": u,
+                "score": score,
+                "choice": None,
+                "expected": None,
+                "ended": 1,
+                "ended_b": None,
+                "listening": "headphones",
+            }
+            for r, s, u, score in entries
+        ]
+    )
 
 
 def ab_rows(entries: list[tuple[str, str, str]]) -> pd.DataFrame:
     """(system on A, system on B, choice) -> A/B rows."""
-    return pd.DataFrame([{"rater": f"r{i}", "kind": "ab", "role": "test", "system": a, "system_b": b,
-                          "utterance": "u", "score": None, "choice": c, "expected": None, "ended": 1, "ended_b": 1,
-                          "listening": "headphones"} for i, (a, b, c) in enumerate(entries)])
+    return pd.DataFrame(
+        [
+            {
+                "rater": f"r{i}",
+                "kind": "ab",
+                "role": "test",
+                "system": a,
+                "system_b": b,
+                "utterance": "u",
+                "score": None,
+                "choice": c,
+                "expected": None,
+                "ended": 1,
+                "ended_b": 1,
+                "listening": "headphones",
+            }
+            for i, (a, b, c) in enumerate(entries)
+        ]
+    )
 
 
 # -------------------------------------------------------------------------------------------- MOS and CIs
@@ -53,8 +85,10 @@ def test_t_interval_matches_hand_computation_and_scipy():
 
 
 def test_mos_table_counts_means_and_ignores_controls():
-    rows = mos_rows([(r, "a", u, s) for r, u, s in [("r1", "u1", 5), ("r1", "u2", 4), ("r2", "u1", 4), ("r2", "u2", 3)]]
-                    + [("r1", "b", "u1", 2), ("r2", "b", "u1", 1)])
+    rows = mos_rows(
+        [(r, "a", u, s) for r, u, s in [("r1", "u1", 5), ("r1", "u2", 4), ("r2", "u1", 4), ("r2", "u2", 3)]]
+        + [("r1", "b", "u1", 2), ("r2", "b", "u1", 1)]
+    )
     rows = pd.concat([rows, mos_rows([("r1", "gold_good", "g", 1)], role="gold")], ignore_index=True)
     table = mos_table(rows, n_boot=200).set_index("system")
     assert list(table.index) == ["a", "b"]  # best first, the gold clip left out
@@ -87,8 +121,11 @@ def test_cluster_bootstrap_is_wider_than_the_t_interval_when_raters_disagree():
     # Six raters with biases -1.5 .. +1.5 and almost no other variation: 60 ratings look precise to the t CI,
     # but only six independent raters stand behind them.
     rng = np.random.default_rng(0)
-    entries = [(f"r{r}", "s", f"u{u}", int(np.clip(round(3 + bias + rng.normal(0, 0.2)), 1, 5)))
-               for r, bias in enumerate([-1.5, -1, -0.5, 0.5, 1, 1.5]) for u in range(10)]
+    entries = [
+        (f"r{r}", "s", f"u{u}", int(np.clip(round(3 + bias + rng.normal(0, 0.2)), 1, 5)))
+        for r, bias in enumerate([-1.5, -1, -0.5, 0.5, 1, 1.5])
+        for u in range(10)
+    ]
     table = mos_table(mos_rows(entries), n_boot=2000).iloc[0]
     assert table["boot_high"] - table["boot_low"] > 2 * (2 * table["ci95"])
 
@@ -103,8 +140,9 @@ def test_bootstrap_is_reproducible_for_a_seed():
 
 def test_wilcoxon_exact_case_has_p_one_eighth():
     # Four pairs, differences 1, 2, 3, 4, all positive: the exact two-sided p is 2 / 2**4 = 0.125.
-    rows = mos_rows([(f"r{i}", "a", "u", a) for i, a in enumerate([2, 3, 4, 5])]
-                    + [(f"r{i}", "b", "u", 1) for i in range(4)])
+    rows = mos_rows(
+        [(f"r{i}", "a", "u", a) for i, a in enumerate([2, 3, 4, 5])] + [(f"r{i}", "b", "u", 1) for i in range(4)]
+    )
     result = paired_wilcoxon(rows, "a", "b")
     assert result["pairs"] == 4 and result["nonzero"] == 4 and result["mean_diff"] == 2.5
     assert result["p"] == pytest.approx(0.125)
@@ -113,12 +151,13 @@ def test_wilcoxon_exact_case_has_p_one_eighth():
 def test_wilcoxon_with_ties_and_zeros_matches_the_normal_approximation_by_hand():
     a = [4, 4, 4, 5, 3, 3, 5, 4, 4, 2, 4, 4]
     b = [3, 3, 3, 3, 4, 3, 3, 3, 3, 4, 3, 3]
-    rows = mos_rows([(f"r{i}", "a", "u", x) for i, x in enumerate(a)]
-                    + [(f"r{i}", "b", "u", x) for i, x in enumerate(b)])
+    rows = mos_rows(
+        [(f"r{i}", "a", "u", x) for i, x in enumerate(a)] + [(f"r{i}", "b", "u", x) for i, x in enumerate(b)]
+    )
     d = np.array(a) - np.array(b)
-    d = d[d != 0]                                   # zero_method="wilcox": zero differences are dropped
+    d = d[d != 0]  # zero_method="wilcox": zero differences are dropped
     n = len(d)
-    ranks = scipy.stats.rankdata(np.abs(d))         # average ranks for tied |d|
+    ranks = scipy.stats.rankdata(np.abs(d))  # average ranks for tied |d|
     t_plus = ranks[d > 0].sum()
     _, tie_counts = np.unique(np.abs(d), return_counts=True)
     var = n * (n + 1) * (2 * n + 1) / 24 - np.sum(tie_counts**3 - tie_counts) / 48
@@ -131,8 +170,16 @@ def test_wilcoxon_with_ties_and_zeros_matches_the_normal_approximation_by_hand()
 
 
 def test_wilcoxon_pairs_only_the_same_rater_and_utterance():
-    rows = mos_rows([("r1", "a", "u1", 5), ("r1", "b", "u1", 3), ("r2", "a", "u1", 4), ("r3", "b", "u1", 1),
-                     ("r1", "a", "u2", 4), ("r1", "b", "u2", 4)])
+    rows = mos_rows(
+        [
+            ("r1", "a", "u1", 5),
+            ("r1", "b", "u1", 3),
+            ("r2", "a", "u1", 4),
+            ("r3", "b", "u1", 1),
+            ("r1", "a", "u2", 4),
+            ("r1", "b", "u2", 4),
+        ]
+    )
     result = paired_wilcoxon(rows, "a", "b")
     assert result["pairs"] == 2 and result["nonzero"] == 1 and result["mean_diff"] == 1.0
 
@@ -149,13 +196,17 @@ def test_holm_adjustment_by_hand():
 
 def test_ab_binomial_test_with_sides_mixed_and_ties_dropped_or_split():
     # "teacher" preferred 9 times (4 from side A, 5 from side B), "student" once, 3 without preference.
-    entries = ([("teacher", "student", "A")] * 4 + [("student", "teacher", "B")] * 5 + [("teacher", "student", "B")]
-               + [("student", "teacher", "none")] * 3)
+    entries = (
+        [("teacher", "student", "A")] * 4
+        + [("student", "teacher", "B")] * 5
+        + [("teacher", "student", "B")]
+        + [("student", "teacher", "none")] * 3
+    )
     rows = ab_rows(entries)
     dropped = ab_preference(rows, "teacher", "student")
     assert (dropped["prefer_a"], dropped["prefer_b"], dropped["no_preference"]) == (9, 1, 3)
-    assert dropped["p"] == pytest.approx(2 * (1 + 10) / 2**10)             # 2 P(X <= 1), X ~ Bin(10, 1/2)
-    split = ab_preference(rows, "teacher", "student", ties="split")          # one tie each way, the odd one out
+    assert dropped["p"] == pytest.approx(2 * (1 + 10) / 2**10)  # 2 P(X <= 1), X ~ Bin(10, 1/2)
+    split = ab_preference(rows, "teacher", "student", ties="split")  # one tie each way, the odd one out
     assert (split["k"], split["n"]) == (10, 12)
     assert split["p"] == pytest.approx(2 * (1 + 12 + 66) / 2**12)
     assert ab_preference(rows, "student", "teacher")["prefer_a"] == 1
@@ -166,30 +217,58 @@ def test_ab_binomial_test_with_sides_mixed_and_ties_dropped_or_split():
 # -------------------------------------------------------------------------------------------- screening
 
 
-def _session(rater: str, scores: list[int], gold: tuple[int, int] = (5, 1), trap: tuple[int, int] = (3, 3),
-             ended: int = 1) -> pd.DataFrame:
+def _session(
+    rater: str, scores: list[int], gold: tuple[int, int] = (5, 1), trap: tuple[int, int] = (3, 3), ended: int = 1
+) -> pd.DataFrame:
     rows = mos_rows([(rater, "s", f"u{i}", x) for i, x in enumerate(scores)])
-    controls = pd.DataFrame([
-        {"rater": rater, "kind": "mos", "role": "gold", "system": "gold_good", "utterance": "g", "score": gold[0],
-         "expected": 5},
-        {"rater": rater, "kind": "mos", "role": "gold", "system": "gold_bad", "utterance": "g", "score": gold[1],
-         "expected": 1},
-        {"rater": rater, "kind": "mos", "role": "trap", "system": "trap_3", "utterance": "g", "score": trap[0],
-         "expected": trap[1]}])
+    controls = pd.DataFrame(
+        [
+            {
+                "rater": rater,
+                "kind": "mos",
+                "role": "gold",
+                "system": "gold_good",
+                "utterance": "g",
+                "score": gold[0],
+                "expected": 5,
+            },
+            {
+                "rater": rater,
+                "kind": "mos",
+                "role": "gold",
+                "system": "gold_bad",
+                "utterance": "g",
+                "score": gold[1],
+                "expected": 1,
+            },
+            {
+                "rater": rater,
+                "kind": "mos",
+                "role": "trap",
+                "system": "trap_3",
+                "utterance": "g",
+                "score": trap[0],
+                "expected": trap[1],
+            },
+        ]
+    )
     out = pd.concat([rows, controls], ignore_index=True)
     out["ended"] = ended
     return out
 
 
 def test_p808_screening_rules():
-    frame = pd.concat([
-        _session("good", [5, 4, 2, 1, 3]),
-        _session("trap", [5, 4, 2, 1, 3], trap=(4, 3)),
-        _session("gold", [5, 4, 2, 1, 3], gold=(3, 1)),          # 3 is 2 away from the gold clip's 5
-        _session("edge", [5, 4, 2, 1, 3], gold=(4, 2)),          # 1 away from each: still fine
-        _session("flat", [4, 4, 4, 4, 4], gold=(4, 2)),
-        _session("deaf", [5, 4, 2, 1, 3], ended=0),
-    ], ignore_index=True)
+    frame = pd.concat(
+        [
+            _session("good", [5, 4, 2, 1, 3]),
+            _session("trap", [5, 4, 2, 1, 3], trap=(4, 3)),
+            _session("gold", [5, 4, 2, 1, 3], gold=(3, 1)),  # 3 is 2 away from the gold clip's 5
+            _session("edge", [5, 4, 2, 1, 3], gold=(4, 2)),  # 1 away from each: still fine
+            _session("flat", [4, 4, 4, 4, 4], gold=(4, 2)),
+            _session("deaf", [5, 4, 2, 1, 3], ended=0),
+        ],
+        ignore_index=True,
+    )
     result = screen_raters(frame).set_index("rater")
     assert result.loc["good", "accepted"] and result.loc["edge", "accepted"]
     assert result.loc["trap", "reasons"] == "trap_ok"
@@ -221,8 +300,17 @@ def test_committed_example_gives_mos_and_ci_for_every_system(example):
 def test_report_states_what_p800_2_asks_and_objective_table(example):
     test, frame = example
     text = report(frame, test, n_boot=200)
-    for needed in ("Test type", "Scale", "Raters", "Screening", "Ratings", "Listening conditions", "Excellent",
-                   "real | reference", "teacher vs student"):
+    for needed in (
+        "Test type",
+        "Scale",
+        "Raters",
+        "Screening",
+        "Ratings",
+        "Listening conditions",
+        "Excellent",
+        "real | reference",
+        "teacher vs student",
+    ):
         assert needed in text
     table = objective_table(mos_table(frame, test, n_boot=100), test).set_index("system")
     assert table.loc["real", "log-mel distance to real"] == 0.0

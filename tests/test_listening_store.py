@@ -26,8 +26,21 @@ WRITERS, PER_WRITER = 8, 100
 
 
 def rating(rater: str = "r1", trial: int = 0, score: int = 4, **fields) -> Rating:
-    base = dict(test="t", rater=rater, kind="mos", trial=trial, n_trials=PER_WRITER, role="test", system="s",
-                utterance="u", plays=1, ended=1, score=score, response_ms=12.5, listening="headphones")
+    base = dict(
+        test="t",
+        rater=rater,
+        kind="mos",
+        trial=trial,
+        n_trials=PER_WRITER,
+        role="test",
+        system="s",
+        utterance="u",
+        plays=1,
+        ended=1,
+        score=score,
+        response_ms=12.5,
+        listening="headphones",
+    )
     return Rating(**{**base, **fields})
 
 
@@ -148,7 +161,7 @@ def test_sigkill_mid_session_keeps_every_committed_rating(tmp_path):
         assert store.integrity_check() == "ok"
         trials = sorted(store.rated_trials("t", "r1", "mos"))
         assert set(reported) <= set(trials)
-        assert trials == list(range(len(trials)))      # a prefix: nothing half-written, nothing skipped
-        assert len(trials) - len(reported) <= 1          # at most the one committed just before the kill
-        store.add(rating(trial=len(trials)))            # the rater resumes
+        assert trials == list(range(len(trials)))  # a prefix: nothing half-written, nothing skipped
+        assert len(trials) - len(reported) <= 1  # at most the one committed just before the kill
+        store.add(rating(trial=len(trials)))  # the rater resumes
         assert store.count() == len(trials) + 1

@@ -24,11 +24,11 @@ def test_rating_needs_the_clip_played_to_the_end(setup):
     page = MOSPage(test, store, "r1")
     assert page.progress.value == "<b>trial 1 of 12</b>"
     assert all(b.disabled for b in page.answer_buttons.values()) and page.next_button.disabled
-    page.answer_buttons[4].click()                     # a click before playing does not count
+    page.answer_buttons[4].click()  # a click before playing does not count
     assert page.answer is None and "Play the whole clip first" in page.message.value
-    page.players[0].plays += 1                         # the browser's "play" event ...
+    page.players[0].plays += 1  # the browser's "play" event ...
     assert all(b.disabled for b in page.answer_buttons.values())
-    page.players[0].ended += 1                         # ... and "ended" event
+    page.players[0].ended += 1  # ... and "ended" event
     assert not any(b.disabled for b in page.answer_buttons.values()) and page.next_button.disabled
     page.answer_buttons[4].click()
     assert page.answer == 4 and not page.next_button.disabled
@@ -36,10 +36,16 @@ def test_rating_needs_the_clip_played_to_the_end(setup):
     page.next_button.click()
     row = store.ratings().iloc[0]
     assert (row["kind"], row["trial"], row["n_trials"], row["system"], row["utterance"], row["role"]) == (
-        "mos", 0, 12, first.system, first.utterance, first.role)
+        "mos",
+        0,
+        12,
+        first.system,
+        first.utterance,
+        first.role,
+    )
     assert (row["score"], row["plays"], row["ended"], row["listening"]) == (4, 1, 1, "headphones")
     assert row["response_ms"] >= 0 and page.progress.value == "<b>trial 2 of 12</b>"
-    assert page.players[0].plays == 0 and page.players[0].clip == 2   # next clip loaded, counters reset
+    assert page.players[0].plays == 0 and page.players[0].clip == 2  # next clip loaded, counters reset
 
 
 def test_a_whole_mos_session_then_resume_after_a_break(setup):
@@ -47,7 +53,7 @@ def test_a_whole_mos_session_then_resume_after_a_break(setup):
     page = MOSPage(test, store, "r1")
     for score in (5, 3, 1):
         answer_from_code(page, score)
-    resumed = MOSPage(test, store, "r1")               # a new kernel, the same rater
+    resumed = MOSPage(test, store, "r1")  # a new kernel, the same rater
     assert resumed.progress.value == "<b>trial 4 of 12</b>" and resumed.current.index == 3
     while not resumed.finished:
         answer_from_code(resumed, 3 if resumed.current.role != "trap" else resumed.current.expected, plays=2)
@@ -65,7 +71,7 @@ def test_ab_page_stores_choice_sides_and_both_play_counts(setup):
     page = ABPage(test, store, "r2", listening="loudspeakers")
     trial = page.current
     page.players[0].plays, page.players[0].ended = 2, 1
-    assert all(b.disabled for b in page.answer_buttons.values())   # B not heard yet
+    assert all(b.disabled for b in page.answer_buttons.values())  # B not heard yet
     page.players[1].plays, page.players[1].ended = 1, 1
     page.answer_buttons["B"].click()
     page.next_button.click()
@@ -79,7 +85,7 @@ def test_two_windows_of_one_rater_do_not_duplicate(setup):
     test, store = setup
     first, second = MOSPage(test, store, "r3"), MOSPage(test, store, "r3")
     answer_from_code(first, 4)
-    assert answer_from_code(second, 2) is None       # trial 1 was already rated in the other window
+    assert answer_from_code(second, 2) is None  # trial 1 was already rated in the other window
     assert "already rated" in second.message.value
     assert store.ratings()["score"].tolist() == [4] and second.current.index == 1
 

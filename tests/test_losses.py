@@ -167,14 +167,17 @@ def kl_to_teacher_on_other_conditioning(student, teacher, c1, c2, seed: int) -> 
     The student sample x is redrawn from the same noise (same generator seed); its per-step entropy is
     log s_tot + 2; the cross-entropy is -log p_T(x_t | x_<t, c2) under the teacher's continuous mixture.
     """
-    z = student.draw_noise((c1.shape[0], 1, c1.shape[-1] * student.cfg.hop_length), next(student.parameters()),
-                           torch.Generator().manual_seed(seed))
+    z = student.draw_noise(
+        (c1.shape[0], 1, c1.shape[-1] * student.cfg.hop_length),
+        next(student.parameters()),
+        torch.Generator().manual_seed(seed),
+    )
     with torch.no_grad():
         x, _, log_s_tot = student(z, c1)
         params = teacher(x, c2)
     k = teacher.cfg.n_mixtures
-    logits, means = params[:, :k], params[:, k:2 * k]
-    log_scales = params[:, 2 * k:].clamp(min=teacher.cfg.log_scale_min)
+    logits, means = params[:, :k], params[:, k : 2 * k]
+    log_scales = params[:, 2 * k :].clamp(min=teacher.cfg.log_scale_min)
     u = (x - means) * torch.exp(-log_scales)  # x: (B, 1, T) broadcasts over the K components
     log_pdf = -u - log_scales - 2 * torch.log1p(torch.exp(-u))
     log_p = torch.logsumexp(torch.log_softmax(logits, dim=1) + log_pdf, dim=1)
@@ -188,16 +191,18 @@ def test_contrastive_distillation_reduces_to_distillation_kl_when_gamma_zero() -
     student, teacher = _tiny_pair()
     with torch.no_grad():  # an untrained teacher barely hears c; make c2 matter so that swapping it shows
         teacher.head[-1].weight.mul_(30.0)
-        teacher.head[-1].bias[2 * teacher.cfg.n_mixtures:] = -4.0  # sharp components: their means matter
+        teacher.head[-1].bias[2 * teacher.cfg.n_mixtures :] = -4.0  # sharp components: their means matter
         for block in teacher.blocks:
             block.cond.weight.mul_(10.0)
     c = torch.randn(2, 80, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    out = contrastive_distillation_loss(student, teacher, c, c.roll(1, 0), gamma=0.0,
-                                        generator=torch.Generator().manual_seed(5))
+    out = contrastive_distillation_loss(
+        student, teacher, c, c.roll(1, 0), gamma=0.0, generator=torch.Generator().manual_seed(5)
+    )
     reference = distillation_loss(student, teacher, c, generator=torch.Generator().manual_seed(5))
     assert out["loss"].item() == pytest.approx(reference["kl"].item(), rel=1e-12)
-    with_gamma = contrastive_distillation_loss(student, teacher, c, c.roll(1, 0), gamma=0.3,
-                                               generator=torch.Generator().manual_seed(5))
+    with_gamma = contrastive_distillation_loss(
+        student, teacher, c, c.roll(1, 0), gamma=0.3, generator=torch.Generator().manual_seed(5)
+    )
     kl_other = kl_to_teacher_on_other_conditioning(student, teacher, c, c.roll(1, 0), seed=5)
     assert with_gamma["kl_other"].item() == pytest.approx(kl_other, rel=1e-9)
     assert with_gamma["loss"].item() == pytest.approx(reference["kl"].item() - 0.3 * kl_other, rel=1e-9)

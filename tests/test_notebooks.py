@@ -53,7 +53,8 @@ def test_anatomy(path: Path):
     number = path.name[:2]
     assert re.match(rf"# {number} · .+", first), f"{path.name}: the first cell must be the title '# {number} · ...'"
     assert re.search(r"paper|§", first.splitlines()[0], re.IGNORECASE) or number == "00", (
-        f"{path.name}: the title must name the paper section it teaches")
+        f"{path.name}: the title must name the paper section it teaches"
+    )
     assert re.search(r"what you will learn|in this notebook you will", first, re.IGNORECASE), path.name
     assert "Prerequisites" in first, f"{path.name}: state the prerequisites in the first cell"
     assert re.search(r"\*\*Time:\*\*", first), f"{path.name}: state the measured time at the top"
@@ -124,7 +125,8 @@ def test_house_rules(path: Path):
         assert checked or not cell.get("outputs"), f"{path.name} cell {index}: strip outputs (strip_notebook.py)"
         assert "interact(" not in text, f"{path.name} cell {index}: no ipywidgets.interact (use explicit widgets)"
         assert not re.search(r"^\s*from tqdm import|^\s*import tqdm$", text, re.MULTILINE), (
-            f"{path.name} cell {index}: use tqdm.auto")
+            f"{path.name} cell {index}: use tqdm.auto"
+        )
         for call in re.findall(r"\bAudio\(([^\n]*)", text):
             assert "rate=" in call and "normalize=False" in call, f"{path.name} cell {index}: rate=, normalize=False"
         plots = [m.end() for m in re.finditer(r"plt\.(subplots|figure)\(|compare_spectrograms\(", text)]

@@ -10,8 +10,17 @@ import pytest
 
 from pwn_lib.config import REPO_ROOT
 
-REQUIRED = ["MoL likelihood", "IAF step", "collapse", "H(P_S, P_T) - H(P_S)", "entropy term", "power loss",
-            "perceptual loss", "contrastive loss", "cached generation"]
+REQUIRED = [
+    "MoL likelihood",
+    "IAF step",
+    "collapse",
+    "H(P_S, P_T) - H(P_S)",
+    "entropy term",
+    "power loss",
+    "perceptual loss",
+    "contrastive loss",
+    "cached generation",
+]
 
 
 def index_rows() -> list[list[str]]:
@@ -44,7 +53,12 @@ def test_every_named_function_exists(row):
 def test_every_notebook_section_exists(row):
     for number, section in re.findall(r"(\d\d), §(\d+)", row[3]):
         notebook = next((REPO_ROOT / "notebooks").glob(f"{number}_*.ipynb"))
-        headings = [line for cell in json.loads(notebook.read_text())["cells"] if cell["cell_type"] == "markdown"
-                    for line in "".join(cell["source"]).splitlines() if line.startswith("## ")]
+        headings = [
+            line
+            for cell in json.loads(notebook.read_text())["cells"]
+            if cell["cell_type"] == "markdown"
+            for line in "".join(cell["source"]).splitlines()
+            if line.startswith("## ")
+        ]
         found = any(re.match(rf"## {section}(\.|\s·|\s)", h) for h in headings)
         assert found, f"{notebook.name} has no section {section}"

@@ -49,8 +49,10 @@ def test_shipped_student_reproduces_its_heldout_kl(teacher):
     windows = heldout_windows(AUDIO_PRESETS["course"], count=8)
     assert heldout_kl(student, teacher, windows) == pytest.approx(recorded["heldout_kl"], rel=0.01, abs=1e-3)
     assert recorded["command"].startswith("python -m pwn_lib.train student ")
-    assert all(stage["command"].startswith("python -m pwn_lib.train student --config configs/student_course")
-               for stage in recorded["stages"])
+    assert all(
+        stage["command"].startswith("python -m pwn_lib.train student --config configs/student_course")
+        for stage in recorded["stages"]
+    )
     for key in ("logmel_distance_student_vs_real", "logmel_distance_teacher_vs_real", "student_timesteps_per_s"):
         assert recorded[key] > 0, key
 

@@ -49,8 +49,9 @@ def test_closed_form_equals_flows_applied_one_after_another(overrides):
         scales.append(torch.exp(log_s))
         steps.append((mu, log_s))
     s_expected = torch.stack(scales).prod(dim=0)
-    mu_expected = sum(mus[i] * torch.stack(scales[i + 1 :]).prod(dim=0) if i + 1 < len(mus) else mus[i]
-                      for i in range(len(mus)))
+    mu_expected = sum(
+        mus[i] * torch.stack(scales[i + 1 :]).prod(dim=0) if i + 1 < len(mus) else mus[i] for i in range(len(mus))
+    )
 
     torch.testing.assert_close(x, x_seq, rtol=0, atol=0)
     torch.testing.assert_close(torch.exp(log_s_tot), s_expected, rtol=1e-12, atol=0)

@@ -33,8 +33,9 @@ def noisy_mse(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.T
 
 
 def small_config(**overrides) -> TrainConfig:
-    values = dict(steps=8, batch_size=4, lr=1e-2, lr_warmup=2, lr_decay_every=3, log_every=1,
-                  checkpoint_every=4, ema_decay=0.9)
+    values = dict(
+        steps=8, batch_size=4, lr=1e-2, lr_warmup=2, lr_decay_every=3, log_every=1, checkpoint_every=4, ema_decay=0.9
+    )
     return TrainConfig(**{**values, **overrides})
 
 
@@ -201,8 +202,12 @@ def test_ten_step_teacher_and_student_runs_on_the_corpus(tmp_path):
     assert config["audio"]["sample_rate"] == 16_000 and config["model"]["log_mel_mean"] is not None
     assert teacher_metrics["config"]["train"]["steps"] == 10, "metrics.json records the resolved config"
     student_metrics = json.loads((student_dir / "metrics.json").read_text())
-    assert {"heldout_kl", "logmel_distance_student_vs_real", "logmel_distance_teacher_vs_real",
-            "student_timesteps_per_s"} <= set(student_metrics)
+    assert {
+        "heldout_kl",
+        "logmel_distance_student_vs_real",
+        "logmel_distance_teacher_vs_real",
+        "student_timesteps_per_s",
+    } <= set(student_metrics)
     assert WaveNet.from_checkpoint(teacher_dir).audio.sample_rate == 16_000
     assert IAFStudent.from_checkpoint(student_dir).sample(torch.zeros(1, 80, 2) - 5).shape == (1, 1, 512)
 

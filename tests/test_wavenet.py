@@ -19,8 +19,16 @@ N_MELS = 5
 def small_config(kernel_size: int = 3, conditioned: bool = True, speakers: int = 0, **overrides) -> WaveNetConfig:
     """Six layers in two stacks (dilations 1, 2, 4, 1, 2, 4) with tiny channel counts."""
     values = dict(
-        layers=6, stacks=2, residual_channels=8, gate_channels=16, skip_channels=8, kernel_size=kernel_size,
-        n_mixtures=3, cond_channels=N_MELS if conditioned else 0, hop_length=HOP, n_speakers=speakers,
+        layers=6,
+        stacks=2,
+        residual_channels=8,
+        gate_channels=16,
+        skip_channels=8,
+        kernel_size=kernel_size,
+        n_mixtures=3,
+        cond_channels=N_MELS if conditioned else 0,
+        hop_length=HOP,
+        n_speakers=speakers,
         speaker_dim=4,
     )
     values.update(overrides)
@@ -58,8 +66,9 @@ def test_cached_generation_equals_teacher_forced_pass(kernel_size, conditioned, 
     c, speaker = inputs(model.cfg, 2, frames)
     c = c.double() if c is not None else None
     n = frames * HOP
-    x, params = model.generate(c, n_samples=n, speaker=speaker, progress=False, return_params=True,
-                               generator=torch.Generator().manual_seed(1))
+    x, params = model.generate(
+        c, n_samples=n, speaker=speaker, progress=False, return_params=True, generator=torch.Generator().manual_seed(1)
+    )
     batch = 1 if c is None and speaker is None else 2  # unconditional generation draws one waveform
     assert x.shape == (batch, 1, n) and params.shape == (batch, 9, n) and x.dtype == torch.float64
     assert n >= 2 * model.receptive_field
@@ -107,8 +116,9 @@ def test_location_prior_adds_rho_times_the_previous_sample_in_both_passes(output
     torch.testing.assert_close(difference[:, location], 0.95 * previous.expand_as(difference[:, location]))
     difference[:, location] = 0
     assert difference.abs().max() == 0, "only the location channels may change"
-    generated, params = relative.generate(c, progress=False, return_params=True,
-                                          generator=torch.Generator().manual_seed(1))
+    generated, params = relative.generate(
+        c, progress=False, return_params=True, generator=torch.Generator().manual_seed(1)
+    )
     with torch.no_grad():
         assert (params - relative(generated, c)).abs().max().item() < 1e-5
 
@@ -261,8 +271,11 @@ def test_overfit_a_sine_then_generate_it():
     torch.manual_seed(0)
     rate, f0, n = 16_000, 1_000.0, 1024
     x = (0.5 * torch.sin(2 * torch.pi * f0 * torch.arange(n) / rate))[None, None]
-    model = WaveNet(WaveNetConfig(layers=4, stacks=1, residual_channels=16, gate_channels=32, skip_channels=16,
-                                  n_mixtures=1, cond_channels=0))
+    model = WaveNet(
+        WaveNetConfig(
+            layers=4, stacks=1, residual_channels=16, gate_channels=32, skip_channels=16, n_mixtures=1, cond_channels=0
+        )
+    )
     untrained = model.generate(n_samples=n, progress=False, generator=torch.Generator().manual_seed(0))[0, 0]
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(300):

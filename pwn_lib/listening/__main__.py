@@ -1,9 +1,9 @@
 """Command line for listening tests.
 
-    python -m pwn_lib.listening build --systems real,teacher,student,mulaw8,anchor --utterances 8 --out DIR
-    python -m pwn_lib.listening simulate --test DIR --db ratings.sqlite --raters 12
-    python -m pwn_lib.listening analyse --test DIR --ratings ratings.sqlite [more.csv ...]
-    python -m pwn_lib.listening export --db ratings.sqlite --csv ratings.csv
+python -m pwn_lib.listening build --systems real,teacher,student,mulaw8,anchor --utterances 8 --out DIR
+python -m pwn_lib.listening simulate --test DIR --db ratings.sqlite --raters 12
+python -m pwn_lib.listening analyse --test DIR --ratings ratings.sqlite [more.csv ...]
+python -m pwn_lib.listening export --db ratings.sqlite --csv ratings.csv
 """
 
 from __future__ import annotations
@@ -25,10 +25,13 @@ def _build(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)  # generation is many tiny steps: more threads only contend
     command = " ".join(["python -m pwn_lib.listening", *args.argv])
-    test = build_test(args.out, args.systems, args.utterances, args.seconds, args.seed, args.name, args.ab,
-                      args.loudness, command)
-    print(f"test {test.name!r} written to {test.root}: {len(test.systems)} systems x {len(test.utterances)} "
-          f"utterances, {len(test.controls)} control clips, A/B pairs {test.ab_pairs}")
+    test = build_test(
+        args.out, args.systems, args.utterances, args.seconds, args.seed, args.name, args.ab, args.loudness, command
+    )
+    print(
+        f"test {test.name!r} written to {test.root}: {len(test.systems)} systems x {len(test.utterances)} "
+        f"utterances, {len(test.controls)} control clips, A/B pairs {test.ab_pairs}"
+    )
 
 
 def _simulate(args: argparse.Namespace) -> None:
@@ -66,8 +69,10 @@ def _analyse(args: argparse.Namespace) -> None:
         print("\npaired Wilcoxon (Holm-adjusted):\n", pairwise_wilcoxon(kept).to_string(index=False))
         if (kept["kind"] == "ab").any():
             print("\nA/B:\n", ab_table(kept).to_string(index=False))
-        print("\nMOS and objective figures:\n",
-              objective_table(mos_table(kept, test, args.n_boot), test).to_string(index=False))
+        print(
+            "\nMOS and objective figures:\n",
+            objective_table(mos_table(kept, test, args.n_boot), test).to_string(index=False),
+        )
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -77,15 +82,23 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pwn_lib.listening", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m pwn_lib.listening", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="render a test from the shipped checkpoints on held-out utterances")
-    b.add_argument("--systems", default="real,teacher,student,mulaw8,anchor",
-                   help="comma-separated: real, teacher, student, mulaw8, anchor, or NAME=CHECKPOINT_DIR")
+    b.add_argument(
+        "--systems",
+        default="real,teacher,student,mulaw8,anchor",
+        help="comma-separated: real, teacher, student, mulaw8, anchor, or NAME=CHECKPOINT_DIR",
+    )
     b.add_argument("--utterances", type=int, default=8, help="held-out (test split) utterances")
-    b.add_argument("--seconds", type=float, default=1.5,
-                   help="clip length; the teacher needs about 16 s of CPU per second of audio, whatever N")
+    b.add_argument(
+        "--seconds",
+        type=float,
+        default=1.5,
+        help="clip length; the teacher needs about 16 s of CPU per second of audio, whatever N",
+    )
     b.add_argument("--out", type=Path, required=True, help="the test folder to write")
     b.add_argument("--name", help="test name stored with every rating (default: the folder name)")
     b.add_argument("--ab", help="A/B pairs, e.g. teacher:student,real:student (default teacher:student)")

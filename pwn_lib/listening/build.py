@@ -77,13 +77,16 @@ def parse_systems(spec: str) -> dict[str, str | Path]:
     return systems
 
 
-def heldout_crops(count: int, n_samples: int, seed: int, hop: int, exclude: set[str] = frozenset(),
-                  split: str = "test") -> dict[str, np.ndarray]:
+def heldout_crops(
+    count: int, n_samples: int, seed: int, hop: int, exclude: set[str] = frozenset(), split: str = "test"
+) -> dict[str, np.ndarray]:
     """``count`` utterances of ``split`` long enough for ``n_samples``, drawn with ``seed``: their loudest crops."""
     pool = [u for u in load_corpus(split) if len(u.audio) >= n_samples and u.id not in exclude]
     if len(pool) < count:
-        raise StimulusError(f"only {len(pool)} {split}-split utterances last {n_samples} samples or more; "
-                            f"ask for fewer utterances (--utterances) or shorter clips (--seconds)")
+        raise StimulusError(
+            f"only {len(pool)} {split}-split utterances last {n_samples} samples or more; "
+            f"ask for fewer utterances (--utterances) or shorter clips (--seconds)"
+        )
     chosen = sorted(np.random.default_rng(seed).choice(len(pool), size=count, replace=False))
     return {pool[i].id: loudest_window(pool[i].audio, n_samples, hop) for i in chosen}
 
@@ -91,8 +94,10 @@ def heldout_crops(count: int, n_samples: int, seed: int, hop: int, exclude: set[
 def _checkpoint_kind(directory: Path) -> str:
     config = directory / "config.json"
     if not config.is_file():
-        raise StimulusError(f"{directory}: no config.json, so not a pwn_lib checkpoint; train one with "
-                            "`python -m pwn_lib.train` or point at data/checkpoints/<name>")
+        raise StimulusError(
+            f"{directory}: no config.json, so not a pwn_lib checkpoint; train one with "
+            "`python -m pwn_lib.train` or point at data/checkpoints/<name>"
+        )
     return json.loads(config.read_text()).get("kind", "?")
 
 
@@ -132,15 +137,34 @@ def control_clips(lead: np.ndarray, utterance: str, sample_rate: int, seed: int)
     short = np.zeros(int(0.05 * sample_rate), dtype=np.float32)
     press = _word("vm-press", sample_rate)
     digits = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
-    clips = [({"name": "gold_good", "kind": "gold", "utterance": utterance, "expected": 5,
-               "note": "real recording"}, lead),
-             ({"name": "gold_bad", "kind": "gold", "utterance": utterance, "expected": 1,
-               "note": f"MNRU, Q = {GOLD_BAD_Q_DB:g} dB"}, mnru(lead, GOLD_BAD_Q_DB, seed))]
+    clips = [
+        ({"name": "gold_good", "kind": "gold", "utterance": utterance, "expected": 5, "note": "real recording"}, lead),
+        (
+            {
+                "name": "gold_bad",
+                "kind": "gold",
+                "utterance": utterance,
+                "expected": 1,
+                "note": f"MNRU, Q = {GOLD_BAD_Q_DB:g} dB",
+            },
+            mnru(lead, GOLD_BAD_Q_DB, seed),
+        ),
+    ]
     head = lead[: int(0.8 * sample_rate)]
     for k, word in digits.items():
         spoken = np.concatenate([head, gap, press, short, _word(f"digits_{k}", sample_rate)])
-        clips.append(({"name": f"trap_{k}", "kind": "trap", "utterance": utterance, "expected": k,
-                       "note": f"speech, then 'press {word}'"}, spoken.astype(np.float32)))
+        clips.append(
+            (
+                {
+                    "name": f"trap_{k}",
+                    "kind": "trap",
+                    "utterance": utterance,
+                    "expected": k,
+                    "note": f"speech, then 'press {word}'",
+                },
+                spoken.astype(np.float32),
+            )
+        )
     return clips
 
 
@@ -165,13 +189,22 @@ def stimulus_metrics(test: ListeningTest) -> dict:
     if reference is None:
         return {}
     real = {u: test.load(test.path(reference, u)) for u in test.utterances}
-    return {s: {u: log_mel_distance(test.load(test.path(s, u)), real[u]) for u in test.utterances}
-            for s in test.systems}
+    return {
+        s: {u: log_mel_distance(test.load(test.path(s, u)), real[u]) for u in test.utterances} for s in test.systems
+    }
 
 
-def build_test(out: str | Path, systems: str = DEFAULT_SYSTEMS, utterances: int = 8, seconds: float = 1.5,
-               seed: int = 0, name: str | None = None, ab: str | None = None,
-               loudness: float = TARGET_LUFS, command: str = "") -> ListeningTest:
+def build_test(
+    out: str | Path,
+    systems: str = DEFAULT_SYSTEMS,
+    utterances: int = 8,
+    seconds: float = 1.5,
+    seed: int = 0,
+    name: str | None = None,
+    ab: str | None = None,
+    loudness: float = TARGET_LUFS,
+    command: str = "",
+) -> ListeningTest:
     """Render, loudness-normalise and store a test in ``out``; see the module docstring for the systems.
 
     ``ab``: A/B pairs as ``"teacher:student,real:student"``; default teacher:student when both are built.
@@ -184,21 +217,45 @@ def build_test(out: str | Path, systems: str = DEFAULT_SYSTEMS, utterances: int 
     for system, source in tqdm(sources.items(), desc="render systems"):
         stimuli[system] = render(source, crops, seed, audio)
     gold_id, gold = next(iter(heldout_crops(1, n_samples, seed + 1, audio.hop_length, exclude=set(crops)).items()))
-    roles = {s: {"role": "reference" if s == "real" else "anchor" if s == "anchor" else "system",
-                 "source": _shown(src, s)} for s, src in sources.items()}
-    pairs = [tuple(p.split(":")) for p in ab.split(",") if p] if ab else (
-        [("teacher", "student")] if {"teacher", "student"} <= set(sources) else [])
+    roles = {
+        s: {"role": "reference" if s == "real" else "anchor" if s == "anchor" else "system", "source": _shown(src, s)}
+        for s, src in sources.items()
+    }
+    pairs = (
+        [tuple(p.split(":")) for p in ab.split(",") if p]
+        if ab
+        else ([("teacher", "student")] if {"teacher", "student"} <= set(sources) else [])
+    )
     for pair in pairs:
         if len(pair) != 2 or not set(pair) <= set(sources):
             raise StimulusError(f"--ab {ab!r}: each pair is SYSTEM:SYSTEM from {sorted(sources)}")
-    test = write_test(out, name or Path(out).name, stimuli, audio.sample_rate, roles,
-                      controls=control_clips(gold, gold_id, audio.sample_rate, seed), ab_pairs=pairs, seed=seed,
-                      target_lufs=loudness, command=command)
-    test.metrics = {"logmel_distance_to_real": stimulus_metrics(test),
-                    "checkpoint": {s: f for s, src in sources.items() if (f := _checkpoint_figures(src))}}
+    test = write_test(
+        out,
+        name or Path(out).name,
+        stimuli,
+        audio.sample_rate,
+        roles,
+        controls=control_clips(gold, gold_id, audio.sample_rate, seed),
+        ab_pairs=pairs,
+        seed=seed,
+        target_lufs=loudness,
+        command=command,
+    )
+    test.metrics = {
+        "logmel_distance_to_real": stimulus_metrics(test),
+        "checkpoint": {s: f for s, src in sources.items() if (f := _checkpoint_figures(src))},
+    }
     write_json(test.root / MANIFEST, test.as_manifest())
     return test
 
 
-__all__ = ["BUILTIN", "DEFAULT_SYSTEMS", "build_test", "control_clips", "heldout_crops", "parse_systems", "render",
-           "stimulus_metrics"]
+__all__ = [
+    "BUILTIN",
+    "DEFAULT_SYSTEMS",
+    "build_test",
+    "control_clips",
+    "heldout_crops",
+    "parse_systems",
+    "render",
+    "stimulus_metrics",
+]

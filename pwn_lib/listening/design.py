@@ -70,16 +70,26 @@ def _shuffle_test_first(items: list[dict], rng: np.random.Generator) -> list[dic
 def mos_trials(test: ListeningTest, rater: str, n_traps: int = 1) -> list[Trial]:
     """The rater's MOS trials: systems x utterances, every gold clip, and ``n_traps`` trap clips drawn for them."""
     rng = rater_rng(test, rater, MOS)
-    items = [{"role": "test", "system": s, "utterance": u, "path": test.path(s, u)}
-             for s in test.systems for u in test.utterances]
+    items = [
+        {"role": "test", "system": s, "utterance": u, "path": test.path(s, u)}
+        for s in test.systems
+        for u in test.utterances
+    ]
     golds = [c for c in test.controls if c["kind"] == "gold"]
     traps = [c for c in test.controls if c["kind"] == "trap"]
     if n_traps > len(traps):
         raise ValueError(f"{test.root}: n_traps={n_traps} but the test has only {len(traps)} trap clips")
     chosen = [traps[i] for i in sorted(rng.choice(len(traps), size=n_traps, replace=False))] if n_traps else []
     for control in golds + chosen:
-        items.append({"role": control["kind"], "system": control["name"], "utterance": control["utterance"],
-                      "path": test.root / control["file"], "expected": control["expected"]})
+        items.append(
+            {
+                "role": control["kind"],
+                "system": control["name"],
+                "utterance": control["utterance"],
+                "path": test.root / control["file"],
+                "expected": control["expected"],
+            }
+        )
     return [Trial(kind=MOS, index=i, **item) for i, item in enumerate(_shuffle_test_first(items, rng))]
 
 
@@ -90,8 +100,16 @@ def ab_trials(test: ListeningTest, rater: str) -> list[Trial]:
     for a, b in test.ab_pairs:
         for u in test.utterances:
             left, right = (b, a) if rng.random() < 0.5 else (a, b)
-            items.append({"role": "test", "system": left, "system_b": right, "utterance": u,
-                          "path": test.path(left, u), "path_b": test.path(right, u)})
+            items.append(
+                {
+                    "role": "test",
+                    "system": left,
+                    "system_b": right,
+                    "utterance": u,
+                    "path": test.path(left, u),
+                    "path_b": test.path(right, u),
+                }
+            )
     return [Trial(kind=AB, index=i, **item) for i, item in enumerate(_shuffle_test_first(items, rng))]
 
 

@@ -38,8 +38,9 @@ class SimulatedRater:
     bias: float
     device: str
 
-    def score(self, page: MOSPage, quality: dict[str, float], effect: dict[str, float],
-              rng: np.random.Generator) -> int:
+    def score(
+        self, page: MOSPage, quality: dict[str, float], effect: dict[str, float], rng: np.random.Generator
+    ) -> int:
         trial = page.current
         if self.behaviour == "random":
             return int(rng.integers(1, 6))
@@ -61,25 +62,40 @@ class SimulatedRater:
         return "none" if abs(d) < AB_TIE else ("A" if d > 0 else "B")
 
 
-def toy_test(root, utterances: int = 3, seconds: float = 0.6, sample_rate: int = 16_000,
-             name: str = "toy") -> ListeningTest:
+def toy_test(
+    root, utterances: int = 3, seconds: float = 0.6, sample_rate: int = 16_000, name: str = "toy"
+) -> ListeningTest:
     """A small synthetic test (harmonic tones, no checkpoints) for tests and demos, written to ``root``.
 
     Systems: ``real`` (the reference tones), ``coarse`` (4-bit mu-law) and ``anchor`` (MNRU, Q = 5 dB); one A/B
     pair (real, coarse); gold clips and five trap clips like a built test's (tones, not speech).
     """
     t = np.arange(int(seconds * sample_rate)) / sample_rate
-    tones = {f"u{i + 1}": (0.3 * np.sin(2 * np.pi * 110 * (i + 2) * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t)))
-             .astype(np.float32) for i in range(utterances)}
-    stimuli = {"real": tones, "coarse": {u: mulaw_roundtrip(x, bits=4) for u, x in tones.items()},
-               "anchor": {u: mnru(x, 5.0, seed=i) for i, (u, x) in enumerate(tones.items())}}
-    roles = {"real": {"role": "reference", "source": "tones"}, "coarse": {"role": "system", "source": "4-bit mu-law"},
-             "anchor": {"role": "anchor", "source": "MNRU 5 dB"}}
+    tones = {
+        f"u{i + 1}": (0.3 * np.sin(2 * np.pi * 110 * (i + 2) * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(
+            np.float32
+        )
+        for i in range(utterances)
+    }
+    stimuli = {
+        "real": tones,
+        "coarse": {u: mulaw_roundtrip(x, bits=4) for u, x in tones.items()},
+        "anchor": {u: mnru(x, 5.0, seed=i) for i, (u, x) in enumerate(tones.items())},
+    }
+    roles = {
+        "real": {"role": "reference", "source": "tones"},
+        "coarse": {"role": "system", "source": "4-bit mu-law"},
+        "anchor": {"role": "anchor", "source": "MNRU 5 dB"},
+    }
     lead = tones["u1"]
-    controls = [({"name": "gold_good", "kind": "gold", "utterance": "u1", "expected": 5}, lead),
-                ({"name": "gold_bad", "kind": "gold", "utterance": "u1", "expected": 1}, mnru(lead, 0.0))]
-    controls += [({"name": f"trap_{k}", "kind": "trap", "utterance": "u1", "expected": k}, lead * (0.5 + 0.1 * k))
-                 for k in range(1, 6)]
+    controls = [
+        ({"name": "gold_good", "kind": "gold", "utterance": "u1", "expected": 5}, lead),
+        ({"name": "gold_bad", "kind": "gold", "utterance": "u1", "expected": 1}, mnru(lead, 0.0)),
+    ]
+    controls += [
+        ({"name": f"trap_{k}", "kind": "trap", "utterance": "u1", "expected": k}, lead * (0.5 + 0.1 * k))
+        for k in range(1, 6)
+    ]
     return write_test(root, name, stimuli, sample_rate, roles, controls=controls, ab_pairs=[("real", "coarse")])
 
 
@@ -88,8 +104,10 @@ def simulated_raters(count: int, seed: int = 0, n_random: int = 1, n_straight: i
     rng = np.random.default_rng(seed)
     behaviours = ["attentive"] * (count - n_random - n_straight) + ["random"] * n_random + ["straight"] * n_straight
     devices = rng.choice(LISTENING_DEVICES[:3], size=count, p=[0.7, 0.2, 0.1])
-    return [SimulatedRater(f"simulated-{i + 1:02d}", b, float(rng.normal(0.0, BIAS_SD)), str(d))
-            for i, (b, d) in enumerate(zip(behaviours, devices, strict=True))]
+    return [
+        SimulatedRater(f"simulated-{i + 1:02d}", b, float(rng.normal(0.0, BIAS_SD)), str(d))
+        for i, (b, d) in enumerate(zip(behaviours, devices, strict=True))
+    ]
 
 
 def _drive(page: TrialPage, answer) -> int:
@@ -100,16 +118,25 @@ def _drive(page: TrialPage, answer) -> int:
     return n
 
 
-def simulate_class(test: ListeningTest, store: RatingStore, raters: int = 12, quality: dict[str, float] | None = None,
-                   seed: int = 0, n_random: int = 1, n_straight: int = 1, ab: bool = True,
-                   progress: bool = True) -> list[str]:
+def simulate_class(
+    test: ListeningTest,
+    store: RatingStore,
+    raters: int = 12,
+    quality: dict[str, float] | None = None,
+    seed: int = 0,
+    n_random: int = 1,
+    n_straight: int = 1,
+    ab: bool = True,
+    progress: bool = True,
+) -> list[str]:
     """Let ``raters`` simulated listeners rate ``test`` via :class:`MOSPage` and :class:`ABPage`; return their ids."""
     quality = {**DEFAULT_QUALITY, **(quality or {})}
     rng = np.random.default_rng(seed + 1)
     effect = {u: float(rng.normal(0.0, UTTERANCE_SD)) for u in test.utterances}
     ids = []
-    for rater in tqdm(simulated_raters(raters, seed, n_random, n_straight), desc="simulated raters",
-                      disable=not progress):
+    for rater in tqdm(
+        simulated_raters(raters, seed, n_random, n_straight), desc="simulated raters", disable=not progress
+    ):
         rid = rater_id(rater.name, test.name)
         _drive(MOSPage(test, store, rid, rater.device), lambda p, rater=rater: rater.score(p, quality, effect, rng))
         if ab and test.ab_pairs:

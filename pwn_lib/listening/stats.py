@@ -53,8 +53,9 @@ def t_interval(scores: Sequence[float], level: float = LEVEL) -> tuple[float, fl
     return float(x.mean()), float(half)
 
 
-def bootstrap_means(frame: pd.DataFrame, n_boot: int = 2000, seed: int = 0,
-                    systems: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
+def bootstrap_means(
+    frame: pd.DataFrame, n_boot: int = 2000, seed: int = 0, systems: Sequence[str] | None = None
+) -> tuple[list[str], np.ndarray]:
     """MOS of each system under ``n_boot`` two-way cluster resamples: ``(systems, means (n_boot, S))``.
 
     Each resample draws R raters from the R raters and U utterances from the U utterances, with replacement. A
@@ -70,16 +71,17 @@ def bootstrap_means(frame: pd.DataFrame, n_boot: int = 2000, seed: int = 0,
     score = rows["score"].to_numpy(dtype=np.float64)
     rng = np.random.default_rng(seed)
     wr = rng.multinomial(len(raters), np.full(len(raters), 1 / len(raters)), size=n_boot)  # (n_boot, R)
-    wu = rng.multinomial(len(utts), np.full(len(utts), 1 / len(utts)), size=n_boot)      # (n_boot, U)
-    weight = (wr[:, r_idx] * wu[:, u_idx]).astype(np.float64)                            # (n_boot, N)
-    onehot = np.eye(len(systems))[s_idx]                                                 # (N, S)
+    wu = rng.multinomial(len(utts), np.full(len(utts), 1 / len(utts)), size=n_boot)  # (n_boot, U)
+    weight = (wr[:, r_idx] * wu[:, u_idx]).astype(np.float64)  # (n_boot, N)
+    onehot = np.eye(len(systems))[s_idx]  # (N, S)
     with np.errstate(invalid="ignore", divide="ignore"):
         means = (weight * score) @ onehot / (weight @ onehot)
     return systems, means
 
 
-def bootstrap_interval(frame: pd.DataFrame, n_boot: int = 2000, seed: int = 0, level: float = LEVEL,
-                       systems: Sequence[str] | None = None) -> pd.DataFrame:
+def bootstrap_interval(
+    frame: pd.DataFrame, n_boot: int = 2000, seed: int = 0, level: float = LEVEL, systems: Sequence[str] | None = None
+) -> pd.DataFrame:
     """Percentile CI of each system's MOS from :func:`bootstrap_means`: columns system, boot_low, boot_high."""
     names, means = bootstrap_means(frame, n_boot, seed, systems)
     tail = (1 - level) / 2 * 100
@@ -87,8 +89,9 @@ def bootstrap_interval(frame: pd.DataFrame, n_boot: int = 2000, seed: int = 0, l
     return pd.DataFrame({"system": names, "boot_low": low, "boot_high": high})
 
 
-def mos_table(frame: pd.DataFrame, test: ListeningTest | None = None, n_boot: int = 2000, seed: int = 0,
-              level: float = LEVEL) -> pd.DataFrame:
+def mos_table(
+    frame: pd.DataFrame, test: ListeningTest | None = None, n_boot: int = 2000, seed: int = 0, level: float = LEVEL
+) -> pd.DataFrame:
     """One row per system: ratings, raters, utterances, MOS, SD, t CI (``ci95`` half-width) and bootstrap CI.
 
     Sorted by MOS, best first. With ``test``, a ``role`` column says which is the hidden reference and the anchor.
@@ -99,10 +102,19 @@ def mos_table(frame: pd.DataFrame, test: ListeningTest | None = None, n_boot: in
     out = []
     for system, group in rows.groupby("system"):
         mean, half = t_interval(group["score"], level)
-        out.append({"system": system, "ratings": len(group), "raters": group["rater"].nunique(),
-                    "utterances": group["utterance"].nunique(), "mos": mean,
-                    "sd": float(group["score"].std(ddof=1)) if len(group) > 1 else math.nan,
-                    "ci95": half, "t_low": mean - half, "t_high": mean + half})
+        out.append(
+            {
+                "system": system,
+                "ratings": len(group),
+                "raters": group["rater"].nunique(),
+                "utterances": group["utterance"].nunique(),
+                "mos": mean,
+                "sd": float(group["score"].std(ddof=1)) if len(group) > 1 else math.nan,
+                "ci95": half,
+                "t_low": mean - half,
+                "t_high": mean + half,
+            }
+        )
     table = pd.DataFrame(out).merge(bootstrap_interval(frame, n_boot, seed, level), on="system")
     if test is not None:
         table.insert(1, "role", [test.systems.get(s, {}).get("role", "?") for s in table["system"]])
@@ -117,8 +129,9 @@ def mos_table(frame: pd.DataFrame, test: ListeningTest | None = None, n_boot: in
 def paired_scores(frame: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
     """Scores of systems ``a`` and ``b`` on the same (rater, utterance): columns rater, utterance, a, b."""
     rows = mos_ratings(frame)
-    wide = rows[rows["system"].isin([a, b])].pivot_table(index=["rater", "utterance"], columns="system",
-                                                          values="score", aggfunc="mean")
+    wide = rows[rows["system"].isin([a, b])].pivot_table(
+        index=["rater", "utterance"], columns="system", values="score", aggfunc="mean"
+    )
     if a not in wide or b not in wide:
         rated = sorted(rows["system"].unique())
         raise ValueError(f"no MOS ratings for {a!r} and {b!r} to pair; systems rated: {rated}")
@@ -136,8 +149,16 @@ def paired_wilcoxon(frame: pd.DataFrame, a: str, b: str) -> dict:
     pairs = paired_scores(frame, a, b)
     diff = (pairs["a"] - pairs["b"]).to_numpy()
     nonzero = diff[diff != 0]
-    out = {"a": a, "b": b, "pairs": len(pairs), "nonzero": len(nonzero), "mean_diff": float(diff.mean()),
-           "statistic": math.nan, "p": 1.0, "method": "none"}
+    out = {
+        "a": a,
+        "b": b,
+        "pairs": len(pairs),
+        "nonzero": len(nonzero),
+        "mean_diff": float(diff.mean()),
+        "statistic": math.nan,
+        "p": 1.0,
+        "method": "none",
+    }
     if len(nonzero):
         ties = len(np.unique(np.abs(nonzero))) < len(nonzero)
         method = "exact" if len(nonzero) <= 50 and not ties else "approx"
@@ -181,9 +202,21 @@ def ab_preference(frame: pd.DataFrame, a: str, b: str, ties: str = "drop", level
     n_a, n_b = int((preferred == a).sum()), int((preferred == b).sum())
     n_none = len(rows) - n_a - n_b
     k, n = (n_a, n_a + n_b) if ties == "drop" else (n_a + n_none // 2, n_a + n_b + 2 * (n_none // 2))
-    out = {"a": a, "b": b, "trials": len(rows), "prefer_a": n_a, "prefer_b": n_b, "no_preference": n_none,
-           "ties": ties, "k": k, "n": n, "share_a": math.nan, "share_low": math.nan, "share_high": math.nan,
-           "p": 1.0}
+    out = {
+        "a": a,
+        "b": b,
+        "trials": len(rows),
+        "prefer_a": n_a,
+        "prefer_b": n_b,
+        "no_preference": n_none,
+        "ties": ties,
+        "k": k,
+        "n": n,
+        "share_a": math.nan,
+        "share_low": math.nan,
+        "share_high": math.nan,
+        "p": 1.0,
+    }
     if n:
         result = scipy.stats.binomtest(k, n, 0.5, alternative="two-sided")
         ci = result.proportion_ci(confidence_level=level, method="wilson")
@@ -204,8 +237,9 @@ def ab_table(frame: pd.DataFrame, pairs: Sequence[tuple[str, str]] | None = None
 # ---------------------------------------------------------------------------------------------
 
 
-def screen_raters(frame: pd.DataFrame, gold_tolerance: int = GOLD_TOLERANCE,
-                  min_variance: float = MIN_VARIANCE) -> pd.DataFrame:
+def screen_raters(
+    frame: pd.DataFrame, gold_tolerance: int = GOLD_TOLERANCE, min_variance: float = MIN_VARIANCE
+) -> pd.DataFrame:
     """One row per rater with the P.808 checks and the verdict ``accepted`` (and ``reasons`` when not).
 
     * ``all_played``: every clip of every answered trial fired ``ended`` at least once;
@@ -225,8 +259,17 @@ def screen_raters(frame: pd.DataFrame, gold_tolerance: int = GOLD_TOLERANCE,
         variance_ok = bool(variance >= min_variance)
         checks = {"all_played": played, "trap_ok": trap_ok, "gold_ok": gold_ok, "variance_ok": variance_ok}
         reasons = [name for name, ok in checks.items() if not ok]
-        out.append({"rater": rater, "mos_ratings": len(mos), "ab_ratings": len(ab), **checks,
-                    "variance": variance, "accepted": not reasons, "reasons": ", ".join(reasons)})
+        out.append(
+            {
+                "rater": rater,
+                "mos_ratings": len(mos),
+                "ab_ratings": len(ab),
+                **checks,
+                "variance": variance,
+                "accepted": not reasons,
+                "reasons": ", ".join(reasons),
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -253,9 +296,14 @@ def objective_table(table: pd.DataFrame, test: ListeningTest) -> pd.DataFrame:
     checkpoints = test.metrics.get("checkpoint", {})
     rows = []
     for _, r in table.iterrows():
-        row = {"system": r["system"], "mos": r["mos"], "ci95": r["ci95"],
-               "log-mel distance to real": float(np.mean(list(distances[r["system"]].values())))
-               if r["system"] in distances else math.nan}
+        row = {
+            "system": r["system"],
+            "mos": r["mos"],
+            "ci95": r["ci95"],
+            "log-mel distance to real": float(np.mean(list(distances[r["system"]].values())))
+            if r["system"] in distances
+            else math.nan,
+        }
         for key, column in CHECKPOINT_FIGURES.items():
             row[column] = checkpoints.get(r["system"], {}).get(key, math.nan)
         rows.append(row)
@@ -271,8 +319,9 @@ def plot_mos(table: pd.DataFrame, ax=None):
     x = np.arange(len(table))
     ax.bar(x, table["mos"], color=[f"C{i}" for i in range(len(table))], alpha=0.8)
     ax.errorbar(x - 0.08, table["mos"], yerr=table["ci95"], fmt="none", ecolor="k", capsize=4, label="t 95 % CI")
-    ax.vlines(x + 0.08, table["boot_low"], table["boot_high"], color="0.35", lw=2,
-              label="rater x utterance bootstrap 95 % CI")
+    ax.vlines(
+        x + 0.08, table["boot_low"], table["boot_high"], color="0.35", lw=2, label="rater x utterance bootstrap 95 % CI"
+    )
     ax.set_xticks(x, table["system"])
     ax.set_ylim(1, 5)
     ax.set_yticks(range(1, 6), [f"{k} {ACR_LABELS[k]}" for k in range(1, 6)])
@@ -283,17 +332,29 @@ def plot_mos(table: pd.DataFrame, ax=None):
 
 
 def _fmt_table(table: pd.DataFrame) -> str:
-    lines = ["| system | role | ratings | raters | MOS ± 95 % CI (t) | bootstrap 95 % CI |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| system | role | ratings | raters | MOS ± 95 % CI (t) | bootstrap 95 % CI |",
+        "|---|---|---|---|---|---|",
+    ]
     for _, r in table.iterrows():
-        lines.append(f"| {r['system']} | {r.get('role', '')} | {r['ratings']} | {r['raters']} | "
-                     f"{r['mos']:.2f} ± {r['ci95']:.2f} | [{r['boot_low']:.2f}, {r['boot_high']:.2f}] |")
+        lines.append(
+            f"| {r['system']} | {r.get('role', '')} | {r['ratings']} | {r['raters']} | "
+            f"{r['mos']:.2f} ± {r['ci95']:.2f} | [{r['boot_low']:.2f}, {r['boot_high']:.2f}] |"
+        )
     return "\n".join(lines)
 
 
-def report(frame: pd.DataFrame, test: ListeningTest, *, gold_tolerance: int = GOLD_TOLERANCE,
-           min_variance: float = MIN_VARIANCE, n_boot: int = 2000, seed: int = 0, ties: str = "drop",
-           note: str = "") -> str:
+def report(
+    frame: pd.DataFrame,
+    test: ListeningTest,
+    *,
+    gold_tolerance: int = GOLD_TOLERANCE,
+    min_variance: float = MIN_VARIANCE,
+    n_boot: int = 2000,
+    seed: int = 0,
+    ties: str = "drop",
+    note: str = "",
+) -> str:
     """A Markdown report with what ITU-T P.800.2 asks to state: test type, scale, raters, ratings, screening,
     listening conditions, and the results (MOS table, A/B table)."""
     screening = screen_raters(frame, gold_tolerance, min_variance)
@@ -306,8 +367,12 @@ def report(frame: pd.DataFrame, test: ListeningTest, *, gold_tolerance: int = GO
         f"- **Test type:** listening-only absolute category rating (ACR, ITU-T P.800 Annex B) with hidden reference "
         f"({', '.join(test.with_role('reference')) or 'none'}) and low anchor "
         f"({', '.join(test.with_role('anchor')) or 'none'})"
-        + (f"; A/B preference (paired comparison) of {', '.join(f'{a} vs {b}' for a, b in test.ab_pairs)}"
-           if test.ab_pairs else "") + ".",
+        + (
+            f"; A/B preference (paired comparison) of {', '.join(f'{a} vs {b}' for a, b in test.ab_pairs)}"
+            if test.ab_pairs
+            else ""
+        )
+        + ".",
         "- **Scale:** listening quality, 5 Excellent, 4 Good, 3 Fair, 2 Poor, 1 Bad; A/B: A, B or no preference "
         f"(ties {'dropped' if ties == 'drop' else 'split evenly'} in the binomial test).",
         f"- **Stimuli:** {len(test.systems)} systems x {len(test.utterances)} held-out utterances, "
@@ -333,13 +398,32 @@ def report(frame: pd.DataFrame, test: ListeningTest, *, gold_tolerance: int = GO
     if test.ab_pairs and (kept["kind"] == "ab").any():
         ab = ab_table(kept, ties=ties)
         lines += ["", "| A/B | prefer first | prefer second | no preference | p (binomial) |", "|---|---|---|---|---|"]
-        lines += [f"| {r['a']} vs {r['b']} | {r['prefer_a']} | {r['prefer_b']} | {r['no_preference']} | {r['p']:.3g} |"
-                  for _, r in ab.iterrows()]
+        lines += [
+            f"| {r['a']} vs {r['b']} | {r['prefer_a']} | {r['prefer_b']} | {r['no_preference']} | {r['p']:.3g} |"
+            for _, r in ab.iterrows()
+        ]
     return "\n".join(lines)
 
 
 __all__ = [
-    "ACR_LABELS", "GOLD_TOLERANCE", "MIN_VARIANCE", "TIES", "ab_preference", "ab_table", "accepted",
-    "bootstrap_interval", "bootstrap_means", "holm", "mos_ratings", "mos_table", "objective_table",
-    "paired_scores", "paired_wilcoxon", "pairwise_wilcoxon", "plot_mos", "report", "screen_raters", "t_interval",
+    "ACR_LABELS",
+    "GOLD_TOLERANCE",
+    "MIN_VARIANCE",
+    "TIES",
+    "ab_preference",
+    "ab_table",
+    "accepted",
+    "bootstrap_interval",
+    "bootstrap_means",
+    "holm",
+    "mos_ratings",
+    "mos_table",
+    "objective_table",
+    "paired_scores",
+    "paired_wilcoxon",
+    "pairwise_wilcoxon",
+    "plot_mos",
+    "report",
+    "screen_raters",
+    "t_interval",
 ]

@@ -47,25 +47,32 @@ class StimulusError(ValueError):
 def loudness_lufs(x: np.ndarray, sample_rate: int, name: str = "clip") -> float:
     """Integrated loudness of mono ``x: (T,)`` in LUFS (ITU-R BS.1770-4, K-weighted, gated 400 ms blocks)."""
     if len(x) < BLOCK_SECONDS * sample_rate + 1:
-        raise StimulusError(f"{name}: {len(x) / sample_rate:.2f} s is shorter than BS.1770's {BLOCK_SECONDS} s "
-                            "block, so its loudness is undefined; use clips of at least 0.5 s (--seconds)")
+        raise StimulusError(
+            f"{name}: {len(x) / sample_rate:.2f} s is shorter than BS.1770's {BLOCK_SECONDS} s "
+            "block, so its loudness is undefined; use clips of at least 0.5 s (--seconds)"
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # log10(0) of silent blocks, reported below instead
         return float(pyloudnorm.Meter(sample_rate).integrated_loudness(np.asarray(x, dtype=np.float64)))
 
 
-def normalize_loudness(x: np.ndarray, sample_rate: int, target_lufs: float = TARGET_LUFS,
-                       name: str = "clip") -> np.ndarray:
+def normalize_loudness(
+    x: np.ndarray, sample_rate: int, target_lufs: float = TARGET_LUFS, name: str = "clip"
+) -> np.ndarray:
     """``x: (T,)`` scaled to ``target_lufs`` integrated loudness; refuses silence and gains that would clip."""
     measured = loudness_lufs(x, sample_rate, name)
     if not np.isfinite(measured):
-        raise StimulusError(f"{name}: silent (loudness -inf LUFS), so it cannot be loudness-normalised; "
-                            "check the system that produced it")
+        raise StimulusError(
+            f"{name}: silent (loudness -inf LUFS), so it cannot be loudness-normalised; "
+            "check the system that produced it"
+        )
     y = np.asarray(x, dtype=np.float64) * 10.0 ** ((target_lufs - measured) / 20.0)
     peak = float(np.abs(y).max())
     if peak > 1.0:
-        raise StimulusError(f"{name}: at {target_lufs} LUFS its peak would be {peak:.2f} (> 1, clipping); "
-                            "pass a lower target (--loudness, e.g. -30)")
+        raise StimulusError(
+            f"{name}: at {target_lufs} LUFS its peak would be {peak:.2f} (> 1, clipping); "
+            "pass a lower target (--loudness, e.g. -30)"
+        )
     return y.astype(np.float32)
 
 
@@ -146,10 +153,19 @@ class ListeningTest:
         return [name for name, spec in self.systems.items() if spec["role"] == role]
 
     def as_manifest(self) -> dict:
-        return {"schema_version": TEST_SCHEMA, "name": self.name, "sample_rate": self.sample_rate,
-                "systems": self.systems, "utterances": self.utterances, "ab_pairs": [list(p) for p in self.ab_pairs],
-                "controls": self.controls, "metrics": self.metrics, "seed": self.seed,
-                "loudness_lufs": self.loudness_lufs, "command": self.command}
+        return {
+            "schema_version": TEST_SCHEMA,
+            "name": self.name,
+            "sample_rate": self.sample_rate,
+            "systems": self.systems,
+            "utterances": self.utterances,
+            "ab_pairs": [list(p) for p in self.ab_pairs],
+            "controls": self.controls,
+            "metrics": self.metrics,
+            "seed": self.seed,
+            "loudness_lufs": self.loudness_lufs,
+            "command": self.command,
+        }
 
 
 def _stimulus_file(folder: Path, utterance: str) -> Path:
@@ -168,8 +184,10 @@ def _check_utterance_sets(root: Path, systems: list[str], utterances: list[str])
     """Every system folder must hold exactly the manifest's utterance ids."""
     for system in systems:
         if not (root / system).is_dir():
-            raise StimulusError(f"{root / system}: missing system folder (test.json lists system {system!r}); "
-                                "rebuild the test or remove the system from test.json")
+            raise StimulusError(
+                f"{root / system}: missing system folder (test.json lists system {system!r}); "
+                "rebuild the test or remove the system from test.json"
+            )
     on_disk = {system: _ids_on_disk(root / system) for system in systems}
     expected = set(utterances)
     problems = []
@@ -180,9 +198,12 @@ def _check_utterance_sets(root: Path, systems: list[str], utterances: list[str])
         if extra:
             problems.append(f"{system} has extra {extra} not in test.json")
     if problems:
-        raise StimulusError(f"{root}: the systems have different utterance sets; every system folder must hold "
-                            f"the same utterance ids as test.json's 'utterances': " + "; ".join(problems)
-                            + ". Rebuild the test, or add or remove those files.")
+        raise StimulusError(
+            f"{root}: the systems have different utterance sets; every system folder must hold "
+            f"the same utterance ids as test.json's 'utterances': "
+            + "; ".join(problems)
+            + ". Rebuild the test, or add or remove those files."
+        )
 
 
 def _check_rates(test: ListeningTest) -> None:
@@ -196,9 +217,11 @@ def _check_rates(test: ListeningTest) -> None:
         except (sf.LibsndfileError, RuntimeError) as err:
             raise StimulusError(f"{path}: not a readable audio file ({err}); rebuild the test") from None
         if info.samplerate != test.sample_rate:
-            raise StimulusError(f"{path}: sample rate {info.samplerate} Hz, but test {test.root} is "
-                                f"{test.sample_rate} Hz; every stimulus must share one rate: resample the file "
-                                f"to {test.sample_rate} Hz or rebuild the test")
+            raise StimulusError(
+                f"{path}: sample rate {info.samplerate} Hz, but test {test.root} is "
+                f"{test.sample_rate} Hz; every stimulus must share one rate: resample the file "
+                f"to {test.sample_rate} Hz or rebuild the test"
+            )
         if info.channels != 1:
             raise StimulusError(f"{path}: {info.channels} channels; stimuli must be mono, rebuild the test")
 
@@ -208,22 +231,35 @@ def load_test(root: str | Path) -> ListeningTest:
     root = Path(root)
     manifest_path = root / MANIFEST
     if not manifest_path.is_file():
-        raise StimulusError(f"{manifest_path}: not found, so {root} is not a listening test; build one with "
-                            "`python -m pwn_lib.listening build --out DIR` (data/listening/example is shipped)")
+        raise StimulusError(
+            f"{manifest_path}: not found, so {root} is not a listening test; build one with "
+            "`python -m pwn_lib.listening build --out DIR` (data/listening/example is shipped)"
+        )
     try:
         m = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as err:
         raise StimulusError(f"{manifest_path}: not valid JSON ({err}); rebuild the test") from None
     if m.get("schema_version") != TEST_SCHEMA:
-        raise StimulusError(f"{manifest_path}: test schema version {m.get('schema_version')!r}, but this pwn_lib "
-                            f"reads version {TEST_SCHEMA}; rebuild the test with this pwn_lib")
+        raise StimulusError(
+            f"{manifest_path}: test schema version {m.get('schema_version')!r}, but this pwn_lib "
+            f"reads version {TEST_SCHEMA}; rebuild the test with this pwn_lib"
+        )
     for name, spec in m["systems"].items():
         if spec.get("role") not in ROLES:
             raise StimulusError(f"{manifest_path}: system {name!r} has role {spec.get('role')!r}; use one of {ROLES}")
-    test = ListeningTest(root=root, name=m["name"], sample_rate=int(m["sample_rate"]), systems=m["systems"],
-                         utterances=list(m["utterances"]), ab_pairs=[tuple(p) for p in m.get("ab_pairs", [])],
-                         controls=list(m.get("controls", [])), metrics=m.get("metrics", {}), seed=m.get("seed", 0),
-                         loudness_lufs=m.get("loudness_lufs", TARGET_LUFS), command=m.get("command", ""))
+    test = ListeningTest(
+        root=root,
+        name=m["name"],
+        sample_rate=int(m["sample_rate"]),
+        systems=m["systems"],
+        utterances=list(m["utterances"]),
+        ab_pairs=[tuple(p) for p in m.get("ab_pairs", [])],
+        controls=list(m.get("controls", [])),
+        metrics=m.get("metrics", {}),
+        seed=m.get("seed", 0),
+        loudness_lufs=m.get("loudness_lufs", TARGET_LUFS),
+        command=m.get("command", ""),
+    )
     for a, b in test.ab_pairs:
         if a not in test.systems or b not in test.systems:
             raise StimulusError(f"{manifest_path}: A/B pair ({a}, {b}) names a system not in {sorted(test.systems)}")
@@ -248,10 +284,20 @@ def _clear_previous(root: Path) -> None:
     manifest.unlink()
 
 
-def write_test(root: str | Path, name: str, stimuli: dict[str, dict[str, np.ndarray]], sample_rate: int,
-               roles: dict[str, dict], *, controls: list[tuple[dict, np.ndarray]] = (),
-               ab_pairs: list[tuple[str, str]] = (), metrics: dict | None = None, seed: int = 0,
-               target_lufs: float = TARGET_LUFS, command: str = "") -> ListeningTest:
+def write_test(
+    root: str | Path,
+    name: str,
+    stimuli: dict[str, dict[str, np.ndarray]],
+    sample_rate: int,
+    roles: dict[str, dict],
+    *,
+    controls: list[tuple[dict, np.ndarray]] = (),
+    ab_pairs: list[tuple[str, str]] = (),
+    metrics: dict | None = None,
+    seed: int = 0,
+    target_lufs: float = TARGET_LUFS,
+    command: str = "",
+) -> ListeningTest:
     """Loudness-normalise and store ``stimuli[system][utterance] = (T,) float audio``; return the loaded test.
 
     ``roles[system]`` describes each system (it must hold ``role``); ``controls`` pairs each control's manifest
@@ -264,8 +310,10 @@ def write_test(root: str | Path, name: str, stimuli: dict[str, dict[str, np.ndar
     utterances = sorted(stimuli[systems[0]])
     for system in systems:
         if sorted(stimuli[system]) != utterances:
-            raise StimulusError(f"write_test: system {system!r} has utterances {sorted(stimuli[system])}, "
-                                f"{systems[0]!r} has {utterances}; every system needs the same ids")
+            raise StimulusError(
+                f"write_test: system {system!r} has utterances {sorted(stimuli[system])}, "
+                f"{systems[0]!r} has {utterances}; every system needs the same ids"
+            )
     for system in systems:
         for utt in utterances:
             x = normalize_loudness(stimuli[system][utt], sample_rate, target_lufs, name=f"{system}/{utt}")
@@ -273,17 +321,39 @@ def write_test(root: str | Path, name: str, stimuli: dict[str, dict[str, np.ndar
     entries = []
     for entry, audio in controls:
         entry = {**entry, "file": f"{CONTROL_DIR}/{entry['name']}.flac"}
-        save_audio(root / entry["file"], normalize_loudness(audio, sample_rate, target_lufs, entry["name"]),
-                   sample_rate)
+        save_audio(
+            root / entry["file"], normalize_loudness(audio, sample_rate, target_lufs, entry["name"]), sample_rate
+        )
         entries.append(entry)
-    test = ListeningTest(root=root, name=name, sample_rate=sample_rate, systems={s: roles[s] for s in systems},
-                         utterances=utterances, ab_pairs=list(ab_pairs), controls=entries, metrics=metrics or {},
-                         seed=seed, loudness_lufs=target_lufs, command=command)
+    test = ListeningTest(
+        root=root,
+        name=name,
+        sample_rate=sample_rate,
+        systems={s: roles[s] for s in systems},
+        utterances=utterances,
+        ab_pairs=list(ab_pairs),
+        controls=entries,
+        metrics=metrics or {},
+        seed=seed,
+        loudness_lufs=target_lufs,
+        command=command,
+    )
     write_json(root / MANIFEST, test.as_manifest())
     return load_test(root)
 
 
 __all__ = [
-    "CONTROL_DIR", "MANIFEST", "ROLES", "TARGET_LUFS", "TEST_SCHEMA", "ListeningTest", "StimulusError",
-    "load_test", "loudness_lufs", "mnru", "mulaw_roundtrip", "normalize_loudness", "write_test",
+    "CONTROL_DIR",
+    "MANIFEST",
+    "ROLES",
+    "TARGET_LUFS",
+    "TEST_SCHEMA",
+    "ListeningTest",
+    "StimulusError",
+    "load_test",
+    "loudness_lufs",
+    "mnru",
+    "mulaw_roundtrip",
+    "normalize_loudness",
+    "write_test",
 ]

@@ -124,12 +124,16 @@ class RatingStore:
             self._conn.close()
             if "locked" not in str(err):
                 raise StoreError(f"{self.path}: cannot open the ratings database ({err})") from None
-            raise StoreError(f"{self.path}: still locked by another writer after {timeout:g} s ({err}); "
-                             "retry, or pass a longer timeout") from None
+            raise StoreError(
+                f"{self.path}: still locked by another writer after {timeout:g} s ({err}); "
+                "retry, or pass a longer timeout"
+            ) from None
         except sqlite3.DatabaseError as err:
             self._conn.close()
-            raise StoreError(f"{self.path}: not a SQLite ratings database ({err}); pass another path, or move "
-                             "this file away and start a new database") from None
+            raise StoreError(
+                f"{self.path}: not a SQLite ratings database ({err}); pass another path, or move "
+                "this file away and start a new database"
+            ) from None
         except StoreError:
             self._conn.close()
             raise
@@ -138,8 +142,10 @@ class RatingStore:
         self._conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
         mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
-            raise StoreError(f"{self.path}: SQLite could not switch to WAL mode (got {mode!r}); keep the database "
-                             "on a local disk, not a network share")
+            raise StoreError(
+                f"{self.path}: SQLite could not switch to WAL mode (got {mode!r}); keep the database "
+                "on a local disk, not a network share"
+            )
         self._conn.execute("PRAGMA synchronous = FULL")
 
     def _init_schema(self) -> None:
@@ -148,8 +154,10 @@ class RatingStore:
         try:
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if tables and "meta" not in tables:
-                raise StoreError(f"{self.path}: a SQLite file but not a pwn_lib ratings database (tables "
-                                 f"{sorted(tables)}); pass a new path for the ratings")
+                raise StoreError(
+                    f"{self.path}: a SQLite file but not a pwn_lib ratings database (tables "
+                    f"{sorted(tables)}); pass a new path for the ratings"
+                )
             if "meta" in tables:
                 row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
                 found = None if row is None else int(row[0])
@@ -157,7 +165,8 @@ class RatingStore:
                     raise SchemaVersionError(
                         f"{self.path}: ratings schema version {found}, but this pwn_lib ({APP_VERSION}) reads and "
                         f"writes version {SCHEMA_VERSION}; export it to CSV with the pwn_lib version that wrote it, "
-                        "or start a new database file")
+                        "or start a new database file"
+                    )
             else:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
@@ -203,8 +212,9 @@ class RatingStore:
     # -- reading ----------------------------------------------------------------------
     def rated_trials(self, test: str, rater: str, kind: str) -> set[int]:
         """Trial indices this rater has already rated (what resuming skips)."""
-        rows = self._conn.execute("SELECT trial FROM ratings WHERE test = ? AND rater = ? AND kind = ?",
-                                  (test, rater, kind))
+        rows = self._conn.execute(
+            "SELECT trial FROM ratings WHERE test = ? AND rater = ? AND kind = ?", (test, rater, kind)
+        )
         return {int(r[0]) for r in rows}
 
     def count(self, test: str | None = None) -> int:
@@ -215,8 +225,9 @@ class RatingStore:
     def ratings(self, test: str | None = None) -> pd.DataFrame:
         """Every rating (of ``test``, if given) as a DataFrame with the :data:`COLUMNS`, in commit order."""
         where, args = ("WHERE test = ?", (test,)) if test is not None else ("", ())
-        frame = pd.read_sql_query(f"SELECT {', '.join(COLUMNS)} FROM ratings {where} ORDER BY id", self._conn,
-                                  params=args)
+        frame = pd.read_sql_query(
+            f"SELECT {', '.join(COLUMNS)} FROM ratings {where} ORDER BY id", self._conn, params=args
+        )
         return _typed(frame)
 
     def to_csv(self, path: str | os.PathLike, test: str | None = None) -> Path:
@@ -284,6 +295,15 @@ def read_ratings(path: str | os.PathLike, test: str | None = None) -> pd.DataFra
 
 
 __all__ = [
-    "APP_VERSION", "COLUMNS", "DuplicateRatingError", "Rating", "RatingStore", "SCHEMA_VERSION",
-    "SchemaVersionError", "StoreError", "read_ratings", "utc_now", "write_csv",
+    "APP_VERSION",
+    "COLUMNS",
+    "DuplicateRatingError",
+    "Rating",
+    "RatingStore",
+    "SCHEMA_VERSION",
+    "SchemaVersionError",
+    "StoreError",
+    "read_ratings",
+    "utc_now",
+    "write_csv",
 ]

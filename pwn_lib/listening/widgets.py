@@ -32,8 +32,10 @@ LISTENING_DEVICES = ("headphones", "earbuds", "loudspeakers", "laptop speakers",
 AB_CHOICES = {"A": "A", "B": "B", "none": "No preference"}
 MOS_QUESTION = "How would you rate the quality of the speech you have just heard?"  # ITU-T P.800 Annex B wording
 AB_QUESTION = "Which of the two clips sounds better?"
-TRAP_NOTE = ("Some clips end with a spoken instruction such as <i>\"press three\"</i>: for those, answer with that "
-             "number. This checks attention (ITU-T P.808).")
+TRAP_NOTE = (
+    'Some clips end with a spoken instruction such as <i>"press three"</i>: for those, answer with that '
+    "number. This checks attention (ITU-T P.808)."
+)
 
 _ESM = r"""
 function render({ model, el }) {
@@ -103,8 +105,14 @@ class TrialPage(widgets.VBox):
     kind = ""
     n_players = 1
 
-    def __init__(self, test: ListeningTest, store: RatingStore, rater: str, listening: str = LISTENING_DEVICES[0],
-                 on_finished: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        test: ListeningTest,
+        store: RatingStore,
+        rater: str,
+        listening: str = LISTENING_DEVICES[0],
+        on_finished: Callable[[], None] | None = None,
+    ):
         self.test, self.store, self.rater, self.on_finished = test, store, rater, on_finished
         self.trials: list[Trial] = trials(test, rater, self.kind)
         self.current: Trial | None = None
@@ -116,17 +124,29 @@ class TrialPage(widgets.VBox):
             player.observe(self._played, names="ended")
         self.progress = widgets.HTML().add_class("pwn-progress")
         self.message = widgets.HTML().add_class("pwn-message")
-        self.listening = widgets.Dropdown(options=LISTENING_DEVICES, value=listening, description="Listening with:",
-                                          style={"description_width": "initial"})
+        self.listening = widgets.Dropdown(
+            options=LISTENING_DEVICES,
+            value=listening,
+            description="Listening with:",
+            style={"description_width": "initial"},
+        )
         self.answer_buttons = self._make_answer_buttons()
         for value, button in self.answer_buttons.items():
             button.on_click(lambda _, v=value: self._choose(v))
         self.next_button = widgets.Button(description="Submit and next", button_style="primary", disabled=True)
         self.next_button.add_class("pwn-next")
         self.next_button.on_click(lambda _: self.submit())
-        super().__init__([self.progress, widgets.HTML(self._question()), *self._body(),
-                          widgets.HBox(list(self.answer_buttons.values())), self.next_button, self.message,
-                          self.listening])
+        super().__init__(
+            [
+                self.progress,
+                widgets.HTML(self._question()),
+                *self._body(),
+                widgets.HBox(list(self.answer_buttons.values())),
+                self.next_button,
+                self.message,
+                self.listening,
+            ]
+        )
         self.add_class(f"pwn-{self.kind}-page")
         self._advance()
 
@@ -217,10 +237,21 @@ class TrialPage(widgets.VBox):
         return row
 
     def _common(self, trial: Trial, response_ms: float) -> dict:
-        return {"test": self.test.name, "rater": self.rater, "kind": self.kind, "trial": trial.index,
-                "n_trials": len(self.trials), "role": trial.role, "system": trial.system,
-                "utterance": trial.utterance, "expected": trial.expected, "plays": self.players[0].plays,
-                "ended": self.players[0].ended, "response_ms": round(response_ms, 1), "listening": self.listening.value}
+        return {
+            "test": self.test.name,
+            "rater": self.rater,
+            "kind": self.kind,
+            "trial": trial.index,
+            "n_trials": len(self.trials),
+            "role": trial.role,
+            "system": trial.system,
+            "utterance": trial.utterance,
+            "expected": trial.expected,
+            "plays": self.players[0].plays,
+            "ended": self.players[0].ended,
+            "response_ms": round(response_ms, 1),
+            "listening": self.listening.value,
+        }
 
 
 class MOSPage(TrialPage):
@@ -231,8 +262,9 @@ class MOSPage(TrialPage):
     def _make_answer_buttons(self) -> dict[int, widgets.Button]:
         buttons = {}
         for score in sorted(ACR_LABELS, reverse=True):
-            button = widgets.Button(description=f"{score} {ACR_LABELS[score]}", disabled=True,
-                                    layout=widgets.Layout(width="8.5em"))
+            button = widgets.Button(
+                description=f"{score} {ACR_LABELS[score]}", disabled=True, layout=widgets.Layout(width="8.5em")
+            )
             buttons[score] = button.add_class(f"pwn-score-{score}")
         return buttons
 
@@ -253,8 +285,10 @@ class ABPage(TrialPage):
     n_players = 2
 
     def _make_answer_buttons(self) -> dict[str, widgets.Button]:
-        return {key: widgets.Button(description=text, disabled=True).add_class(f"pwn-choice-{key}")
-                for key, text in AB_CHOICES.items()}
+        return {
+            key: widgets.Button(description=text, disabled=True).add_class(f"pwn-choice-{key}")
+            for key, text in AB_CHOICES.items()
+        }
 
     def _question(self) -> str:
         return f"<p>{AB_QUESTION} Play both to the end, as often as you like.</p>"
@@ -263,8 +297,13 @@ class ABPage(TrialPage):
         return [(trial.path, "A"), (trial.path_b, "B")]
 
     def _rating(self, trial: Trial, response_ms: float) -> Rating:
-        return Rating(**self._common(trial, response_ms), choice=str(self.answer), system_b=trial.system_b,
-                      plays_b=self.players[1].plays, ended_b=self.players[1].ended)
+        return Rating(
+            **self._common(trial, response_ms),
+            choice=str(self.answer),
+            system_b=trial.system_b,
+            plays_b=self.players[1].plays,
+            ended_b=self.players[1].ended,
+        )
 
 
 class ListeningSession(widgets.VBox):
@@ -273,14 +312,22 @@ class ListeningSession(widgets.VBox):
     def __init__(self, test: ListeningTest, store: RatingStore):
         self.test, self.store = test, store
         self.name = widgets.Text(description="Nickname:", placeholder="a nickname or the code you were given")
-        self.device = widgets.Dropdown(options=LISTENING_DEVICES, description="Listening with:",
-                                       style={"description_width": "initial"})
+        self.device = widgets.Dropdown(
+            options=LISTENING_DEVICES, description="Listening with:", style={"description_width": "initial"}
+        )
         self.start = widgets.Button(description="Start", button_style="primary").add_class("pwn-start")
         self.start.on_click(lambda _: self.begin())
         self.status = widgets.HTML()
         self.page: TrialPage | None = None
-        super().__init__([widgets.HTML("<b>Listening test</b>: use headphones in a quiet room if you can."),
-                          self.name, self.device, self.start, self.status])
+        super().__init__(
+            [
+                widgets.HTML("<b>Listening test</b>: use headphones in a quiet room if you can."),
+                self.name,
+                self.device,
+                self.start,
+                self.status,
+            ]
+        )
 
     def begin(self) -> TrialPage | None:
         """Start (or resume) the session of the rater named in ``name``; return the page now shown."""
@@ -325,6 +372,13 @@ def answer_from_code(page: TrialPage, answer: int | str, plays: int = 1) -> int 
 
 
 __all__ = [
-    "AB_CHOICES", "ABPage", "ClipPlayer", "LISTENING_DEVICES", "ListeningSession", "MOSPage", "TrialPage",
-    "answer_from_code", "wav_bytes",
+    "AB_CHOICES",
+    "ABPage",
+    "ClipPlayer",
+    "LISTENING_DEVICES",
+    "ListeningSession",
+    "MOSPage",
+    "TrialPage",
+    "answer_from_code",
+    "wav_bytes",
 ]
