@@ -13,8 +13,6 @@ Shapes: ``B`` batch, ``T`` samples, ``F = T // hop_length`` frames, ``R`` residu
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -100,134 +98,6 @@ class ResidualBlock(nn.Module):
         Returns (residual_out (B, R, T), skip (B, S, T) or None).
         """
         return self.finish(x, self.gate_input(x, c, g))
-
-
-@dataclass
-class FusedBlock:
-    """A :class:`ResidualBlock`'s weights rearranged for time-major synthesis: one GEMM in, one GEMM out.
-
-    Rows are time steps, so a causal tap ``x[t - j * d]`` is a contiguous slice of a padded ``(B, pad + T, R)``
-    buffer and a 1x1 convolution is a plain matrix product (the fast GEMM path, not the generic conv path).
-    The pre-activation is one product of ``[x[t - (k-1)d], ..., x[t], c_t]`` with ``weight``: the dilated taps
-    and the conditioning projection merged. ``tanh(f) = 1 - 2 sigmoid(-2 f)``: the filter half of ``weight`` and
-    ``bias`` is scaled by -2, so one ``sigmoid`` over all G channels replaces ``tanh`` (about 5x the cost of
-    ``sigmoid`` on a CPU) plus ``sigmoid``. The residual's sqrt(1/2) is folded into ``out_weight``/``out_bias``.
-    The teacher's skip half is left out: this is for the student, whose blocks have no skip path.
-    """
-
-    dilation: int
-    kernel_size: int
-    weight: torch.Tensor  # (k * R + C_cond, G): taps oldest first, then the conditioning rows
-    bias: torch.Tensor  # (G,)
-    speaker: torch.Tensor | None  # (G_spk, G) or None
-    out_weight: torch.Tensor  # (G // 2, R), times RESIDUAL_SCALE
-    out_bias: torch.Tensor  # (R,), times RESIDUAL_SCALE, in the residual stream's dtype (float32 or float64)
-
-    @classmethod
-    def from_block(cls, block: ResidualBlock, dtype: torch.dtype) -> FusedBlock:
-        """Rearrange ``block`` (no skip path) into GEMM operands of ``dtype``; the block itself is not changed."""
-        if block.skip_channels:
-            raise ValueError("FusedBlock is for blocks without a skip path (the student's); this one has skips")
-        half = block.conv.out_channels // 2
-        gate_scale = torch.cat([torch.full((half,), -2.0), torch.ones(half)]).to(block.conv.weight)
-        taps = block.conv.weight.permute(2, 1, 0).reshape(-1, block.conv.out_channels)  # (k * R, G), oldest first
-        rows = [taps] + ([block.cond.weight.squeeze(-1).T] if block.cond is not None else [])
-        speaker = block.speaker.weight.T * gate_scale if block.speaker is not None else None
-        return cls(
-            dilation=block.conv.dilation[0],
-            kernel_size=block.conv.kernel_size[0],
-            weight=(torch.cat(rows) * gate_scale).to(dtype).contiguous(),
-            bias=(block.conv.bias * gate_scale).to(dtype),
-            speaker=speaker,
-            out_weight=(block.out.weight.squeeze(-1).T * RESIDUAL_SCALE).to(dtype).contiguous(),
-            out_bias=block.out.bias * RESIDUAL_SCALE,
-        )
-
-    def __call__(
-        self, stream: BlockStream, cu: torch.Tensor | None, g_bias: torch.Tensor | None, tile_fn: TileFn | None = None
-    ) -> None:
-        """One block on ``stream`` (read its input, write its output, then swap), ``stream.tile`` rows at a time.
-
-        ``cu: (B, T, C_cond)`` upsampled conditioning in the GEMM dtype or None; ``g_bias: (B, 1, G)`` this
-        block's speaker term (``g @ speaker``) or None; ``tile_fn`` the maths of one tile (:func:`gated_tile`, or
-        a compiled copy of it). Tiling keeps each product's operands in cache.
-        """
-        tile_fn = tile_fn or gated_tile
-        length = stream.h.shape[1]
-        bias = self.bias if g_bias is None else self.bias + g_bias
-        shifts = [j * self.dilation for j in range(self.kernel_size - 1, -1, -1)]
-        for start in range(0, length, stream.tile):
-            stop = min(start + stream.tile, length)
-            rows = [stream.taps[:, stream.pad - s + start : stream.pad - s + stop] for s in shifts]
-            rows += [cu[:, start:stop]] if cu is not None else []
-            out = stream.h_next[:, start:stop]
-            out.copy_(
-                tile_fn(
-                    torch.cat(rows, dim=-1), self.weight, bias, self.out_weight, stream.h[:, start:stop], self.out_bias
-                )
-            )
-            if stream.taps_next is not None:  # a separate GEMM-dtype copy (bf16): cast once, here
-                stream.taps_next[:, stream.pad + start : stream.pad + stop].copy_(out)
-        stream.swap()
-
-
-TileFn = Callable[..., torch.Tensor]
-
-
-def gated_tile(
-    rows: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    out_weight: torch.Tensor,
-    h: torch.Tensor,
-    out_bias: torch.Tensor,
-) -> torch.Tensor:
-    """The maths of :class:`FusedBlock` on one tile of rows; ``rows: (B, n, k * R + C_cond)``, ``h: (B, n, R)``.
-
-    ``sigmoid`` of the merged pre-activation, ``tanh(f) * sigmoid(g) = s_g - 2 s_f s_g`` (the filter half was
-    scaled by -2), then ``h * sqrt(1/2) + z @ out_weight + out_bias`` (the scale is already in the weights).
-    """
-    if bias.dim() == 1:  # one bias for every row: added inside the product (addmm), saving a pass
-        pre = torch.addmm(bias, rows.reshape(-1, rows.shape[-1]), weight).view(*rows.shape[:-1], -1)
-    else:  # a speaker term per batch row, (B, 1, G)
-        pre = torch.matmul(rows, weight).add_(bias)
-    s = pre.sigmoid_()
-    half = s.shape[-1] // 2
-    z = torch.addcmul(s[..., half:], s[..., :half], s[..., half:], value=-2.0)
-    return torch.add(torch.matmul(z, out_weight), h, alpha=RESIDUAL_SCALE).add_(out_bias)
-
-
-class BlockStream:
-    """The residual stream of a stack of :class:`FusedBlock`: time-major ``(B, T, R)``, double-buffered.
-
-    ``h`` is the block input in ``stream_dtype`` (float32; float64 in tests) and ``taps: (B, pad + T, R)`` the
-    same values in the GEMM dtype after ``pad`` rows of zeros (the causal padding), so that the tap
-    ``x[t - j * d]`` of rows ``start..stop`` is the slice ``taps[:, pad - j * d + start : pad - j * d + stop]``.
-    When both dtypes agree, ``h`` is a view into ``taps``. Each block writes ``h_next``/``taps_next``, then swaps.
-    """
-
-    def __init__(self, h: torch.Tensor, pad: int, dtype: torch.dtype, tile: int = 4096) -> None:
-        batch, length, channels = h.shape
-        self.pad, self.tile = pad, tile
-        buffers = [torch.zeros(batch, pad + length, channels, dtype=dtype, device=h.device) for _ in range(2)]
-        if dtype == h.dtype:
-            self.taps, self.taps_next = buffers[0], None
-            self.h, self.h_next = buffers[0][:, pad:], buffers[1][:, pad:]
-            self._spare = buffers[1]
-        else:
-            self.taps, self.taps_next = buffers
-            self.h, self.h_next = h.clone(), torch.empty_like(h)
-        self.h.copy_(h)
-        if self.taps_next is not None:
-            self.taps[:, pad:].copy_(h)
-
-    def swap(self) -> None:
-        """The output just written becomes the next block's input."""
-        self.h, self.h_next = self.h_next, self.h
-        if self.taps_next is None:
-            self.taps, self._spare = self._spare, self.taps
-        else:
-            self.taps, self.taps_next = self.taps_next, self.taps
 
 
 def pointwise(layer: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
@@ -324,12 +194,9 @@ def receptive_field(kernel_size: int, dilation_list: list[int]) -> int:
 
 __all__ = [
     "RESIDUAL_SCALE",
-    "BlockStream",
     "CausalConv1d",
     "ConditionUpsampler",
-    "FusedBlock",
     "ResidualBlock",
-    "gated_tile",
     "pointwise",
     "receptive_field",
     "shift_right",

@@ -12,6 +12,7 @@ convolutions), the stack collapses to a single logistic per step (:func:`pwn_lib
     x_t = z_t * s_tot_t + mu_tot_t,   s_tot = prod_i s^i,   mu_tot = sum_i mu^i prod_{j>i} s^j,
 
 and both (mu_tot_t, s_tot_t) depend only on z_{<t}. Distillation (``pwn_lib.distill``) needs exactly these.
+:meth:`IAFStudent.for_synthesis` returns the same computation fused for speed, from :mod:`pwn_lib.fast_paths`.
 """
 
 from __future__ import annotations
@@ -32,17 +33,9 @@ from pwn_lib.config import (
     standardisation,
 )
 from pwn_lib.distributions import Gaussian, Logistic
-from pwn_lib.flows import AffineStack, AutoregressiveAffine, Conditioned, collapse_affine_steps
-from pwn_lib.layers import (
-    BlockStream,
-    ConditionUpsampler,
-    FusedBlock,
-    ResidualBlock,
-    TileFn,
-    gated_tile,
-    receptive_field,
-    shift_right,
-)
+from pwn_lib.fast_paths import StudentSynthesis
+from pwn_lib.flows import AffineStack, AutoregressiveAffine, Conditioned
+from pwn_lib.layers import ConditionUpsampler, ResidualBlock, receptive_field, shift_right
 
 INIT_OUTPUT_STD = 0.05  # standard deviation of the student's output at initialisation (speech is ~0.05-0.1)
 LOGISTIC_STD = math.pi / math.sqrt(3.0)  # standard deviation of Logistic(0, 1)
@@ -184,7 +177,8 @@ class IAFStudent(Checkpointed, nn.Module):
     def for_synthesis(
         self, dtype: torch.dtype = torch.float32, compile: bool = False, tile: int = 4096
     ) -> StudentSynthesis:
-        """This student's fast synthesis path (:class:`StudentSynthesis`); rebuild it after changing the weights.
+        """This student's fast synthesis path (:class:`pwn_lib.fast_paths.StudentSynthesis`), equal to
+        :meth:`forward` within float rounding; rebuild it after changing the weights.
 
         ``dtype`` of the block products (float32 or bfloat16); ``tile`` rows per product.
         """
@@ -204,6 +198,24 @@ class IAFStudent(Checkpointed, nn.Module):
         base = Logistic(zeros, zeros) if noise == "logistic" else Gaussian(zeros, zeros)
         return base.sample(generator)
 
+    def noise_for(
+        self,
+        c: torch.Tensor | None,
+        speaker: torch.Tensor | None = None,
+        n_samples: int | None = None,
+        generator: torch.Generator | None = None,
+        noise: str = "logistic",
+    ) -> torch.Tensor:
+        """The noise ``z: (B, 1, T)`` that :meth:`sample` turns into audio for ``c: (B, n_mels, F)``, T = F * hop.
+
+        Without conditioning pass ``c=None`` and ``n_samples`` (batch size 1, or ``len(speaker)``).
+        """
+        if c is None and n_samples is None:
+            raise ValueError("sampling without conditioning (c=None) needs n_samples, the length of the audio")
+        batch = c.shape[0] if c is not None else (len(speaker) if speaker is not None else 1)
+        length = c.shape[-1] * self.cfg.hop_length if c is not None else n_samples
+        return self.draw_noise((batch, 1, length), next(self.parameters()), generator, noise)
+
     @torch.no_grad()
     def sample(
         self,
@@ -217,140 +229,8 @@ class IAFStudent(Checkpointed, nn.Module):
 
         Without conditioning pass ``c=None`` and ``n_samples`` (batch size 1, or ``len(speaker)``).
         """
-        if c is None and n_samples is None:
-            raise ValueError("IAFStudent.sample needs n_samples when c is None")
-        batch = c.shape[0] if c is not None else (len(speaker) if speaker is not None else 1)
-        length = c.shape[-1] * self.cfg.hop_length if c is not None else n_samples
-        like = next(self.parameters())
-        z = self.draw_noise((batch, 1, length), like, generator, noise)
-        x, _, _ = self(z, c, speaker)
+        x, _, _ = self(self.noise_for(c, speaker, n_samples, generator, noise), c, speaker)
         return x.clamp(-1.0, 1.0)
-
-
-class StudentSynthesis:
-    """The student prepared for fast synthesis: same weights and outputs, fused and time-major (issue 12).
-
-    ``IAFStudent.for_synthesis(dtype)`` builds it; ``synthesis(z, c, speaker, chunk)`` returns
-    ``(x, mu_tot, log_s_tot)`` like :meth:`IAFStudent.forward`, within float rounding of it. Each block is a
-    :class:`pwn_lib.layers.FusedBlock`: the dilated taps and the per-block mel projection are one matrix
-    product on time-major rows, and the gate costs one ``sigmoid``. With ``dtype=torch.bfloat16`` those products
-    run in bf16; the input projection, the residual stream, the head and the flow composition stay float32,
-    because x and mu_tot need more than bf16's 8-bit mantissa (a 16-bit sample step is 3e-5).
-
-    ``chunk``: synthesise each flow ``chunk`` samples at a time with ``receptive_field`` samples of overlap
-    (memory O(chunk) per layer instead of O(T)); the seams equal the one-pass result because an output only
-    sees that far back. ``compile=True`` compiles the per-tile maths (:func:`pwn_lib.layers.gated_tile`) with
-    :func:`torch.compile`, which fuses its element-wise steps; the first call pays the compilation (tens of
-    seconds per tile shape). ``tile``: rows per matrix product, so that its operands stay in cache.
-    """
-
-    def __init__(
-        self, student: IAFStudent, dtype: torch.dtype = torch.float32, compile: bool = False, tile: int = 4096
-    ) -> None:
-        self.student, self.dtype, self.tile = student, dtype, tile
-        self.stream_dtype = torch.promote_types(dtype, torch.float32)  # float64 stays float64 (for tests)
-        with torch.no_grad():
-            self.flows = [_FlowPlan(flow, dtype, self.stream_dtype) for flow in student.flows]
-        self.tile_fn = torch.compile(gated_tile, dynamic=False) if compile else gated_tile
-
-    @torch.no_grad()
-    def __call__(
-        self,
-        z: torch.Tensor,
-        c: torch.Tensor | None = None,
-        speaker: torch.Tensor | None = None,
-        chunk: int | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``z: (B, 1, T)`` noise, ``c: (B, n_mels, T // hop)`` -> ``(x, mu_tot, log_s_tot)``, each (B, 1, T)."""
-        if chunk is not None and chunk < 1:
-            raise ValueError(f"chunk={chunk} must be a positive number of samples (or None for one pass)")
-        cu, g = self.student.conditioning(c, speaker, z.shape[-1])
-        cu = cu.transpose(1, 2).to(self.dtype).contiguous() if cu is not None else None  # (B, T, n_mels)
-        x, steps = z[:, 0].to(self.stream_dtype), []
-        for plan in self.flows:
-            g_biases = [g.to(self.dtype) @ b.speaker for b in plan.blocks] if g is not None else None
-            mu, log_s = self._flow(plan, x, cu, g_biases, chunk)
-            steps.append((mu, log_s))
-            x = x * torch.exp(log_s) + mu
-        mu_tot, log_s_tot = collapse_affine_steps(steps)
-        return x.unsqueeze(1), mu_tot.unsqueeze(1), log_s_tot.unsqueeze(1)
-
-    @torch.no_grad()
-    def sample(
-        self,
-        c: torch.Tensor | None,
-        speaker: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        n_samples: int | None = None,
-        noise: str = "logistic",
-        chunk: int | None = None,
-    ) -> torch.Tensor:
-        """:meth:`IAFStudent.sample` on the fast path: the same noise for the same generator, audio (B, 1, T)."""
-        if c is None and n_samples is None:
-            raise ValueError("StudentSynthesis.sample needs n_samples when c is None")
-        batch = c.shape[0] if c is not None else (len(speaker) if speaker is not None else 1)
-        length = c.shape[-1] * self.student.cfg.hop_length if c is not None else n_samples
-        z = self.student.draw_noise((batch, 1, length), next(self.student.parameters()), generator, noise)
-        x, _, _ = self(z, c, speaker, chunk)
-        return x.clamp(-1.0, 1.0)
-
-    def _flow(
-        self,
-        plan: _FlowPlan,
-        x: torch.Tensor,
-        cu: torch.Tensor | None,
-        g_biases: list[torch.Tensor] | None,
-        chunk: int | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One flow's ``(mu, log_s)``, each (B, T), from its input ``x: (B, T)``; in chunks when asked."""
-        length = x.shape[-1]
-        if chunk is None or chunk >= length:
-            return _conditioner(plan, x, cu, g_biases, self.tile_fn, self.tile)
-        mus, log_ss = [], []
-        for start in range(0, length, chunk):
-            stop, first = min(start + chunk, length), max(0, start - plan.receptive_field)
-            window_c = cu[:, first:stop] if cu is not None else None
-            mu, log_s = _conditioner(plan, x[:, first:stop], window_c, g_biases, self.tile_fn, self.tile)
-            mus.append(mu[:, start - first :])
-            log_ss.append(log_s[:, start - first :])
-        return torch.cat(mus, dim=1), torch.cat(log_ss, dim=1)
-
-
-class _FlowPlan:
-    """One :class:`IAFFlow`'s weights as GEMM operands: blocks in ``dtype``, input and head in ``stream``."""
-
-    def __init__(self, flow: IAFFlow, dtype: torch.dtype, stream: torch.dtype) -> None:
-        self.dtype, self.receptive_field, self.log_scale_min = dtype, flow.receptive_field, flow.log_scale_min
-        self.input_weight = flow.input.weight[:, 0, 0].to(stream)  # (R,): a 1x1 conv from one channel
-        self.input_bias = flow.input.bias.to(stream)
-        self.blocks = [FusedBlock.from_block(block, dtype) for block in flow.blocks]
-        self.pad = max((b.kernel_size - 1) * b.dilation for b in self.blocks)
-        self.head = [
-            (layer.weight.squeeze(-1).T.to(stream).contiguous(), layer.bias.to(stream))
-            for layer in flow.head
-            if isinstance(layer, nn.Conv1d)
-        ]
-
-
-def _conditioner(
-    plan: _FlowPlan,
-    x: torch.Tensor,
-    cu: torch.Tensor | None,
-    g_biases: list[torch.Tensor] | None,
-    tile_fn: TileFn,
-    tile: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:meth:`IAFFlow.shift_and_log_scale` on time-major rows: ``x: (B, T)`` -> ``(mu, log_s)``, each (B, T)."""
-    batch, length = x.shape
-    h = torch.addcmul(plan.input_bias, shift_right(x).unsqueeze(-1), plan.input_weight)  # (B, T, R)
-    stream = BlockStream(h, plan.pad, plan.dtype, tile)
-    for i, block in enumerate(plan.blocks):
-        block(stream, cu, g_biases[i].unsqueeze(1) if g_biases is not None else None, tile_fn)
-    out = stream.h.reshape(batch * length, -1)
-    for weight, bias in plan.head:
-        out = torch.addmm(bias, torch.relu(out), weight)
-    mu, log_s = out.view(batch, length, 2).unbind(-1)
-    return mu, log_s.clamp(min=plan.log_scale_min)
 
 
 def build_student(preset_name: str = "course", **overrides: Any) -> IAFStudent:
@@ -366,4 +246,4 @@ def build_student(preset_name: str = "course", **overrides: Any) -> IAFStudent:
     return IAFStudent(cfg)
 
 
-__all__ = ["INIT_OUTPUT_STD", "IAFFlow", "IAFStudent", "StudentSynthesis", "build_student", "flow_dilations"]
+__all__ = ["INIT_OUTPUT_STD", "IAFFlow", "IAFStudent", "build_student", "flow_dilations"]

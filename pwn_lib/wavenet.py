@@ -5,6 +5,7 @@ Its layers (:class:`~pwn_lib.layers.CausalConv1d`, :class:`~pwn_lib.layers.Resid
 :class:`WaveNet` is the input projection, dilation stacks, output head, and the two generators:
    :meth:`WaveNet.generate` (cached queues, Paine et al. 2016, O(layers) per sample) and
    :meth:`WaveNet.generate_naive` (recomputes the whole receptive field every sample).
+``generate(compiled=True)`` hands the same steps to a C loop in :mod:`pwn_lib.fast_paths`.
 
 Shapes: ``B`` batch, ``T`` samples, ``F = T // hop_length`` frames, ``R`` residual channels,
 ``S`` skip channels, ``G`` gate channels (``G // 2`` after gating).
@@ -12,7 +13,6 @@ Shapes: ``B`` batch, ``T`` samples, ``F = T // hop_length`` frames, ``R`` residu
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import math
 
@@ -20,7 +20,6 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pwn_lib import _fast
 from pwn_lib.artifacts import Checkpointed
 from pwn_lib.config import (
     AUDIO_PRESETS,
@@ -29,8 +28,9 @@ from pwn_lib.config import (
     preset,
     standardisation,
 )
-from pwn_lib.distributions import Distribution, _check_temperature, _uniform, output_channels, output_distribution
-from pwn_lib.layers import RESIDUAL_SCALE, ConditionUpsampler, ResidualBlock, receptive_field, shift_right
+from pwn_lib.distributions import Distribution, output_channels, output_distribution
+from pwn_lib.fast_paths import CompiledCachedState, compiled_generation_available
+from pwn_lib.layers import ConditionUpsampler, ResidualBlock, receptive_field, shift_right
 
 
 def dilations(cfg: WaveNetConfig) -> list[int]:
@@ -208,8 +208,8 @@ class WaveNet(Checkpointed, nn.Module):
         n_samples defaults to F * hop_length. Returns x (B, 1, T), and with ``return_params`` also
         the per-step distribution parameters (B, C_out, T).
 
-        ``compiled=True`` runs the same steps in the C loop of :class:`CompiledCachedState` (float32, "mol"
-        output, built by ``make setup``): the same random draws, params equal to float32 rounding.
+        ``compiled=True`` runs the same steps in the C loop of :class:`pwn_lib.fast_paths.CompiledCachedState`
+        (float32, "mol" output, built by ``make setup``): the same random draws, params equal to float32 rounding.
 
         ``temperature`` < 1 samples each step from a sharpened distribution (the chosen logistic's scale times
         ``temperature``; see :meth:`DiscretizedMixLogistics.sample`): fewer noisy draws fed back into the
@@ -234,13 +234,7 @@ class WaveNet(Checkpointed, nn.Module):
 
     def compiled_generation_available(self) -> bool:
         """Whether :meth:`generate` can take ``compiled=True`` here: a float32 CPU "mol" teacher, library built."""
-        weight = self.input.weight
-        return (
-            self.cfg.output == "mol"
-            and weight.dtype == torch.float32
-            and weight.device.type == "cpu"
-            and _fast.library() is not None
-        )
+        return compiled_generation_available(self)
 
     @torch.no_grad()
     def generate_naive(
@@ -362,135 +356,6 @@ class CachedState:
         return self.add_previous_sample(out, previous)
 
 
-class CompiledCachedState:
-    """:class:`CachedState` and the mixture-of-logistics sampler as one C loop (``pwn_lib/_fast/cached_mol.c``).
-
-    A step of the course teacher at batch 1 is ~0.2 MFLOP, but the reference step makes ~300 torch calls of a
-    few microseconds each: Python and dispatch, not arithmetic, set its speed. Here torch prepares the weights
-    once and, per chunk of ``chunk`` steps, the conditioning terms of every layer (one matrix product) and the
-    random draws (the same calls, in the same order, as :meth:`WaveNet._sample_step` makes one step at a time),
-    and C runs the steps. float32 only, output "mol" only.
-    """
-
-    def __init__(
-        self,
-        model: WaveNet,
-        batch: int,
-        cu: torch.Tensor | None,
-        g: torch.Tensor | None,
-        chunk: int = 256,
-        temperature: float = 1.0,
-    ):
-        cfg = model.cfg
-        if cfg.output != "mol" or model.input.weight.dtype != torch.float32 or model.input.weight.device.type != "cpu":
-            raise ValueError(
-                f"generate(compiled=True) needs a float32 CPU teacher with output 'mol' (got {cfg.output!r}, "
-                f"{model.input.weight.dtype} on {model.input.weight.device}); use compiled=False"
-            )
-        self.lib = _fast.library()
-        if self.lib is None:
-            raise RuntimeError(_fast.BUILD_HINT)
-        self.model, self.batch, self.cu, self.chunk = model, batch, cu, chunk
-        self.temperature = _check_temperature(temperature)
-        blocks, residual = model.blocks, cfg.residual_channels
-        skip_scale = 1.0 / math.sqrt(len(blocks))
-        with torch.no_grad():
-            self.weights = [
-                tensor.detach().float().contiguous()
-                for tensor in (
-                    model.input.weight[:, 0, 0],
-                    model.input.bias,
-                    torch.stack([b.conv.weight.flip(-1).permute(2, 1, 0) for b in blocks]),  # tap j: j * d steps back
-                    torch.stack([b.out.weight[:residual, :, 0].T for b in blocks]) * RESIDUAL_SCALE,
-                    torch.stack([b.out.bias[:residual] for b in blocks]) * RESIDUAL_SCALE,
-                    torch.stack([b.out.weight[residual:, :, 0].T for b in blocks]) * skip_scale,
-                    sum(b.out.bias[residual:] for b in blocks) * skip_scale,
-                    *[
-                        p
-                        for layer in model.head
-                        if isinstance(layer, nn.Conv1d)
-                        for p in (layer.weight[:, :, 0].T, layer.bias)
-                    ],
-                )
-            ]
-            bias = torch.stack([b.conv.bias for b in blocks]).unsqueeze(1).expand(-1, batch, -1)  # (L, B, G)
-            if g is not None:
-                bias = bias + torch.stack([b.speaker(g) for b in blocks])
-            self.bias = bias.float()
-            self.cond_weight = (
-                torch.cat([b.cond.weight.squeeze(-1) for b in blocks]).float() if cu is not None else None
-            )  # (L * G, n_mels)
-        self.dilations = torch.tensor(model.dilations, dtype=torch.int32)
-        queue_rows = sum((cfg.kernel_size - 1) * d for d in model.dilations)
-        self.ring = torch.zeros(queue_rows * batch * residual)
-
-    def _conditioning(self, t: int, n: int) -> torch.Tensor:
-        """Every layer's conditioning + speaker + bias at steps t .. t + n - 1: (n, L, B, G), contiguous."""
-        bias = self.bias.unsqueeze(0)
-        if self.cu is None:
-            return bias.expand(n, -1, -1, -1).contiguous()
-        frames = self.cu[:, :, t : t + n].permute(2, 0, 1).float()  # (n, B, n_mels)
-        layers, _, gates = self.bias.shape
-        cond = (frames @ self.cond_weight.T).view(n, self.batch, layers, gates).transpose(1, 2)
-        return (cond + bias).contiguous()
-
-    def _draws(self, n: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gumbel noise (n, B, K) and logistic noise (n, B): per step, K * B uniforms for the component, then B."""
-        k = self.model.cfg.n_mixtures
-        u = _uniform((n, self.batch * (k + 1)), self.bias, generator).cpu()
-        gumbel = -torch.log(-torch.log(u[:, : self.batch * k]))
-        component = u[:, self.batch * k :]
-        noise = torch.log(component) - torch.log1p(-component)
-        if self.temperature != 1.0:  # the order of Logistic.icdf's products, so the draws stay equal
-            noise = self.temperature * noise
-        return gumbel.contiguous(), noise.contiguous()
-
-    def run(
-        self, n_samples: int, generator: torch.Generator | None, progress: bool = False, return_params: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Generate ``n_samples`` steps: x (B, 1, T) and, with ``return_params``, params (B, C_out, T)."""
-        cfg, batch, p = self.model.cfg, self.batch, _fast.pointer
-        x = torch.zeros(batch, 1, n_samples)
-        params_all = torch.zeros(batch, output_channels(cfg), n_samples) if return_params else None
-        previous = torch.zeros(batch)
-        sizes = [cfg.residual_channels, cfg.gate_channels, cfg.skip_channels, cfg.kernel_size]
-        for t in tqdm(range(0, n_samples, self.chunk), desc="compiled generation", disable=not progress, leave=False):
-            n = min(self.chunk, n_samples - t)
-            cond, (gumbel, noise) = self._conditioning(t, n), self._draws(n, generator)
-            x_out = torch.empty(n, batch)
-            params = torch.empty(n, batch, output_channels(cfg)) if return_params else None
-            w = [p(tensor) for tensor in self.weights]
-            status = self.lib.pwn_cached_mol(
-                batch,
-                n,
-                t,
-                len(self.model.blocks),
-                *sizes,
-                p(self.dilations),
-                w[0],
-                w[1],
-                w[2],
-                p(cond),
-                *w[3:],
-                cfg.n_mixtures,
-                ctypes.c_float(cfg.previous_sample_weight),
-                ctypes.c_float(cfg.log_scale_min),
-                cfg.bits,
-                p(self.ring),
-                p(gumbel),
-                p(noise),
-                p(previous),
-                p(x_out),
-                p(params),
-            )
-            if status:
-                raise ValueError("compiled generation supports at most 1024 channels per layer")
-            x[:, 0, t : t + n] = x_out.T
-            if params_all is not None:
-                params_all[:, :, t : t + n] = params.permute(1, 2, 0)
-        return (x, params_all) if return_params else x
-
-
 def _matrix(layer: nn.Conv1d) -> tuple[torch.Tensor, torch.Tensor]:
     """A 1x1 conv as (weight (C_in, C_out), bias (C_out,)) for ``torch.addmm``."""
     return layer.weight.squeeze(-1).T.contiguous(), layer.bias
@@ -509,4 +374,4 @@ def build_teacher(preset_name: str = "course", **overrides) -> WaveNet:
     return WaveNet(cfg)
 
 
-__all__ = ["CachedState", "CompiledCachedState", "WaveNet", "build_teacher", "dilations"]
+__all__ = ["CachedState", "WaveNet", "build_teacher", "dilations"]

@@ -1,6 +1,6 @@
-"""The fast paths of issue 12 against the reference paths they replace: same weights, same outputs.
+"""The fast paths (:mod:`pwn_lib.fast_paths`) against the reference paths they replace: same weights, same outputs.
 
-- :class:`pwn_lib.student.StudentSynthesis` (fused, time-major, tiled, optionally bf16 or chunked) against
+- :class:`pwn_lib.fast_paths.StudentSynthesis` (fused, time-major, tiled, optionally bf16 or chunked) against
   :meth:`IAFStudent.forward`;
 - the teacher's fused cached step against the teacher-forced pass and against the draws of the reference step.
 
@@ -93,6 +93,20 @@ def test_fast_sample_draws_the_same_noise_as_the_reference_sample():
     want = student.sample(c, generator=torch.Generator().manual_seed(5))
     got = student.for_synthesis(tile=200).sample(c, generator=torch.Generator().manual_seed(5), chunk=250)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_unconditioned_fast_sample_draws_the_same_noise_and_needs_a_length():
+    student = moving_student(cond_channels=0, n_speakers=3)
+    speaker = torch.tensor([0, 2])
+    want = student.sample(None, speaker, torch.Generator().manual_seed(5), n_samples=300)
+    fast = student.for_synthesis(torch.float64, tile=64)
+    got = fast.sample(None, speaker, torch.Generator().manual_seed(5), n_samples=300)
+    assert got.shape == (2, 1, 300) and got.dtype == torch.float64
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    assert (got - student.sample(None, speaker, torch.Generator().manual_seed(6), n_samples=300)).abs().max() > 0.1
+    for sample in (student.sample, student.for_synthesis().sample):
+        with pytest.raises(ValueError, match="needs n_samples"):
+            sample(None, speaker)
 
 
 def test_shipped_student_fast_path_reproduces_the_reference_outputs():
@@ -226,6 +240,13 @@ def test_compiled_generation_refuses_what_it_cannot_run():
         small_teacher(conditioned=False, output="gaussian").generate(n_samples=4, progress=False, compiled=True)
     with pytest.raises(ValueError, match="float32"):
         small_teacher(conditioned=False).double().generate(n_samples=4, progress=False, compiled=True)
+
+
+def test_compiled_generation_is_offered_exactly_where_it_can_run():
+    """A float32 CPU "mol" teacher with the library built; a Gaussian head or float64 weights are refused above."""
+    assert small_teacher(conditioned=False).compiled_generation_available() == (_fast.library() is not None)
+    assert not small_teacher(conditioned=False, output="gaussian").compiled_generation_available()
+    assert not small_teacher(conditioned=False).double().compiled_generation_available()
 
 
 def test_shipped_teacher_compiled_generation_equals_its_teacher_forced_pass(built):
