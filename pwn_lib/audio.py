@@ -14,7 +14,10 @@ Conventions used across the course:
 
 Bad input raises :class:`AudioError` naming the file. Stereo input is **downmixed** (channel mean)
 with a warning unless ``mono="refuse"``; a different sample rate is **resampled** with librosa
-unless ``resample=False``, which refuses instead.
+unless ``resample=False``, which refuses instead. Before anything is decoded, the header's sample rate
+must lie in ``[MIN_SAMPLE_RATE, MAX_SAMPLE_RATE]`` and its duration be at most ``max_seconds``
+(``MAX_SECONDS``, ten minutes), so a corrupt or huge file cannot resample itself into gigabytes; a file
+whose data section holds fewer frames than its header declares (a cut download) is refused.
 """
 
 from __future__ import annotations
@@ -41,6 +44,11 @@ ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, torch.Tensor)
 _AUDIO_MAGIC = (b"RIFF", b"RIFX", b"RF64", b"fLaC", b"OggS", b"FORM", b".snd", b"caff", b"ID3")
 _SUFFIX_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 _MONO_MODES = ("downmix", "refuse")
+# Rates a speech file can sensibly have: a header outside them is corrupt, and resampling from it would make
+# up to 48x (16 kHz from 1 Hz: 16,000x) more samples than the file holds.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 4_000, 192_000
+# The longest clip load_audio decodes at once: ten minutes of 48 kHz stereo peak at about 1 GB while resampling.
+MAX_SECONDS = 600.0
 
 
 class AudioError(ValueError):
@@ -72,14 +80,54 @@ def _open_error(path: Path, err: Exception) -> AudioError:
     return AudioError(f"{path}: not an audio file soundfile can read ({err}); convert it to WAV or FLAC")
 
 
-def _read(path: Path) -> tuple[np.ndarray, int]:
-    """Read any libsndfile format as float32 ``(T, C)`` plus its sample rate."""
+def _declared_wav_frames(path: Path) -> int | None:
+    """The frames a RIFF/WAVE file's ``data`` chunk declares; None for other containers and streaming headers.
+
+    libsndfile shortens a WAV whose data section was cut to what is there, so the header is read here.
+    """
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        block_align = 0
+        while len(chunk := f.read(8)) == 8:
+            name, size = chunk[:4], int.from_bytes(chunk[4:], "little")
+            if name == b"data":
+                return size // block_align if block_align and 0 < size < 0xFFFFFFFF else None
+            if name == b"fmt ":
+                block_align = int.from_bytes(f.read(size)[12:14], "little")
+                f.seek(size & 1, 1)
+            else:
+                f.seek(size + (size & 1), 1)  # chunks are padded to an even length
+    return None
+
+
+def _check_header(path: Path, info: sf._SoundFileInfo, max_seconds: float | None) -> None:
+    """Refuse, from the header alone, a file with no samples, an implausible sample rate or too long a duration."""
+    if info.frames <= 0 or info.channels <= 0 or info.samplerate <= 0:
+        raise AudioError(f"{path}: the header declares no samples; re-create or re-download the file")
+    if not MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE:
+        raise AudioError(
+            f"{path}: the header declares a sample rate of {info.samplerate} Hz, outside "
+            f"[{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}] Hz; the header is corrupt or the file is not speech audio, "
+            "re-export it at a standard rate (e.g. 16000 or 22050 Hz)"
+        )
+    seconds = info.frames / info.samplerate
+    if max_seconds is not None and seconds > max_seconds:
+        raise AudioError(
+            f"{path}: {seconds:,.0f} s long, more than max_seconds={max_seconds:g} s that load_audio decodes at once; "
+            f"split it into shorter clips (e.g. `sox {path.name} clip.wav trim 0 {max_seconds:g} : newfile : restart`) "
+            "or pass a larger max_seconds (None: no limit) if the machine has the memory"
+        )
+
+
+def _read(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    """Read any libsndfile format as float32 ``(T, C)`` plus its sample rate, refusing bad headers and cut files."""
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
         raise _open_error(path, err) from None
-    if info.frames <= 0 or info.channels <= 0 or info.samplerate <= 0:
-        raise AudioError(f"{path}: the header declares no samples; re-create or re-download the file")
+    _check_header(path, info, max_seconds)
     try:
         if info.subtype == "PCM_16":
             pcm, rate = sf.read(str(path), dtype="int16", always_2d=True)
@@ -90,6 +138,12 @@ def _read(path: Path) -> tuple[np.ndarray, int]:
         raise AudioError(f"{path}: corrupt audio data ({err}); re-create or re-download it") from None
     if x.shape[0] == 0:
         raise AudioError(f"{path}: contains no samples; re-create or re-download the file")
+    declared = max(info.frames, _declared_wav_frames(path) or 0)
+    if x.shape[0] < declared:
+        raise AudioError(
+            f"{path}: the header declares {declared} frames but the data holds only {x.shape[0]}; "
+            "the file is truncated (an interrupted copy or download), re-create or re-download it"
+        )
     return x, rate
 
 
@@ -111,6 +165,7 @@ def load_audio(
     *,
     resample: bool = True,
     mono: str = "downmix",
+    max_seconds: float | None = MAX_SECONDS,
 ) -> np.ndarray:
     """Read an audio file as float32 mono ``(T,)`` in [-1, 1] at ``sample_rate``.
 
@@ -119,18 +174,22 @@ def load_audio(
         sample_rate: the rate to return; ``None`` keeps the file's own rate.
         resample: when the file's rate differs, resample with librosa (True) or raise (False).
         mono: ``"downmix"`` averages channels with a warning; ``"refuse"`` raises on multi-channel files.
+        max_seconds: the longest file decoded (``None``: no limit), checked from the header before decoding.
 
     Raises:
-        AudioError: missing, empty, not audio, corrupt header or data, NaN/inf samples,
+        AudioError: missing, empty, not audio, corrupt header or data, truncated data, NaN/inf samples,
+            a sample rate outside ``[MIN_SAMPLE_RATE, MAX_SAMPLE_RATE]``, longer than ``max_seconds``,
             multi-channel with ``mono="refuse"``, wrong rate with ``resample=False``.
 
     A float file with samples beyond [-1, 1] is clipped with a warning naming the file.
     """
     if mono not in _MONO_MODES:
         raise ValueError(f"mono={mono!r}; choose one of {_MONO_MODES}")
+    if sample_rate is not None and not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise ValueError(f"sample_rate={sample_rate}; choose a rate in [{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}] Hz")
     path = Path(path)
     _check_readable(path)
-    x, rate = _read(path)
+    x, rate = _read(path, max_seconds)
     if not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).sum())
         raise AudioError(f"{path}: {bad} NaN or inf sample(s); fix or re-export the file")
@@ -349,6 +408,9 @@ def warm_up() -> None:
 
 __all__ = [
     "AudioError",
+    "MAX_SAMPLE_RATE",
+    "MAX_SECONDS",
+    "MIN_SAMPLE_RATE",
     "dequantize",
     "load_audio",
     "log_mel",

@@ -9,6 +9,7 @@ The one switch between fast and full mode is :func:`fast_mode`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import random
 import tempfile
@@ -266,6 +267,7 @@ __all__ = [
     "TRAIN_PRESETS",
     "TrainConfig",
     "WaveNetConfig",
+    "check_model_config",
     "default_device",
     "standardisation",
     "fast_mode",
@@ -275,3 +277,78 @@ __all__ = [
     "seed_everything",
     "to_dict",
 ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Range checks of the model configs: what a recipe or a checkpoint's config.json may ask for
+# ---------------------------------------------------------------------------------------------
+
+_POSITIVE_SIZES = {
+    WaveNetConfig: (
+        "layers",
+        "stacks",
+        "residual_channels",
+        "gate_channels",
+        "skip_channels",
+        "kernel_size",
+        "n_mixtures",
+        "bits",
+        "hop_length",
+        "speaker_dim",
+    ),
+    StudentConfig: ("channels", "kernel_size", "max_dilation", "hop_length", "speaker_dim"),
+}
+_COUNTS = ("cond_channels", "n_speakers")  # 0 switches the conditioning off
+_CHOICES = {"output": ("mol", "gaussian", "mulaw"), "upsample": ("transpose", "repeat")}
+_NUMBERS = ("log_scale_min", "previous_sample_weight")
+MAX_HOP_LENGTH = 8_192  # samples per log-mel frame; the course uses 256, the paper 300
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_model_config(cfg: WaveNetConfig | StudentConfig, where: str = "model") -> None:
+    """Refuse a teacher or student config no model can be built from, before anything is allocated.
+
+    Sizes must be whole numbers >= 1 (``cond_channels`` and ``n_speakers`` >= 0), ``layers`` a multiple of
+    ``stacks``, ``gate_channels`` even, ``hop_length`` at most ``MAX_HOP_LENGTH``, the choices known, the
+    numbers finite, and the feature statistics (when set) a finite mean and a finite std > 0.
+    Raises ValueError naming ``{where}.{key}``, the value and what it must be. How much memory a valid config
+    asks for is the checkpoint loader's check (:func:`pwn_lib.artifacts.load_artifact`).
+    """
+
+    def refuse(key: str, want: str) -> None:
+        raise ValueError(f"{where}.{key}={getattr(cfg, key)!r}: {want}")
+
+    for key in _POSITIVE_SIZES[type(cfg)]:
+        if not _whole(getattr(cfg, key)) or getattr(cfg, key) < 1:
+            refuse(key, "must be a whole number >= 1")
+    for key in _COUNTS:
+        if not _whole(getattr(cfg, key)) or getattr(cfg, key) < 0:
+            refuse(key, "must be a whole number >= 0 (0 switches it off)")
+    for key, choices in _CHOICES.items():
+        if hasattr(cfg, key) and getattr(cfg, key) not in choices:
+            refuse(key, f"must be one of {choices}")
+    for key in _NUMBERS:
+        if hasattr(cfg, key) and not _finite(getattr(cfg, key)):
+            refuse(key, "must be a finite number")
+    if cfg.hop_length > MAX_HOP_LENGTH:
+        refuse("hop_length", f"must be at most {MAX_HOP_LENGTH} samples per frame")
+    if isinstance(cfg, WaveNetConfig):
+        if cfg.layers % cfg.stacks:
+            refuse("layers", f"must be a multiple of stacks={cfg.stacks}")
+        if cfg.gate_channels % 2:
+            refuse("gate_channels", "must be even (a filter half and a gate half)")
+    elif not (
+        isinstance(cfg.flow_layers, tuple) and cfg.flow_layers and all(_whole(n) and n >= 1 for n in cfg.flow_layers)
+    ):
+        refuse("flow_layers", "must be a non-empty list of whole numbers >= 1, e.g. [10, 10, 10, 30]")
+    if cfg.log_mel_mean is not None and not _finite(cfg.log_mel_mean):
+        refuse("log_mel_mean", "must be a finite number; recompute it with pwn_lib.features")
+    if cfg.log_mel_std is not None and not (_finite(cfg.log_mel_std) and cfg.log_mel_std > 0):
+        refuse("log_mel_std", "must be a finite number > 0; recompute it with pwn_lib.features")

@@ -7,6 +7,7 @@ Rebuilding it and downloading LJSpeech are tools, in :mod:`pwn_lib.corpus_tools`
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,9 +19,14 @@ from tqdm.auto import tqdm
 
 from pwn_lib.audio import dequantize, load_audio, log_mel, quantize
 from pwn_lib.config import DATA_DIR, AudioConfig
+from pwn_lib.integrity import IntegrityError, require_intact
 
 CORPUS_DIR = DATA_DIR / "corpus"
 SPLITS = ("train", "valid", "test")
+CORPUS_FIX = (
+    "Restore the committed files (`git checkout -- data/corpus`) or rebuild the corpus with "
+    "`python -m pwn_lib.corpus_tools build-corpus`."
+)
 
 LJSPEECH_URL = "https://data.keithito.com/data/speech/LJSpeech-1.1.tar.bz2"
 LJSPEECH_SHA256 = "be1a30453f28eb8dd26af4101ae40cbf2c50413b1bb21936cbcdc6fae3de8aa5"
@@ -72,10 +78,25 @@ def corpus_transcripts(root: str | os.PathLike = CORPUS_DIR) -> dict[str, str]:
     return dict(_read_tsv(Path(root) / "transcripts.tsv", ("id", "text")))
 
 
+def corpus_manifest(root: str | os.PathLike = CORPUS_DIR) -> dict[str, dict]:
+    """The committed manifest's files: ``"wavs/<id>.flac"`` -> ``{"sha256", "samples", "pcm_sha256"}``."""
+    path = Path(root) / "manifest.json"
+    try:
+        files = json.loads(path.read_text())["files"]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing, so the corpus cannot be checked. {CORPUS_FIX}") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a corpus manifest ({err!r}). {CORPUS_FIX}") from None
+    return files
+
+
 def load_corpus(
     split: str = "train", root: str | os.PathLike = CORPUS_DIR, sample_rate: int = 16_000
 ) -> list[Utterance]:
     """The embedded corpus: one speaker, 16 kHz FLAC, sorted by id.
+
+    Every FLAC read is checked against ``root/manifest.json`` first (:func:`pwn_lib.integrity.require_intact`:
+    a changed file is refused, by name).
 
     Args:
         split: "train", "valid", "test" or "all".
@@ -87,6 +108,16 @@ def load_corpus(
     root = Path(root)
     texts = corpus_transcripts(root)
     ids = sorted(i for i, s in corpus_split(root).items() if split in ("all", s))
+    recorded = corpus_manifest(root)
+    unlisted = [i for i in ids if f"wavs/{i}.flac" not in recorded]
+    if unlisted:
+        raise IntegrityError(
+            f"{root / 'manifest.json'} does not list {len(unlisted)} clip(s) of the split, "
+            f"e.g. {unlisted[:3]}. {CORPUS_FIX}"
+        )
+    require_intact(
+        root, {f"wavs/{i}.flac": recorded[f"wavs/{i}.flac"] for i in ids}, root / "manifest.json", CORPUS_FIX
+    )
     return [Utterance(i, texts[i], load_audio(root / "wavs" / f"{i}.flac", sample_rate), sample_rate) for i in ids]
 
 
@@ -202,6 +233,7 @@ __all__ = [
     "SPLITS",
     "AudioWindows",
     "Utterance",
+    "corpus_manifest",
     "corpus_split",
     "corpus_transcripts",
     "load_corpus",

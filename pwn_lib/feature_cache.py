@@ -5,7 +5,9 @@ each clip to the preset's rate, quantises it to the preset's bit depth, computes
 shards of ``shard_size`` clips: ``audio-NNNNN.npy`` (uint16 codes, concatenated) and ``mel-NNNNN.npy``
 (``(n_mels, frames)`` float32, concatenated). ``manifest.json`` records the AudioConfig, the log-mel
 statistics (ParallelWaveGAN's ``compute-statistics``), every clip's offsets and the SHA-256 of every source
-file and every shard, so :func:`rebuild` makes the same bytes again and :func:`verify` checks them.
+file and every shard (and the shard's size), so :func:`rebuild` makes the same bytes again and :func:`verify`
+checks them. :class:`CachedWindows` checks the shards when it opens a cache: their sizes every time, their
+SHA-256 once per version of a file (:mod:`pwn_lib.integrity`).
 
 :class:`CachedWindows` draws the same kind of items as :class:`pwn_lib.data.AudioWindows` (item ``i`` a
 function of ``(seed, i)`` only) from ``np.load(mmap_mode="r")`` views: DataLoader workers each map the
@@ -18,7 +20,6 @@ shards and read only the windows they return, so the 24 hours of LJSpeech never 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 
@@ -29,18 +30,10 @@ from tqdm.auto import tqdm
 from pwn_lib.artifacts import write_json
 from pwn_lib.audio import dequantize, load_audio, log_mel, quantize
 from pwn_lib.config import AUDIO_PRESETS, PRESET_NAMES, AudioConfig, from_dict, to_dict
+from pwn_lib.integrity import mismatches, require_intact, sha256
 
 MANIFEST = "manifest.json"
 VERSION = 1
-
-
-def sha256(path: Path) -> str:
-    """The SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def ljspeech_clips(root: Path, limit: int | None = None) -> list[str]:
@@ -59,7 +52,9 @@ def _write_shard(out: Path, number: int, codes: list[np.ndarray], mels: list[np.
     names = {"audio": f"audio-{number:05d}.npy", "mel": f"mel-{number:05d}.npy"}
     np.save(out / names["audio"], np.concatenate(codes).astype(np.uint16))
     np.save(out / names["mel"], np.concatenate(mels, axis=1).astype(np.float32))
-    return [{"file": name, "sha256": sha256(out / name)} for name in names.values()]
+    return [
+        {"file": name, "sha256": sha256(out / name), "bytes": (out / name).stat().st_size} for name in names.values()
+    ]
 
 
 def build_cache(
@@ -132,15 +127,29 @@ def build_cache(
     return manifest
 
 
+def _build_hint(cache: Path) -> str:
+    return f"`python -m pwn_lib.feature_cache build LJSPEECH_DIR {cache} --preset paper`"
+
+
 def read_manifest(cache: Path) -> dict:
-    """The cache's manifest; a clear error when the cache is missing or unfinished."""
+    """The cache's manifest; a clear error when the cache is missing, unfinished or its manifest damaged."""
     path = Path(cache) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path}: missing, so {cache} is not a finished feature cache; build it with "
-            f"`python -m pwn_lib.feature_cache build LJSPEECH_DIR {cache} --preset paper`"
+            f"{path}: missing, so {cache} is not a finished feature cache; build it with {_build_hint(cache)}"
         )
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); build the cache again with {_build_hint(cache)}") from None
+    if not isinstance(manifest, dict) or not {"audio", "shards", "clips"} <= set(manifest):
+        raise ValueError(f"{path}: not a feature-cache manifest; build the cache again with {_build_hint(cache)}")
+    return manifest
+
+
+def _shard_files(manifest: dict) -> dict[str, dict]:
+    """Every shard file of a manifest: name -> ``{"file", "sha256", "bytes"}`` (no size in older manifests)."""
+    return {f["file"]: f for shard in manifest["shards"] for f in shard}
 
 
 def rebuild(cache: Path, out: Path, source: Path | None = None, progress: bool = True) -> dict:
@@ -158,14 +167,8 @@ def rebuild(cache: Path, out: Path, source: Path | None = None, progress: bool =
 
 
 def verify(cache: Path) -> list[str]:
-    """The shards whose SHA-256 differs from the manifest's (an empty list for an intact cache)."""
-    manifest = read_manifest(cache)
-    return [
-        f["file"]
-        for shard in manifest["shards"]
-        for f in shard
-        if not (Path(cache) / f["file"]).is_file() or sha256(Path(cache) / f["file"]) != f["sha256"]
-    ]
+    """The shards that differ from the manifest (an empty list for an intact cache), every one hashed again."""
+    return list(mismatches(Path(cache), _shard_files(read_manifest(cache)), cached=False))
 
 
 class CachedWindows(torch.utils.data.Dataset):
@@ -173,7 +176,8 @@ class CachedWindows(torch.utils.data.Dataset):
 
     The same items as :class:`pwn_lib.data.AudioWindows`: item ``i`` depends only on ``(seed, i)``; a clip is
     picked with probability proportional to its number of window positions, then a start frame uniformly.
-    Clips shorter than the window are left out. The shards are mapped lazily in each DataLoader worker.
+    Clips shorter than the window are left out. The shards are checked against the manifest first (a changed
+    one is refused, by name), then mapped lazily in each DataLoader worker.
 
     Items: ``{"audio": (1, window) float32, "mel": (n_mels, window // hop) float32, "speaker": () long}``.
     """
@@ -188,6 +192,12 @@ class CachedWindows(torch.utils.data.Dataset):
             )
         if window <= 0 or window % cfg.hop_length:
             raise ValueError(f"window={window} must be a positive multiple of hop_length={cfg.hop_length}")
+        require_intact(
+            self.cache,
+            _shard_files(manifest),
+            self.cache / MANIFEST,
+            f"Build the cache again: `{manifest.get('command', _build_hint(self.cache))}`.",
+        )
         hop_frames = window // cfg.hop_length
         clips = [c for c in manifest["clips"] if c["frames"] >= hop_frames]
         if not clips:
