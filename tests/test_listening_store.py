@@ -7,6 +7,7 @@ import os
 import signal
 import sqlite3
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -134,6 +135,29 @@ def test_eight_processes_write_800_ratings_none_lost_or_duplicated(tmp_path):
         mine = frame[frame["rater"] == f"w{i}"].sort_values("trial")
         assert mine["trial"].tolist() == list(range(PER_WRITER))
         assert mine["score"].tolist() == [(i + t) % 5 + 1 for t in range(PER_WRITER)]
+
+
+def test_a_new_file_appears_complete_and_in_wal_mode_and_a_lost_creation_race_uses_the_winner(tmp_path, monkeypatch):
+    # Two openers switching one new file to WAL at once deadlock (SQLite answers "database is locked" at once,
+    # without waiting); so a new file is built aside and appears only once it is a WAL ratings database.
+    path = tmp_path / "class.sqlite"
+    real_link = os.link
+    seen = {}
+
+    def winner_first(src, dst):
+        seen["header"] = Path(src).read_bytes()[18:20]  # the file format's read/write versions: 2 = WAL
+        monkeypatch.setattr(os, "link", real_link)
+        with RatingStore(dst) as winner:  # another rater creates the file between our check and our link
+            winner.add(rating(rater="winner"))
+        real_link(src, dst)
+
+    monkeypatch.setattr(os, "link", winner_first)
+    with RatingStore(path) as loser:
+        loser.add(rating(rater="loser"))
+        raters = loser.ratings()["rater"].tolist()
+    assert seen["header"] == b"\x02\x02"
+    assert raters == ["winner", "loser"]  # one file, both ratings
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["class.sqlite"]  # no temporary file is left
 
 
 def _rater_until_killed(path, pipe) -> None:

@@ -4,6 +4,7 @@ Many raters can write at once, from separate kernels or processes on one machine
 the one writer, every insert is its own ``BEGIN IMMEDIATE`` transaction (waiting up to ``timeout`` seconds for
 the write lock), and ``synchronous=FULL`` makes a committed rating survive a killed process or a power cut.
 A rating is either wholly in the file or not at all. ``UNIQUE(test, rater, kind, trial)`` refuses duplicates.
+A new file is built aside and appears, already in WAL mode, with one atomic link, so raters may start at once.
 
 The schema is versioned (``meta.schema_version``) and checked whenever a file is opened.
 SQLite's locking needs a local disk: keep the file off network shares (NFS, SMB), where WAL does not work.
@@ -14,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import sqlite3
+import tempfile
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -115,17 +118,22 @@ class RatingStore:
 
     def __init__(self, path: str | os.PathLike, timeout: float = 60.0):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        started = time.monotonic()
         try:
-            self._configure(timeout)
-            self._init_schema()
+            if not self.path.exists():
+                _create(self.path)
+            self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as err:
+            raise StoreError(f"{self.path}: cannot create the ratings database ({err})") from None
+        try:
+            self._check_schema()
+            _use_wal(self._conn, self.path)
         except sqlite3.OperationalError as err:
             self._conn.close()
             if "locked" not in str(err):
                 raise StoreError(f"{self.path}: cannot open the ratings database ({err})") from None
             raise StoreError(
-                f"{self.path}: still locked by another writer after {timeout:g} s ({err}); "
+                f"{self.path}: still locked by another writer after {time.monotonic() - started:.1f} s ({err}); "
                 "retry, or pass a longer timeout"
             ) from None
         except sqlite3.DatabaseError as err:
@@ -138,47 +146,22 @@ class RatingStore:
             self._conn.close()
             raise
 
-    def _configure(self, timeout: float) -> None:
-        self._conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode.lower() != "wal":
+    def _check_schema(self) -> None:
+        """Refuse a file that is not a ratings database of :data:`SCHEMA_VERSION`, reading only."""
+        tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "meta" not in tables:
             raise StoreError(
-                f"{self.path}: SQLite could not switch to WAL mode (got {mode!r}); keep the database "
-                "on a local disk, not a network share"
+                f"{self.path}: a SQLite file but not a pwn_lib ratings database (tables "
+                f"{sorted(tables)}); pass a new path for the ratings"
             )
-        self._conn.execute("PRAGMA synchronous = FULL")
-
-    def _init_schema(self) -> None:
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if tables and "meta" not in tables:
-                raise StoreError(
-                    f"{self.path}: a SQLite file but not a pwn_lib ratings database (tables "
-                    f"{sorted(tables)}); pass a new path for the ratings"
-                )
-            if "meta" in tables:
-                row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-                found = None if row is None else int(row[0])
-                if found != SCHEMA_VERSION:
-                    raise SchemaVersionError(
-                        f"{self.path}: ratings schema version {found}, but this pwn_lib ({APP_VERSION}) reads and "
-                        f"writes version {SCHEMA_VERSION}; export it to CSV with the pwn_lib version that wrote it, "
-                        "or start a new database file"
-                    )
-            else:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                conn.execute("INSERT OR IGNORE INTO meta VALUES ('created_by', ?)", (APP_VERSION,))
-                conn.execute("INSERT OR IGNORE INTO meta VALUES ('created_at', ?)", (utc_now(),))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        found = None if row is None else int(row[0])
+        if found != SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{self.path}: ratings schema version {found}, but this pwn_lib ({APP_VERSION}) reads and "
+                f"writes version {SCHEMA_VERSION}; export it to CSV with the pwn_lib version that wrote it, "
+                "or start a new database file"
+            )
 
     # -- writing ----------------------------------------------------------------------
     def add(self, rating: Rating) -> int:
@@ -249,6 +232,62 @@ class RatingStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _use_wal(conn: sqlite3.Connection, path: Path) -> None:
+    """WAL mode (a no-op on a file already in WAL mode) and ``synchronous=FULL`` for ``conn``."""
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if mode.lower() != "wal":
+        raise StoreError(
+            f"{path}: SQLite could not switch to WAL mode (got {mode!r}); keep the database "
+            "on a local disk, not a network share"
+        )
+    conn.execute("PRAGMA synchronous = FULL")
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a new name in ``folder`` survive a power cut."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _create(path: Path) -> None:
+    """A new, empty ratings database at ``path``, built privately and then published atomically.
+
+    The file is built under a temporary sibling name, switched to WAL there (the mode is stored in the file) and
+    hard-linked into place, which fails if another process published first; the loser keeps the winner's file.
+    So no process ever sees ``path`` before it is a WAL ratings database: two processes switching one new file
+    to WAL at once would both upgrade a read lock to a write lock, and SQLite answers that deadlock with an
+    immediate "database is locked", without waiting for the busy timeout.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.new-", dir=path.parent)
+    os.close(fd)  # SQLite builds a database in the empty file
+    tmp = Path(name)
+    try:
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            _use_wal(conn, path)
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            meta = [("schema_version", str(SCHEMA_VERSION)), ("created_by", APP_VERSION), ("created_at", utc_now())]
+            conn.executemany("INSERT INTO meta VALUES (?, ?)", meta)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()  # the last connection: SQLite checkpoints the WAL into the file and removes it
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process created it first: everyone uses that one
+        _fsync_dir(path.parent)
+    finally:
+        for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+            leftover.unlink(missing_ok=True)
 
 
 _INT_COLUMNS = ["trial", "n_trials", "plays", "ended"]
