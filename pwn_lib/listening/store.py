@@ -17,10 +17,12 @@ import os
 import sqlite3
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pwn_lib import __version__
@@ -67,6 +69,10 @@ class SchemaVersionError(StoreError):
     """The file was written with another schema version."""
 
 
+class BadRatingsWarning(UserWarning):
+    """Rows of a ratings file that break the rules were left out; the message names them."""
+
+
 class DuplicateRatingError(StoreError):
     """This rater has already rated this trial."""
 
@@ -110,21 +116,29 @@ def utc_now() -> str:
 
 
 class RatingStore:
-    """One ratings file. ``RatingStore(path)`` creates it (schema version :data:`SCHEMA_VERSION`) or opens it.
+    """One ratings file. ``RatingStore(path)`` creates it (schema version :data:`SCHEMA_VERSION`) or opens it;
+    ``create=False`` refuses a missing file instead (for reading and exporting).
 
-    Opening checks that the file is a pwn_lib ratings database of this schema version. Use one store per
-    process or kernel; :meth:`add` is safe while other processes write the same file.
+    Opening first checks, reading only, that the file is a pwn_lib ratings database of this schema version, so
+    another application's file is refused untouched. Use one store per process or kernel; :meth:`add` is safe
+    while other processes write the same file.
     """
 
-    def __init__(self, path: str | os.PathLike, timeout: float = 60.0):
+    def __init__(self, path: str | os.PathLike, timeout: float = 60.0, create: bool = True):
         self.path = Path(path)
         started = time.monotonic()
+        if not self.path.is_file() and not create:
+            raise StoreError(
+                f"{self.path}: no such ratings database; check the path (a rating page or "
+                "`python -m pwn_lib.listening simulate` creates one)"
+            )
         try:
             if not self.path.exists():
                 _create(self.path)
-            self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
+            uri = f"{self.path.resolve().as_uri()}?mode=rw"  # opens an existing file, never creates one
+            self._conn = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as err:
-            raise StoreError(f"{self.path}: cannot create the ratings database ({err})") from None
+            raise StoreError(f"{self.path}: cannot create or open the ratings database ({err})") from None
         try:
             self._check_schema()
             _use_wal(self._conn, self.path)
@@ -149,6 +163,11 @@ class RatingStore:
     def _check_schema(self) -> None:
         """Refuse a file that is not a ratings database of :data:`SCHEMA_VERSION`, reading only."""
         tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            raise StoreError(
+                f"{self.path}: an empty file or SQLite database, not a pwn_lib ratings database; delete it, "
+                "or pass a new path for the ratings"
+            )
         if "meta" not in tables:
             raise StoreError(
                 f"{self.path}: a SQLite file but not a pwn_lib ratings database (tables "
@@ -165,9 +184,16 @@ class RatingStore:
 
     # -- writing ----------------------------------------------------------------------
     def add(self, rating: Rating) -> int:
-        """Commit one rating atomically; return its row id. Raises :class:`DuplicateRatingError` on a repeat."""
+        """Commit one rating atomically; return its row id. Raises :class:`DuplicateRatingError` on a repeat,
+        :class:`StoreError` for a rating outside the rules of :func:`invalid_ratings` (nothing is written)."""
         row = dataclasses.asdict(rating)
         row["rated_at"] = row["rated_at"] or utc_now()
+        problems = _type_problems(row) or invalid_ratings(pd.DataFrame([row]))["problem"].tolist()
+        if problems:
+            raise StoreError(
+                f"{self.path}: refused the rating of rater {rating.rater}, {rating.kind} trial {rating.trial} of test "
+                f"{rating.test!r}: {'; '.join(problems)}; nothing was written, fix the value and submit it again"
+            )
         names = list(row)
         sql = f"INSERT INTO ratings ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})"
         try:
@@ -206,12 +232,15 @@ class RatingStore:
         return int(self._conn.execute("SELECT COUNT(*) FROM ratings WHERE test = ?", (test,)).fetchone()[0])
 
     def ratings(self, test: str | None = None) -> pd.DataFrame:
-        """Every rating (of ``test``, if given) as a DataFrame with the :data:`COLUMNS`, in commit order."""
+        """Every rating (of ``test``, if given) as a DataFrame with the :data:`COLUMNS`, in commit order.
+
+        A row outside the rules (written by another program or an older pwn_lib) is left out with a
+        :class:`BadRatingsWarning` that names its id and what is wrong with it."""
         where, args = ("WHERE test = ?", (test,)) if test is not None else ("", ())
         frame = pd.read_sql_query(
             f"SELECT {', '.join(COLUMNS)} FROM ratings {where} ORDER BY id", self._conn, params=args
         )
-        return _typed(frame)
+        return _valid(frame, self.path)
 
     def to_csv(self, path: str | os.PathLike, test: str | None = None) -> Path:
         """Write :meth:`ratings` to ``path`` as CSV (atomically, through a temporary sibling)."""
@@ -290,6 +319,84 @@ def _create(path: Path) -> None:
             leftover.unlink(missing_ok=True)
 
 
+_WHOLE = ["trial", "n_trials", "score", "expected", "plays", "ended", "plays_b", "ended_b"]
+_NUMBERS = [*_WHOLE, "response_ms"]
+
+
+def _type_problems(row: dict) -> list[str]:
+    """The numeric fields of a new rating that are not Python/NumPy integers (or numbers, for response_ms)."""
+    problems = []
+    for name in _NUMBERS:
+        value = row[name]
+        kinds = (int, np.integer) if name in _WHOLE else (int, float, np.integer, np.floating)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+            problems.append(f"{name}={value!r} is not {'an integer' if name in _WHOLE else 'a number'}")
+        elif value is not None and not np.isfinite(value):  # NaN would be stored as NULL
+            problems.append(f"{name}={value!r} is not finite")
+    return problems
+
+
+def invalid_ratings(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a ratings ``frame`` that break the rules, with a column ``problem`` saying how.
+
+    The rules: ``kind`` mos or ab, ``role`` test, gold or trap; ``0 <= trial < n_trials``; a MOS row has an integer
+    ``score`` 1-5 and no choice, an A/B row a ``choice`` A, B or none, no score and a ``system_b``; the play counters
+    ``plays``, ``ended`` (and ``plays_b``, ``ended_b`` where given) are integers >= 0; ``response_ms`` is finite
+    and >= 0 where given.
+    """
+    problems = [[] for _ in range(len(frame))]
+
+    def flag(mask, text: str) -> None:
+        for i in np.flatnonzero(np.asarray(mask, dtype=bool)):
+            values = {k: frame[k].iloc[i] for k in COLUMNS if k in frame}
+            problems[i].append(
+                text.format(**{k: v.item() if isinstance(v, np.generic) else v for k, v in values.items()})
+            )
+
+    num = {}
+    for name in _NUMBERS:
+        num[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
+        flag(frame[name].notna() & num[name].isna(), name + "={" + name + "!r} is not a number")
+        present = num[name].notna()
+        flag(present & ~np.isfinite(num[name]), name + "={" + name + "!r} is not finite")
+        if name in _WHOLE:
+            whole = present & np.isfinite(num[name]) & (num[name] != np.round(num[name]))
+            flag(whole, name + "={" + name + "!r} is not a whole number")
+    mos, ab = frame["kind"] == "mos", frame["kind"] == "ab"
+    flag(~(mos | ab), "kind={kind!r} is neither 'mos' nor 'ab'")
+    flag(~frame["role"].isin(["test", "gold", "trap"]), "role={role!r} is not test, gold or trap")
+    flag(~(num["n_trials"] >= 1), "n_trials={n_trials!r} is not >= 1")
+    flag(~((num["trial"] >= 0) & (num["trial"] < num["n_trials"])), "trial={trial!r} is outside 0..n_trials-1")
+    flag(mos & ~num["score"].between(1, 5), "score={score!r} is not 1-5")
+    flag(mos & frame["choice"].notna(), "a MOS row has choice={choice!r}")
+    flag(ab & ~frame["choice"].isin(["A", "B", "none"]), "choice={choice!r} is not A, B or none")
+    flag(ab & frame["score"].notna(), "an A/B row has score={score!r}")
+    flag(ab & frame["system_b"].isna(), "an A/B row has no system_b")
+    for name in ("plays", "ended"):
+        flag(~(num[name] >= 0), name + "={" + name + "!r} is not >= 0")
+    for name in ("plays_b", "ended_b", "response_ms"):
+        flag(num[name] < 0, name + "={" + name + "!r} is not >= 0")
+    bad = frame[[bool(p) for p in problems]].copy()
+    bad["problem"] = ["; ".join(p) for p in problems if p]
+    return bad
+
+
+def _valid(frame: pd.DataFrame, source: Path) -> pd.DataFrame:
+    """``frame`` without the rows :func:`invalid_ratings` finds (each reported in a warning), with stable dtypes."""
+    bad = invalid_ratings(frame)
+    if len(bad):
+        shown = "; ".join(f"id {row['id']}: {row['problem']}" for _, row in bad.head(5).iterrows())
+        warnings.warn(
+            f"{source}: left out {len(bad)} invalid rating row(s) of {len(frame)} ({shown}"
+            f"{'; ...' if len(bad) > 5 else ''}); fix or delete them (e.g. DELETE FROM ratings WHERE id IN "
+            f"({', '.join(str(i) for i in bad['id'].head(20))}))",
+            BadRatingsWarning,
+            stacklevel=3,
+        )
+        frame = frame.drop(index=bad.index).reset_index(drop=True)
+    return _typed(frame)
+
+
 _INT_COLUMNS = ["trial", "n_trials", "plays", "ended"]
 _NULLABLE_INT = ["id", "score", "expected", "plays_b", "ended_b"]
 
@@ -297,10 +404,10 @@ _NULLABLE_INT = ["id", "score", "expected", "plays_b", "ended_b"]
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     """Stable dtypes whether the rows came from SQLite or CSV (nullable integers where a column may be empty)."""
     for column in _INT_COLUMNS:
-        frame[column] = frame[column].astype("int64")
+        frame[column] = pd.to_numeric(frame[column]).astype("int64")
     for column in _NULLABLE_INT:
-        frame[column] = frame[column].astype("Int64")
-    frame["response_ms"] = frame["response_ms"].astype("float64")
+        frame[column] = pd.to_numeric(frame[column]).astype("Int64")
+    frame["response_ms"] = pd.to_numeric(frame["response_ms"]).astype("float64")
     return frame
 
 
@@ -327,14 +434,15 @@ def read_ratings(path: str | os.PathLike, test: str | None = None) -> pd.DataFra
         missing = sorted(set(COLUMNS) - set(frame.columns))
         if missing:
             raise StoreError(f"{path}: missing column(s) {missing}; export ratings with RatingStore.to_csv")
-        frame = _typed(frame[COLUMNS].copy())
+        frame = _valid(frame[COLUMNS].copy(), path)
         return frame if test is None else frame[frame["test"] == test].reset_index(drop=True)
-    with RatingStore(path) as store:
+    with RatingStore(path, create=False) as store:
         return store.ratings(test)
 
 
 __all__ = [
     "APP_VERSION",
+    "BadRatingsWarning",
     "COLUMNS",
     "DuplicateRatingError",
     "Rating",
@@ -342,6 +450,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SchemaVersionError",
     "StoreError",
+    "invalid_ratings",
     "read_ratings",
     "utc_now",
     "write_csv",
