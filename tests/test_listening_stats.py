@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -16,6 +17,7 @@ from pwn_lib.listening.stats import (
     bootstrap_interval,
     bootstrap_means,
     holm,
+    md_text,
     mos_table,
     objective_table,
     paired_wilcoxon,
@@ -275,6 +277,55 @@ def test_p808_screening_rules():
     assert result.loc["gold", "reasons"] == "gold_ok"
     assert result.loc["flat", "reasons"] == "variance_ok" and result.loc["flat", "variance"] == 0.0
     assert result.loc["deaf", "reasons"] == "all_played"
+
+
+def test_a_rater_who_rated_no_gold_clip_is_excluded_with_the_reason():
+    quitter = _session("quit", [5, 4, 2, 1, 3])
+    quitter = quitter[quitter["role"] != "gold"]  # stopped after the trap, before any gold clip
+    frame = pd.concat([_session("good", [5, 4, 2, 1, 3]), quitter], ignore_index=True)
+    result = screen_raters(frame).set_index("rater")
+    assert result.loc["good", "accepted"] and result.loc["good", "gold_seen"]
+    assert not result.loc["quit", "accepted"] and result.loc["quit", "reasons"] == "gold_seen"
+
+
+def test_a_rater_who_stopped_before_any_gold_clip_no_longer_moves_the_anchor(example):
+    test, frame = example
+    kept = frame[frame["rater"].isin(screen_raters(frame).query("accepted")["rater"])]
+    anchor = test.with_role("anchor")[0]
+    rows = frame[(frame["rater"] == kept["rater"].iloc[0]) & (frame["kind"] == "mos")]
+    tests = rows[rows["role"] == "test"]
+    quitter = pd.concat([tests[tests["system"] == anchor].head(1), tests.head(1), rows[rows["role"] == "trap"].head(1)])
+    quitter = quitter.assign(rater="quitter")  # a generous rater who stopped after 3 trials: anchor 5, trap right
+    quitter.loc[quitter["role"] == "test", "score"] = [5, 3]
+    screening = screen_raters(pd.concat([frame, quitter], ignore_index=True)).set_index("rater")
+    assert screening.loc["quitter", "reasons"] == "gold_seen"  # passes every other check
+
+    def anchor_mos(ratings):
+        return ratings[(ratings["system"] == anchor) & (ratings["role"] == "test")]["score"].mean()
+
+    kept_now = pd.concat([frame, quitter])[lambda f: f["rater"].isin(screening.index[screening["accepted"]])]
+    assert anchor_mos(kept_now) == anchor_mos(kept)
+    assert anchor_mos(pd.concat([kept, quitter])) > anchor_mos(kept)  # what keeping them would have done
+
+
+HOSTILE = '<img src=x onerror="alert(1)">'
+
+
+def test_report_escapes_names_and_fields_from_test_folders_and_ratings(example):
+    mistune = pytest.importorskip("mistune")
+    test, frame = example
+    anchor = test.with_role("anchor")[0]
+    evil = f"{anchor}{HOSTILE}"
+    systems = {name: spec for name, spec in test.systems.items() if name != anchor}
+    systems[evil] = test.systems[anchor]  # last: the clip length is read from the first system's files
+    hostile_test = dataclasses.replace(test, name=f"t{HOSTILE}", systems=systems)
+    monkey = frame.assign(system=frame["system"].replace(anchor, evil), listening=f"earbuds{HOSTILE}")
+    text = report(monkey, hostile_test, n_boot=50, note=f"[click](javascript:alert(1)) {HOSTILE}")
+    rendered = mistune.create_markdown(escape=False, plugins=["table"])(text)  # raw HTML passes, as in Jupyter
+    assert "<img" not in rendered and "<a " not in rendered and "javascript:alert" in rendered
+    assert rendered.count("&lt;img src=x onerror=&quot;alert(1)&quot;&gt;") == 5  # title, anchor x2, device, note
+    plain = report(frame, test, n_boot=50)
+    assert "real | reference" in plain and md_text("teacher") == "teacher"
 
 
 # -------------------------------------------------------------------------------------------- the committed example

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections import Counter
 
@@ -159,3 +160,28 @@ def test_ab_sides_are_drawn_per_trial(toy):
     assert 0.35 < sides.count("real") / len(sides) < 0.65
     trial = ab_trials(toy, "r1")[0]
     assert {trial.system, trial.system_b} == {"real", "coarse"} and trial.path.parent.name == trial.system
+
+
+def test_load_test_decodes_every_clip_and_refuses_a_cut_or_replaced_one(tmp_path):
+    test = toy_test(tmp_path / "toy")
+    clip = test.path(next(iter(test.systems)), test.utterances[0])
+    data = clip.read_bytes()
+    assert len(test.sha256) == len(test.systems) * len(test.utterances) + len(test.controls)
+    clip.write_bytes(data[: len(data) // 2])  # sf.info still reads the header: only decoding finds it
+    with pytest.raises(StimulusError, match=re.escape(str(clip))):
+        load_test(test.root)
+    other = test.path(list(test.systems)[1], test.utterances[0])
+    clip.write_bytes(other.read_bytes())  # a whole, valid clip, but not this one
+    with pytest.raises(StimulusError, match=r"bytes differ from the SHA-256 recorded in .*test.json"):
+        load_test(test.root)
+    clip.write_bytes(data)
+    assert load_test(test.root).sha256 == test.sha256
+
+
+def test_a_manifest_without_a_name_names_the_file_and_the_key(tmp_path):
+    test = toy_test(tmp_path / "toy")
+    manifest = json.loads((test.root / "test.json").read_text())
+    del manifest["name"]
+    (test.root / "test.json").write_text(json.dumps(manifest))
+    with pytest.raises(StimulusError, match=r"toy/test.json: lacks the key\(s\) \['name'\]; rebuild the test"):
+        load_test(test.root)

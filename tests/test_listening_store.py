@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
+import re
 import signal
 import sqlite3
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from pwn_lib.listening.__main__ import main
 from pwn_lib.listening.store import (
     SCHEMA_VERSION,
+    BadRatingsWarning,
     DuplicateRatingError,
     Rating,
     RatingStore,
     SchemaVersionError,
     StoreError,
+    invalid_ratings,
     read_ratings,
 )
 
@@ -73,6 +79,100 @@ def test_invalid_rating_is_refused_by_the_schema(tmp_path):
         with pytest.raises(StoreError, match="refused"):
             store.add(rating(kind="ab", score=None, choice="A"))  # an A/B row needs system_b
         assert store.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"score": 3.5}, "score=3.5 is not an integer"),
+        ({"score": 4.0}, "score=4.0 is not an integer"),
+        ({"score": True}, "score=True is not an integer"),
+        ({"score": 0}, "score=0 is not 1-5"),
+        ({"plays": -5}, "plays=-5 is not >= 0"),
+        ({"ended": -1}, "ended=-1 is not >= 0"),
+        ({"response_ms": -100.0}, "response_ms=-100.0 is not >= 0"),
+        ({"response_ms": float("nan")}, "response_ms=nan is not finite"),
+        ({"trial": 500, "n_trials": 33}, "trial=500 is outside 0..n_trials-1"),
+        ({"trial": 33, "n_trials": 33}, "trial=33 is outside 0..n_trials-1"),
+        ({"n_trials": 0}, "n_trials=0 is not >= 1"),
+        ({"role": "bonus"}, "role='bonus' is not test, gold or trap"),
+        ({"kind": "ab", "score": None, "choice": "C", "system_b": "s2"}, "choice='C' is not A, B or none"),
+        ({"kind": "ab", "choice": "A", "system_b": "s2"}, "an A/B row has score=4"),
+        ({"kind": "ab", "score": None, "choice": "A", "system_b": "s2", "plays_b": -2}, "plays_b=-2 is not >= 0"),
+    ],
+)
+def test_ratings_outside_the_rules_are_refused_naming_the_value(tmp_path, fields, problem):
+    with RatingStore(tmp_path / "r.sqlite") as store:
+        with pytest.raises(StoreError, match=rf"r.sqlite: refused .*trial .*{re.escape(problem)}.*nothing was written"):
+            store.add(rating(**fields))
+        assert store.count() == 0
+        store.add(rating(trial=32, n_trials=33, plays=0, ended=0, response_ms=0.0))  # the edges are fine
+
+
+def _legacy_row(conn, **fields) -> None:
+    """A row written past the checks (by another program or an older pwn_lib)."""
+    row = {**dataclasses.asdict(rating()), "rated_at": "2026-01-01T00:00:00+00:00", **fields}
+    conn.execute(f"INSERT INTO ratings ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})", list(row.values()))
+
+
+def test_a_bad_legacy_row_is_left_out_and_reported_and_the_rest_still_reads(tmp_path, capsys):
+    path = tmp_path / "r.sqlite"
+    with RatingStore(path) as store:
+        store.add(rating(trial=0, score=2))
+        store.add(rating(trial=2, score=5))
+    with sqlite3.connect(path) as conn:
+        _legacy_row(conn, trial=1, score=3.5)
+        _legacy_row(conn, trial=3, plays=-5, response_ms=-100.0)
+        _legacy_row(conn, trial=4, plays="often")
+    with pytest.warns(BadRatingsWarning) as caught:
+        frame = read_ratings(path)
+    assert frame["score"].tolist() == [2, 5] and str(frame["score"].dtype) == "Int64"
+    message = str(caught[0].message)
+    assert "r.sqlite: left out 3 invalid rating row(s) of 5" in message
+    assert "id 3: score=3.5 is not a whole number" in message
+    assert "id 4: plays=-5 is not >= 0; response_ms=-100.0 is not >= 0" in message
+    assert "id 5: plays='often' is not a number" in message and "DELETE FROM ratings WHERE id IN (3, 4, 5)" in message
+    assert list(invalid_ratings(pd.read_csv(_export(path, tmp_path)))["id"]) == []  # the export holds the good rows
+    frame.to_csv(tmp_path / "bad.csv", index=False)
+    text = (tmp_path / "bad.csv").read_text().replace(",2,", ",2.5,", 1)  # the first row's score, now fractional
+    (tmp_path / "bad.csv").write_text(text)
+    with pytest.warns(BadRatingsWarning, match=r"bad.csv: left out 1 .* score=2.5 is not a whole number"):
+        assert read_ratings(tmp_path / "bad.csv")["score"].tolist() == [5]
+
+
+def _export(db, folder):
+    with pytest.warns(BadRatingsWarning):
+        assert main(["export", "--db", str(db), "--csv", str(folder / "out.csv")]) == 0
+    return folder / "out.csv"
+
+
+def test_a_foreign_sqlite_file_is_refused_untouched(tmp_path):
+    other = tmp_path / "other.sqlite"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE people (name TEXT)")
+    before = other.read_bytes()
+    with pytest.raises(StoreError, match=r"other.sqlite: a SQLite file but not a pwn_lib ratings database"):
+        RatingStore(other)
+    assert other.read_bytes() == before  # still in its own journal mode: not switched to WAL
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.sqlite"]
+    with sqlite3.connect(other) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    with pytest.raises(StoreError, match="empty.sqlite: an empty file or SQLite database, not a pwn_lib ratings"):
+        RatingStore(empty)
+    assert empty.read_bytes() == b""
+
+
+def test_reading_or_exporting_a_missing_database_is_an_error_and_creates_nothing(tmp_path, capsys):
+    typo = tmp_path / "typo.sqlite"
+    assert main(["export", "--db", str(typo), "--csv", str(tmp_path / "out.csv")]) == 2
+    assert "typo.sqlite: no such ratings database; check the path" in capsys.readouterr().err
+    with pytest.raises(StoreError, match="typo.sqlite: no such ratings"):
+        read_ratings(typo)
+    with pytest.raises(StoreError, match="typo.sqlite: no such ratings database"):
+        RatingStore(typo, create=False)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_other_schema_version_is_refused_on_open(tmp_path):
@@ -134,6 +234,29 @@ def test_eight_processes_write_800_ratings_none_lost_or_duplicated(tmp_path):
         mine = frame[frame["rater"] == f"w{i}"].sort_values("trial")
         assert mine["trial"].tolist() == list(range(PER_WRITER))
         assert mine["score"].tolist() == [(i + t) % 5 + 1 for t in range(PER_WRITER)]
+
+
+def test_a_new_file_appears_complete_and_in_wal_mode_and_a_lost_creation_race_uses_the_winner(tmp_path, monkeypatch):
+    # Two openers switching one new file to WAL at once deadlock (SQLite answers "database is locked" at once,
+    # without waiting); so a new file is built aside and appears only once it is a WAL ratings database.
+    path = tmp_path / "class.sqlite"
+    real_link = os.link
+    seen = {}
+
+    def winner_first(src, dst):
+        seen["header"] = Path(src).read_bytes()[18:20]  # the file format's read/write versions: 2 = WAL
+        monkeypatch.setattr(os, "link", real_link)
+        with RatingStore(dst) as winner:  # another rater creates the file between our check and our link
+            winner.add(rating(rater="winner"))
+        real_link(src, dst)
+
+    monkeypatch.setattr(os, "link", winner_first)
+    with RatingStore(path) as loser:
+        loser.add(rating(rater="loser"))
+        raters = loser.ratings()["rater"].tolist()
+    assert seen["header"] == b"\x02\x02"
+    assert raters == ["winner", "loser"]  # one file, both ratings
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["class.sqlite"]  # no temporary file is left
 
 
 def _rater_until_killed(path, pipe) -> None:

@@ -124,3 +124,62 @@ def test_simulated_class_writes_every_trial_of_every_rater(setup):
     rows = store.ratings()
     assert len(ids) == 4 and len(rows) == 4 * (12 + 3)
     assert not rows.duplicated(["rater", "kind", "trial"]).any()
+
+
+# ------------------------------------------------------------------- a rating only for a clip heard in full
+
+
+def _cut(path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # the header still declares every frame
+
+
+def test_a_cut_clip_for_the_next_trial_stops_the_page_and_nothing_is_stored_for_it(setup):
+    test, store = setup
+    test.sha256.clear()  # as in a test built before hashes were recorded: decoding alone must find the cut
+    page = MOSPage(test, store, "r1")
+    following = page.trials[1]
+    _cut(following.path)
+    row = answer_from_code(page, 4)  # trial 1 is saved; loading trial 2 fails
+    assert row == 1 and store.ratings()["trial"].tolist() == [page.trials[0].index]
+    assert page.current is None and not page.finished and str(following.path) in page.error
+    assert "trial 2" not in page.progress.value and "The test stopped" in page.progress.value
+    assert "cut short" in page.message.value or "not a readable audio file" in page.message.value
+    assert all(p.wav == b"" for p in page.players) and all(b.disabled for b in page.answer_buttons.values())
+    page.players[0].ended += 1  # the old clip's "ended" arriving late enables nothing
+    assert page.next_button.disabled and page.submit() is None
+    with pytest.raises(RuntimeError, match="stopped: Trial 2 cannot be played"):
+        answer_from_code(page, 3)
+    assert store.count() == 1
+    again = MOSPage(test, store, "r1")  # reopening: still stopped, at the same trial
+    assert again.error is not None and store.count() == 1
+
+
+def _another_clip(page):
+    """A clip whose bytes differ from the current trial's (a gold clip can be a copy of a real one)."""
+    playing = page.trials[0].path.read_bytes()
+    return next(t.path for t in page.trials if t.path.read_bytes() != playing)
+
+
+def test_a_clip_replaced_while_it_was_played_is_not_rated(setup):
+    test, store = setup
+    page = MOSPage(test, store, "r1")
+    playing = page.trials[0].path
+    other = _another_clip(page)
+    page.players[0].plays += 1
+    page.players[0].ended += 1
+    page.answer_buttons[4].click()
+    playing.write_bytes(other.read_bytes())  # `build --out` rewrote the live test meanwhile
+    assert page.submit() is None and store.count() == 0
+    assert "Not saved" in page.error and str(playing) in page.error
+
+
+def test_a_clip_replaced_in_a_test_without_recorded_hashes_is_not_rated(setup):
+    test, store = setup
+    test.sha256.clear()  # a test built before hashes were recorded
+    page = MOSPage(test, store, "r1")
+    playing = page.trials[0].path
+    playing.write_bytes(_another_clip(page).read_bytes())
+    with pytest.raises(RuntimeError, match="changed on disk after it was played"):
+        answer_from_code(page, 4)
+    assert store.count() == 0

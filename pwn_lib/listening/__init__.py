@@ -43,11 +43,13 @@ from pwn_lib.listening.stimuli import (
     normalize_loudness,
 )
 from pwn_lib.listening.store import (
+    BadRatingsWarning,
     DuplicateRatingError,
     Rating,
     RatingStore,
     SchemaVersionError,
     StoreError,
+    invalid_ratings,
     read_ratings,
 )
 from pwn_lib.listening.widgets import ABPage, ClipPlayer, ListeningSession, MOSPage, answer_from_code
@@ -56,6 +58,7 @@ __all__ = [
     "AB",
     "ABPage",
     "ACR_LABELS",
+    "BadRatingsWarning",
     "ClipPlayer",
     "DuplicateRatingError",
     "ListeningSession",
@@ -89,6 +92,7 @@ __all__ = [
     "pairwise_wilcoxon",
     "plot_mos",
     "rater_id",
+    "invalid_ratings",
     "read_ratings",
     "report",
     "screen_raters",

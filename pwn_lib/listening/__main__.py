@@ -76,7 +76,7 @@ def _analyse(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    with RatingStore(args.db) as store:
+    with RatingStore(args.db, create=False) as store:
         path = store.to_csv(args.csv, args.test)
         print(f"{len(store.ratings(args.test))} ratings written to {path}")
 

@@ -10,13 +10,15 @@ Input is the ratings DataFrame of :meth:`pwn_lib.listening.store.RatingStore.rat
 * **A/B**: a two-sided exact binomial test of "A preferred" against 1/2; "no preference" answers are dropped
   (the sign-test convention, default) or split evenly between the sides.
 * **Screening** (ITU-T P.808): a rater is kept only if every clip was played to the end, every trap clip got the
-  spoken score, every gold clip was rated within ``gold_tolerance`` of its known score, and their ratings vary.
+  spoken score, at least one gold clip was rated and each within ``gold_tolerance`` of its known score, and their
+  ratings vary.
 
 Notebook 09 derives the CI and the bootstrap from scratch before using these functions.
 """
 
 from __future__ import annotations
 
+import html
 import itertools
 import math
 from collections.abc import Sequence
@@ -32,6 +34,7 @@ LEVEL = 0.95
 MIN_VARIANCE = 0.15  # P.808 reference implementation's default: a rater who (nearly) always clicks one score is out
 GOLD_TOLERANCE = 1
 TIES = ("drop", "split")
+SCREENING_CHECKS = ("all_played", "trap_ok", "gold_seen", "gold_ok", "variance_ok")
 
 
 def mos_ratings(frame: pd.DataFrame) -> pd.DataFrame:
@@ -244,6 +247,7 @@ def screen_raters(
 
     * ``all_played``: every clip of every answered trial fired ``ended`` at least once;
     * ``trap_ok``: at least one trap clip was answered, each with exactly the spoken score;
+    * ``gold_seen``: at least one gold clip was rated (a rater who stopped before any gold clip is unchecked);
     * ``gold_ok``: every gold clip was rated within ``gold_tolerance`` of its known score;
     * ``variance_ok``: the variance of the rater's test-trial MOS scores is at least ``min_variance``.
     """
@@ -257,7 +261,13 @@ def screen_raters(
         gold_ok = bool(((golds["score"] - golds["expected"]).abs() <= gold_tolerance).all())
         variance = float(tests["score"].var(ddof=1)) if len(tests) > 1 else math.nan
         variance_ok = bool(variance >= min_variance)
-        checks = {"all_played": played, "trap_ok": trap_ok, "gold_ok": gold_ok, "variance_ok": variance_ok}
+        checks = {
+            "all_played": played,
+            "trap_ok": trap_ok,
+            "gold_seen": len(golds) > 0,
+            "gold_ok": gold_ok,
+            "variance_ok": variance_ok,
+        }
         reasons = [name for name, ok in checks.items() if not ok]
         out.append(
             {
@@ -331,6 +341,18 @@ def plot_mos(table: pd.DataFrame, ax=None):
     return ax
 
 
+_MARKDOWN_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]()#|!~{}"} | {"\n": " ", "\r": " "})
+
+
+def md_text(value) -> str:
+    """``value`` as literal text inside Markdown: HTML escaped and Markdown's punctuation backslash-escaped.
+
+    Names and fields come from test folders and ratings files written by others; rendered with ``Markdown`` (as
+    notebook 09 does) a raw ``<img onerror=...>`` in them would run. One line, safe inside a table cell.
+    """
+    return html.escape(str(value).translate(_MARKDOWN_SPECIAL))
+
+
 def _fmt_table(table: pd.DataFrame) -> str:
     lines = [
         "| system | role | ratings | raters | MOS ± 95 % CI (t) | bootstrap 95 % CI |",
@@ -338,7 +360,7 @@ def _fmt_table(table: pd.DataFrame) -> str:
     ]
     for _, r in table.iterrows():
         lines.append(
-            f"| {r['system']} | {r.get('role', '')} | {r['ratings']} | {r['raters']} | "
+            f"| {md_text(r['system'])} | {md_text(r.get('role', ''))} | {r['ratings']} | {r['raters']} | "
             f"{r['mos']:.2f} ± {r['ci95']:.2f} | [{r['boot_low']:.2f}, {r['boot_high']:.2f}] |"
         )
     return "\n".join(lines)
@@ -359,16 +381,17 @@ def report(
     listening conditions, and the results (MOS table, A/B table)."""
     screening = screen_raters(frame, gold_tolerance, min_variance)
     kept = accepted(frame, screening)
-    failed = {c: int((~screening[c]).sum()) for c in ("all_played", "trap_ok", "gold_ok", "variance_ok")}
+    failed = {c: int((~screening[c]).sum()) for c in SCREENING_CHECKS}
     devices = kept.drop_duplicates("rater")["listening"].fillna("not stated").value_counts()
     lines = [
-        f"## Listening test report: {test.name}",
+        f"## Listening test report: {md_text(test.name)}",
         "",
         f"- **Test type:** listening-only absolute category rating (ACR, ITU-T P.800 Annex B) with hidden reference "
-        f"({', '.join(test.with_role('reference')) or 'none'}) and low anchor "
-        f"({', '.join(test.with_role('anchor')) or 'none'})"
+        f"({', '.join(map(md_text, test.with_role('reference'))) or 'none'}) and low anchor "
+        f"({', '.join(map(md_text, test.with_role('anchor'))) or 'none'})"
         + (
-            f"; A/B preference (paired comparison) of {', '.join(f'{a} vs {b}' for a, b in test.ab_pairs)}"
+            "; A/B preference (paired comparison) of "
+            + ", ".join(f"{md_text(a)} vs {md_text(b)}" for a, b in test.ab_pairs)
             if test.ab_pairs
             else ""
         )
@@ -381,25 +404,27 @@ def report(
         "(ITU-R BS.1770); order randomised per rater; A/B sides randomised per trial.",
         f"- **Raters:** {len(screening)} took part, {int(screening['accepted'].sum())} kept after screening.",
         f"- **Screening (ITU-T P.808):** every clip played to the end ({failed['all_played']} failed), trap clip "
-        f"answered with the spoken score ({failed['trap_ok']} failed), gold clips within ±{gold_tolerance} of their "
-        f"known score ({failed['gold_ok']} failed), score variance ≥ {min_variance} ({failed['variance_ok']} failed).",
+        f"answered with the spoken score ({failed['trap_ok']} failed), a gold clip rated ({failed['gold_seen']} "
+        f"failed), gold clips within ±{gold_tolerance} of their known score ({failed['gold_ok']} failed), score "
+        f"variance ≥ {min_variance} ({failed['variance_ok']} failed).",
         f"- **Ratings:** {len(mos_ratings(kept))} MOS ratings of test trials and "
         f"{int(((kept['kind'] == 'ab') & (kept['role'] == 'test')).sum())} A/B judgements from kept raters "
         "(gold and trap trials excluded).",
         "- **Listening conditions:** self-reported device: "
-        + (", ".join(f"{k} ({v})" for k, v in devices.items()) or "none recorded")
+        + (", ".join(f"{md_text(k)} ({v})" for k, v in devices.items()) or "none recorded")
         + "; browser playback in JupyterLab, level set by each listener, room not controlled.",
         "- **Statistics:** MOS ± t-based 95 % CI over ratings; 95 % percentile CI from a bootstrap resampling "
         f"raters and utterances ({n_boot} resamples).",
     ]
     if note:
-        lines.append(f"- **Note:** {note}")
+        lines.append(f"- **Note:** {md_text(note)}")
     lines += ["", _fmt_table(mos_table(kept, test, n_boot, seed))]
     if test.ab_pairs and (kept["kind"] == "ab").any():
         ab = ab_table(kept, ties=ties)
         lines += ["", "| A/B | prefer first | prefer second | no preference | p (binomial) |", "|---|---|---|---|---|"]
         lines += [
-            f"| {r['a']} vs {r['b']} | {r['prefer_a']} | {r['prefer_b']} | {r['no_preference']} | {r['p']:.3g} |"
+            f"| {md_text(r['a'])} vs {md_text(r['b'])} | {r['prefer_a']} | {r['prefer_b']} | "
+            f"{r['no_preference']} | {r['p']:.3g} |"
             for _, r in ab.iterrows()
         ]
     return "\n".join(lines)
@@ -416,6 +441,7 @@ __all__ = [
     "bootstrap_interval",
     "bootstrap_means",
     "holm",
+    "md_text",
     "mos_ratings",
     "mos_table",
     "objective_table",

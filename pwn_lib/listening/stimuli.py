@@ -2,7 +2,8 @@
 
 A test folder (what ``python -m pwn_lib.listening build`` writes)::
 
-    DIR/test.json               the manifest: systems and their roles, utterances, A/B pairs, controls, metrics
+    DIR/test.json               the manifest: systems and their roles, utterances, A/B pairs, controls, metrics,
+                                the SHA-256 of every clip
     DIR/<system>/<utt>.flac     one 16-bit mono stimulus per system and utterance, all at one sample rate
     DIR/controls/<name>.flac    gold clips (known quality) and trap clips (a spoken "press N"), ITU-T P.808
 
@@ -14,6 +15,8 @@ everything else. Notebook 09 teaches all of this.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -24,7 +27,7 @@ import pyloudnorm
 import soundfile as sf
 
 from pwn_lib.artifacts import write_json
-from pwn_lib.audio import AudioError, load_audio, mulaw_decode, mulaw_encode, save_audio
+from pwn_lib.audio import mulaw_decode, mulaw_encode, save_audio
 
 MANIFEST = "test.json"
 TEST_SCHEMA = 1
@@ -117,6 +120,7 @@ class ListeningTest:
     seed: int = 0
     loudness_lufs: float = TARGET_LUFS
     command: str = ""
+    sha256: dict[str, str] = field(default_factory=dict)
 
     def path(self, system: str, utterance: str) -> Path:
         """The stimulus file of ``system`` reading ``utterance``."""
@@ -134,13 +138,45 @@ class ListeningTest:
         return self.root / self.control(name)["file"]
 
     def load(self, path: Path) -> np.ndarray:
-        """A stimulus as float32 ``(T,)``; a clear error if it is missing or not at the test's sample rate."""
-        if not Path(path).is_file():
+        """A stimulus as float32 ``(T,)``, verified in full (see :meth:`read_clip`)."""
+        return self.read_clip(path)[0]
+
+    def read_clip(self, path: Path) -> tuple[np.ndarray, str]:
+        """A stimulus as float32 ``(T,)`` and the SHA-256 of its bytes, verified in full.
+
+        The whole file is decoded: it must give every frame its header declares (a cut file does not), be mono
+        at the test's sample rate, and match the hash test.json records for it (where it records one: tests
+        built before hashes were recorded have none). Any failure is a :class:`StimulusError` naming the file.
+        """
+        path = Path(path)
+        if not path.is_file():
             raise StimulusError(f"{path}: missing stimulus; rebuild the test (python -m pwn_lib.listening build)")
+        raw = path.read_bytes()
+        digest = hashlib.sha256(raw).hexdigest()
         try:
-            return load_audio(path, self.sample_rate, resample=False, mono="refuse")
-        except AudioError as err:
-            raise StimulusError(f"{err} (test {self.root} is {self.sample_rate} Hz)") from None
+            info = sf.info(io.BytesIO(raw))
+            x, _ = sf.read(io.BytesIO(raw), dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError) as err:
+            raise StimulusError(f"{path}: not a readable audio file ({err}); rebuild the test") from None
+        if info.samplerate != self.sample_rate:
+            raise StimulusError(
+                f"{path}: sample rate {info.samplerate} Hz, but test {self.root} is {self.sample_rate} Hz; every "
+                f"stimulus must share one rate: resample the file to {self.sample_rate} Hz or rebuild the test"
+            )
+        if info.channels != 1:
+            raise StimulusError(f"{path}: {info.channels} channels; stimuli must be mono, rebuild the test")
+        if len(x) != info.frames or info.frames == 0:
+            raise StimulusError(
+                f"{path}: cut short: it decodes to {len(x)} of the {info.frames} frames its header declares; "
+                "rebuild the test"
+            )
+        recorded = self.sha256.get(path.relative_to(self.root).as_posix()) if path.is_relative_to(self.root) else None
+        if recorded is not None and recorded != digest:
+            raise StimulusError(
+                f"{path}: its bytes differ from the SHA-256 recorded in {self.root / MANIFEST} (was the test "
+                "rebuilt or the file replaced?); reload the test, or rebuild it"
+            )
+        return x[:, 0], digest
 
     def clip_seconds(self) -> float:
         """Duration of the first stimulus (the builder crops every utterance to the same length)."""
@@ -165,6 +201,7 @@ class ListeningTest:
             "seed": self.seed,
             "loudness_lufs": self.loudness_lufs,
             "command": self.command,
+            "sha256": self.sha256,
         }
 
 
@@ -206,28 +243,17 @@ def _check_utterance_sets(root: Path, systems: list[str], utterances: list[str])
         )
 
 
-def _check_rates(test: ListeningTest) -> None:
-    files = [test.path(s, u) for s in test.systems for u in test.utterances]
-    files += [test.root / c["file"] for c in test.controls]
-    for path in files:
-        if not path.is_file():
-            raise StimulusError(f"{path}: missing stimulus; rebuild the test (python -m pwn_lib.listening build)")
-        try:
-            info = sf.info(str(path))
-        except (sf.LibsndfileError, RuntimeError) as err:
-            raise StimulusError(f"{path}: not a readable audio file ({err}); rebuild the test") from None
-        if info.samplerate != test.sample_rate:
-            raise StimulusError(
-                f"{path}: sample rate {info.samplerate} Hz, but test {test.root} is "
-                f"{test.sample_rate} Hz; every stimulus must share one rate: resample the file "
-                f"to {test.sample_rate} Hz or rebuild the test"
-            )
-        if info.channels != 1:
-            raise StimulusError(f"{path}: {info.channels} channels; stimuli must be mono, rebuild the test")
+def _check_clips(test: ListeningTest) -> None:
+    """Every stimulus and control clip decodes in full, mono, at the test's rate, matching its recorded hash."""
+    for path in [test.path(s, u) for s in test.systems for u in test.utterances]:
+        test.read_clip(path)
+    for control in test.controls:
+        test.read_clip(test.root / control["file"])
 
 
 def load_test(root: str | Path) -> ListeningTest:
-    """Open and validate a test folder: manifest, system folders, utterance sets, controls, sample rates."""
+    """Open and validate a test folder: manifest, system folders, utterance sets, and every clip decoded in full
+    (sample rate, mono, no frame missing, the recorded SHA-256)."""
     root = Path(root)
     manifest_path = root / MANIFEST
     if not manifest_path.is_file():
@@ -244,6 +270,11 @@ def load_test(root: str | Path) -> ListeningTest:
             f"{manifest_path}: test schema version {m.get('schema_version')!r}, but this pwn_lib "
             f"reads version {TEST_SCHEMA}; rebuild the test with this pwn_lib"
         )
+    missing = [key for key in ("name", "sample_rate", "systems", "utterances") if key not in m]
+    if missing:
+        raise StimulusError(
+            f"{manifest_path}: lacks the key(s) {missing}; rebuild the test (python -m pwn_lib.listening build)"
+        )
     for name, spec in m["systems"].items():
         if spec.get("role") not in ROLES:
             raise StimulusError(f"{manifest_path}: system {name!r} has role {spec.get('role')!r}; use one of {ROLES}")
@@ -259,12 +290,13 @@ def load_test(root: str | Path) -> ListeningTest:
         seed=m.get("seed", 0),
         loudness_lufs=m.get("loudness_lufs", TARGET_LUFS),
         command=m.get("command", ""),
+        sha256=m.get("sha256", {}),
     )
     for a, b in test.ab_pairs:
         if a not in test.systems or b not in test.systems:
             raise StimulusError(f"{manifest_path}: A/B pair ({a}, {b}) names a system not in {sorted(test.systems)}")
     _check_utterance_sets(root, list(test.systems), test.utterances)
-    _check_rates(test)
+    _check_clips(test)
     return test
 
 
@@ -338,6 +370,8 @@ def write_test(
         loudness_lufs=target_lufs,
         command=command,
     )
+    files = [f"{s}/{u}.flac" for s in systems for u in utterances] + [e["file"] for e in entries]
+    test.sha256 = {f: hashlib.sha256((root / f).read_bytes()).hexdigest() for f in files}
     write_json(root / MANIFEST, test.as_manifest())
     return load_test(root)
 

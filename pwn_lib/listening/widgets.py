@@ -5,6 +5,9 @@
 * The answer buttons stay disabled until every clip of the trial has played to the end.
 * "Submit and next" commits one row (score or choice, play counts, response time) and loads the next trial.
   The header reads "trial k of n". A rater who reopens the page resumes at their first unrated trial.
+* Every clip is decoded in full and checked against its recorded hash before its trial is shown, and checked
+  again before the answer is stored; a clip that is cut, missing or replaced (a test rebuilt under a live class)
+  stops the page with the reason shown, and nothing is stored for a clip the rater did not hear.
 * :class:`ListeningSession` is what a class uses: nickname and listening device, then the MOS page, then A/B.
 
 Without a browser (tests, fast mode) drive a page from code exactly as a browser would:
@@ -25,7 +28,7 @@ import traitlets
 
 from pwn_lib.listening.design import AB, MOS, Trial, rater_id, trials
 from pwn_lib.listening.stats import ACR_LABELS
-from pwn_lib.listening.stimuli import ListeningTest
+from pwn_lib.listening.stimuli import ListeningTest, StimulusError
 from pwn_lib.listening.store import DuplicateRatingError, Rating, RatingStore, StoreError
 
 LISTENING_DEVICES = ("headphones", "earbuds", "loudspeakers", "laptop speakers", "other")
@@ -116,6 +119,8 @@ class TrialPage(widgets.VBox):
         self.test, self.store, self.rater, self.on_finished = test, store, rater, on_finished
         self.trials: list[Trial] = trials(test, rater, self.kind)
         self.current: Trial | None = None
+        self.error: str | None = None
+        self._playing: list[tuple[object, str]] = []  # (path, SHA-256) of the clips in the players
         self.answer: int | str | None = None
         self._first_end: float | None = None
         self.last_row: int | None = None
@@ -174,7 +179,7 @@ class TrialPage(widgets.VBox):
 
     @property
     def finished(self) -> bool:
-        return self.current is None
+        return self.current is None and self.error is None
 
     def _advance(self) -> None:
         remaining = self.remaining
@@ -188,11 +193,45 @@ class TrialPage(widgets.VBox):
             if self.on_finished is not None:
                 self.on_finished()
             return
-        self.current = trial = remaining[0]
+        trial = remaining[0]
+        clips = self._clips(trial)
+        try:
+            audio = [self.test.read_clip(path) for path, _ in clips]  # every clip verified before any is shown
+        except StimulusError as err:
+            self._halt(f"Trial {trial.index + 1} cannot be played: {err}")
+            return
+        self.current = trial
+        self._playing = [(path, digest) for (path, _), (_, digest) in zip(clips, audio, strict=True)]
         self.progress.value = f"<b>trial {trial.index + 1} of {len(self.trials)}</b>"
-        for player, (path, label) in zip(self.players, self._clips(trial), strict=True):
-            player.load(wav_bytes(self.test.load(path), self.test.sample_rate), label)
+        for player, (_, label), (x, _) in zip(self.players, clips, audio, strict=True):
+            player.load(wav_bytes(x, self.test.sample_rate), label)
         self._enable(False)
+
+    def _halt(self, why: str) -> None:
+        """Stop the page: no clip, no trial, no answer can be stored; ``why`` is shown and kept in ``error``."""
+        self.current, self.error, self._playing = None, why, []
+        self.progress.value = "<b>The test stopped.</b>"
+        self.message.value = (
+            f"<span style='color:#b00'>{html.escape(why)} Your earlier answers are saved. Tell the organiser; "
+            "reopen the test once it is fixed to continue where you stopped.</span>"
+        )
+        for player in self.players:
+            player.load(b"", "")
+            player.layout.display = "none"
+        self._enable(False)
+
+    def _unchanged(self) -> bool:
+        """Whether the clips just played are still the test's files (not rebuilt or replaced meanwhile)."""
+        for path, digest in self._playing:
+            try:
+                now = self.test.read_clip(path)[1]
+            except StimulusError as err:
+                self._halt(f"Not saved: {err}")
+                return False
+            if now != digest:
+                self._halt(f"Not saved: {path} changed on disk after it was played (was the test rebuilt?).")
+                return False
+        return True
 
     def _played(self, change) -> None:
         if self.current is None:
@@ -217,11 +256,14 @@ class TrialPage(widgets.VBox):
         self.message.value = ""
 
     def submit(self) -> int | None:
-        """Commit the current answer (one row) and load the next trial; return the new row id."""
+        """Commit the current answer (one row) and load the next trial; return the new row id (None if not saved)."""
+        self.last_row = None
         if self.current is None or self.answer is None or self._first_end is None:
             self.message.value = "Play the clip(s) to the end and choose an answer first."
             return None
         rating = self._rating(self.current, 1000.0 * (time.monotonic() - self._first_end))
+        if not self._unchanged():
+            return None
         try:
             row = self.store.add(rating)
         except DuplicateRatingError:
@@ -359,6 +401,8 @@ def answer_from_code(page: TrialPage, answer: int | str, plays: int = 1) -> int 
     Sets the counters that the browser's ``play``/``ended`` events set, then clicks the page's buttons.
     Returns the committed row id (None if the trial had already been rated elsewhere).
     """
+    if page.error is not None:
+        raise RuntimeError(f"the {page.kind} page of rater {page.rater} stopped: {page.error}")
     if page.finished:
         raise RuntimeError(f"rater {page.rater} has rated all {len(page.trials)} {page.kind} trials already")
     for player in page.players:
@@ -368,6 +412,8 @@ def answer_from_code(page: TrialPage, answer: int | str, plays: int = 1) -> int 
     if page.next_button.disabled:
         raise RuntimeError(f"answer {answer!r} did not enable 'Submit and next'; the page says: {page.message.value}")
     page.next_button.click()
+    if page.error is not None and page.last_row is None:
+        raise RuntimeError(f"the {page.kind} page of rater {page.rater} stopped: {page.error}")
     return page.last_row
 
 
