@@ -26,10 +26,6 @@ from safetensors.torch import load_file, save_file
 WEIGHTS, CONFIG, METRICS = "model.safetensors", "config.json", "metrics.json"
 POINTER, CHECKPOINT_PREFIX = "LATEST", "ckpt-"
 
-# Checkpoints saved before the audio settings and the feature statistics travelled with them (their
-# config.json has only kind/model/train) were trained on 16 kHz course audio standardised with these.
-LEGACY_LOG_MEL_STATS = {"log_mel_mean": -5.09, "log_mel_std": 2.32}
-
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Write ``path`` through a temporary sibling and a rename, so a crash never leaves half a file."""
@@ -134,6 +130,16 @@ def load_artifact(directory: Path) -> tuple[dict[str, torch.Tensor], dict, dict]
     return load_file(str(directory / WEIGHTS)), json.loads((directory / CONFIG).read_text()), metrics
 
 
+def read_config(directory: Path) -> dict:
+    """A checkpoint's ``config.json`` alone, without its weights (in a run folder, the checkpoint LATEST names)."""
+    path = (latest_checkpoint(directory) or Path(directory)) / CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: missing, so {directory} is not a pwn_lib checkpoint; point at data/checkpoints/<name>"
+        )
+    return json.loads(path.read_text())
+
+
 def checkpoint_config(kind: str, model: Any, audio: Any, train: Any | None = None, **extra: Any) -> dict:
     """The ``config.json`` of a checkpoint: its kind, model config, AudioConfig and (if trained) TrainConfig."""
     from pwn_lib.config import to_dict
@@ -144,19 +150,14 @@ def checkpoint_config(kind: str, model: Any, audio: Any, train: Any | None = Non
     return config
 
 
-def model_section(config: dict) -> dict:
-    """``config["model"]``, with the legacy feature statistics filled in where an older checkpoint lacks them."""
-    model = dict(config["model"])
-    if model.get("cond_channels") and model.get("log_mel_mean") is None:
-        model.update(LEGACY_LOG_MEL_STATS)
-    return model
-
-
-def audio_section(config: dict) -> Any:
-    """The checkpoint's AudioConfig; an older checkpoint without one was trained on the course's 16 kHz audio."""
-    from pwn_lib.config import AUDIO_PRESETS, AudioConfig, from_dict
-
-    return from_dict(AudioConfig, config["audio"]) if "audio" in config else AUDIO_PRESETS["course"]
+def config_section(config: dict, name: str, directory: Path) -> dict:
+    """``config[name]`` of the checkpoint in ``directory``; a clear error when its config.json lacks the section."""
+    if name not in config:
+        raise KeyError(
+            f"{Path(directory) / CONFIG} has no {name!r} section (it has {sorted(config)}); it was not written by "
+            "this version of pwn_lib: retrain it, or add the section as save_artifact writes it"
+        )
+    return config[name]
 
 
 class Checkpointed:
@@ -172,12 +173,13 @@ class Checkpointed:
     @classmethod
     def from_checkpoint(cls, directory: Path, device: torch.device | str = "cpu") -> Any:
         """A shipped or trained model (its EMA weights) in eval mode; ``.audio`` is its AudioConfig."""
-        from pwn_lib.config import from_dict
+        from pwn_lib.config import AudioConfig, from_dict
 
         state, config, _ = load_artifact(directory)
-        model = cls(from_dict(cls.config_class, model_section(config)))
+        where = Path(directory) / CONFIG
+        model = cls(from_dict(cls.config_class, config_section(config, "model", directory), f"{where}: model"))
         model.load_state_dict(state)
-        model.audio = audio_section(config)
+        model.audio = from_dict(AudioConfig, config_section(config, "audio", directory), f"{where}: audio")
         return model.to(device).eval()
 
     def save(self, directory: Path, metrics: dict | None = None, audio: Any | None = None) -> Path:

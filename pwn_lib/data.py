@@ -20,6 +20,7 @@ from pwn_lib.audio import dequantize, load_audio, log_mel, quantize
 from pwn_lib.config import DATA_DIR, AudioConfig
 
 CORPUS_DIR = DATA_DIR / "corpus"
+TARGETS_PATH = CORPUS_DIR / "phones.tsv"  # the phone classifier's CTC targets (corpus_tools build-targets)
 SPLITS = ("train", "valid", "test")
 
 LJSPEECH_URL = "https://data.keithito.com/data/speech/LJSpeech-1.1.tar.bz2"
@@ -200,6 +201,7 @@ __all__ = [
     "LJSPEECH_SHA256",
     "LJSPEECH_URL",
     "SPLITS",
+    "TARGETS_PATH",
     "AudioWindows",
     "Utterance",
     "corpus_split",
@@ -207,14 +209,3 @@ __all__ = [
     "load_corpus",
     "load_ljspeech",
 ]
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m pwn_lib.data``: the command line of :mod:`pwn_lib.corpus_tools`, under its old name."""
-    from pwn_lib.corpus_tools import main as tools_main
-
-    tools_main(argv)
-
-
-if __name__ == "__main__":
-    main()

@@ -509,4 +509,10 @@ def build_teacher(preset_name: str = "course", **overrides) -> WaveNet:
     return WaveNet(cfg)
 
 
-__all__ = ["CachedState", "CompiledCachedState", "WaveNet", "build_teacher", "dilations"]
+def teacher_loss(model: WaveNet, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """The teacher's training loss for :class:`pwn_lib.trainer.Trainer`: mean NLL in nats per sample of a batch of
+    windows, ``batch["audio"]`` (B, 1, T) and ``batch["mel"]`` (B, n_mels, T // hop) (paper, section 2; notebook 04)."""
+    return model.loss(batch["audio"], batch["mel"]), {}
+
+
+__all__ = ["CachedState", "CompiledCachedState", "WaveNet", "build_teacher", "dilations", "teacher_loss"]
