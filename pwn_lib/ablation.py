@@ -9,7 +9,7 @@ Arms (van den Oord et al., 2017, section 4.1):
 
 Every arm starts from the same student initialisation (seed), sees the same batches of real
 windows (``AudioWindows`` with the same seed) and runs the same number of Adam steps under the
-same learning-rate schedule (:class:`pwn_lib.train.Trainer`).
+same learning-rate schedule (:class:`pwn_lib.trainer.Trainer`).
 
 - **Curves.** Every ``curve_every`` steps (and at step 0) each arm's averaged (EMA) weights are scored
   on the valid split by :class:`pwn_lib.evaluate.QuickScore` (voiced share, periodicity, power gap,
@@ -63,10 +63,11 @@ from pwn_lib.evaluate import (
     synthesise,
 )
 from pwn_lib.heldout import heldout_kl, heldout_windows
+from pwn_lib.losses import student_loss
 from pwn_lib.phones import DEFAULT_CHECKPOINT as PHONES_CHECKPOINT
 from pwn_lib.phones import PhoneClassifier, load_phone_classifier
 from pwn_lib.student import IAFStudent, build_student
-from pwn_lib.train import Trainer, student_loss
+from pwn_lib.trainer import Trainer
 from pwn_lib.wavenet import WaveNet
 
 ABLATION_DIR = DATA_DIR / "ablation"

@@ -19,31 +19,18 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import os
-import resource
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 WEIGHTS, CONFIG, METRICS = "model.safetensors", "config.json", "metrics.json"
 POINTER, CHECKPOINT_PREFIX = "LATEST", "ckpt-"
-
-# Checkpoints saved before the audio settings and the feature statistics travelled with them (their
-# config.json has only kind/model/train) were trained on 16 kHz course audio standardised with these.
-LEGACY_LOG_MEL_STATS = {"log_mel_mean": -5.09, "log_mel_std": 2.32}
-
-# A loaded model holds its float32 weights twice for a moment (the state dict and the module), plus about 13 KB
-# of Python objects per residual block (measured); it may take at most this fraction of the available memory.
-MEMORY_FRACTION = 0.5
-BYTES_PER_LAYER = 16_384
-# A config may describe at most this many times the parameters its weights file holds (plus a small margin).
-WEIGHTS_SLACK = 2
 
 
 class CheckpointError(ValueError):
@@ -152,9 +139,14 @@ def publish(checkpoint: Path, directory: Path) -> None:
         os.replace(tmp, directory / name)
 
 
-def load_artifact(directory: Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
+def load_artifact(
+    directory: Path, check: Callable[[Any, Path, Path], None] | None = None
+) -> tuple[dict[str, torch.Tensor], dict, dict]:
     """Read what :func:`save_artifact` wrote (in a training run, the checkpoint ``LATEST`` names); a clear
-    error says which file is missing or wrong and why (:class:`CheckpointError`)."""
+    error says which file is missing or wrong and why (:class:`CheckpointError`).
+
+    ``check(model_config, config_path, weights_path)``, when given, runs on the range-checked model config before
+    the weights are read: the models pass :func:`pwn_lib.sizes.check_fits` (memory and weights bounds)."""
     directory = latest_checkpoint(directory) or Path(directory)
     missing = [name for name in (WEIGHTS, CONFIG) if not (directory / name).is_file()]
     if missing:
@@ -165,8 +157,8 @@ def load_artifact(directory: Path) -> tuple[dict[str, torch.Tensor], dict, dict]
     config = _read_json(directory / CONFIG)
     metrics = _read_json(directory / METRICS) if (directory / METRICS).is_file() else {}
     model = _checked_model_config(config, directory / CONFIG)
-    if model is not None:
-        _check_size(model, directory / CONFIG, directory / WEIGHTS)
+    if model is not None and check is not None:
+        check(model, directory / CONFIG, directory / WEIGHTS)
     return _read_weights(directory / WEIGHTS), config, metrics
 
 
@@ -193,97 +185,11 @@ def _checked_model_config(config: dict, path: Path) -> Any:
     if not isinstance(config.get("model"), dict):
         raise CheckpointError(f"{path}: 'model' is missing or not an object; restore the file")
     try:
-        model = from_dict(cls, model_section(config))
+        model = from_dict(cls, config["model"], "model")
         check_model_config(model, where="model")
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: {err}. Fix the value, or restore the file") from None
     return model
-
-
-def available_memory() -> int:
-    """Bytes this process may still allocate: the kernel's MemAvailable, or less under an address-space limit."""
-    try:
-        meminfo = Path("/proc/meminfo").read_text()
-        available = next(
-            int(line.split()[1]) * 1024 for line in meminfo.splitlines() if line.startswith("MemAvailable")
-        )
-    except (OSError, StopIteration, ValueError):
-        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
-    return available if limit == resource.RLIM_INFINITY else min(available, limit)
-
-
-def estimated_parameters(model: Any) -> int:
-    """Parameters of the teacher (WaveNetConfig) or student (StudentConfig) ``model`` describes, counted from the
-    config alone, without building anything: the residual blocks, the input and output layers, the conditioning
-    upsampler and the speaker table."""
-    from pwn_lib.config import WaveNetConfig
-    from pwn_lib.distributions import output_channels
-    from pwn_lib.layers import stride_factors
-
-    cond, speaker = model.cond_channels, model.speaker_dim if model.n_speakers else 0
-    taps = 3 if model.upsample == "repeat" else sum(2 * s for s in stride_factors(model.hop_length))
-    shared = (cond * cond * taps if cond else 0) + model.n_speakers * speaker
-
-    def network(layers: int, residual: int, gate: int, skip: int, outputs: int) -> int:
-        block = (
-            model.kernel_size * residual * gate + gate + (cond + speaker) * gate + (gate // 2 + 1) * (residual + skip)
-        )
-        head = skip or residual
-        return 2 * residual + layers * block + (head + 1) * head + (head + 1) * outputs
-
-    if isinstance(model, WaveNetConfig):
-        outputs = output_channels(model)
-        return shared + network(
-            model.layers, model.residual_channels, model.gate_channels, model.skip_channels, outputs
-        )
-    return shared + sum(network(n, model.channels, 2 * model.channels, 0, 2) for n in model.flow_layers)
-
-
-def _size_culprit(model: Any) -> str:
-    """The size key whose value, set back to the course preset's, shrinks the estimate most: ``key=value``."""
-    import dataclasses
-
-    from pwn_lib.config import STUDENT_PRESETS, TEACHER_PRESETS, WaveNetConfig
-
-    course = (TEACHER_PRESETS if isinstance(model, WaveNetConfig) else STUDENT_PRESETS)["course"]
-    keys = [f.name for f in dataclasses.fields(model) if isinstance(getattr(course, f.name), (int, tuple))]
-    key = min(keys, key=lambda k: estimated_parameters(dataclasses.replace(model, **{k: getattr(course, k)})))
-    return f"model.{key}={getattr(model, key)!r}"
-
-
-def _check_size(model: Any, config_path: Path, weights_path: Path) -> None:
-    """Refuse a config whose model would not fit in memory, or that asks for far more than its weights hold."""
-    from pwn_lib.config import WaveNetConfig
-
-    try:
-        parameters = estimated_parameters(model)
-    except ValueError as err:  # a hop_length the upsampler cannot split into strides
-        raise CheckpointError(f"{config_path}: {err}") from None
-    layers = model.layers if isinstance(model, WaveNetConfig) else sum(model.flow_layers)
-    need, have = 8 * parameters + BYTES_PER_LAYER * layers, available_memory()
-    if need > MEMORY_FRACTION * have:
-        raise CheckpointError(
-            f"{config_path}: the model it describes ({parameters:,} parameters in {layers:,} layers) needs about "
-            f"{need / 1e9:,.1f} GB, more than {MEMORY_FRACTION:.0%} of the {have / 1e9:.1f} GB available; "
-            f"{_size_culprit(model)} is the largest size. Fix the value, or restore the file"
-        )
-    stored = _stored_parameters(weights_path)
-    if parameters > WEIGHTS_SLACK * stored + 1_000:
-        raise CheckpointError(
-            f"{config_path}: describes a model of {parameters:,} parameters but {weights_path.name} holds {stored:,}; "
-            f"{_size_culprit(model)} is the largest size. The config and the weights do not belong together: "
-            "restore the config.json saved with these weights"
-        )
-
-
-def _stored_parameters(path: Path) -> int:
-    """The number of values in a safetensors file, from its header alone."""
-    try:
-        with safe_open(str(path), "pt") as f:
-            return sum(math.prod(f.get_slice(name).get_shape()) for name in f.keys())
-    except (SafetensorError, OSError) as err:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({err}); restore it") from None
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -301,6 +207,16 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def read_config(directory: Path) -> dict:
+    """A checkpoint's ``config.json`` alone, without its weights (in a run folder, the checkpoint LATEST names)."""
+    path = (latest_checkpoint(directory) or Path(directory)) / CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: missing, so {directory} is not a pwn_lib checkpoint; point at data/checkpoints/<name>"
+        )
+    return json.loads(path.read_text())
+
+
 def checkpoint_config(kind: str, model: Any, audio: Any, train: Any | None = None, **extra: Any) -> dict:
     """The ``config.json`` of a checkpoint: its kind, model config, AudioConfig and (if trained) TrainConfig."""
     from pwn_lib.config import to_dict
@@ -311,19 +227,14 @@ def checkpoint_config(kind: str, model: Any, audio: Any, train: Any | None = Non
     return config
 
 
-def model_section(config: dict) -> dict:
-    """``config["model"]``, with the legacy feature statistics filled in where an older checkpoint lacks them."""
-    model = dict(config["model"])
-    if model.get("cond_channels") and model.get("log_mel_mean") is None:
-        model.update(LEGACY_LOG_MEL_STATS)
-    return model
-
-
-def audio_section(config: dict) -> Any:
-    """The checkpoint's AudioConfig; an older checkpoint without one was trained on the course's 16 kHz audio."""
-    from pwn_lib.config import AUDIO_PRESETS, AudioConfig, from_dict
-
-    return from_dict(AudioConfig, config["audio"]) if "audio" in config else AUDIO_PRESETS["course"]
+def config_section(config: dict, name: str, directory: Path) -> dict:
+    """``config[name]`` of the checkpoint in ``directory``; a clear error when its config.json lacks the section."""
+    if name not in config:
+        raise KeyError(
+            f"{Path(directory) / CONFIG} has no {name!r} section (it has {sorted(config)}); it was not written by "
+            "this version of pwn_lib: retrain it, or add the section as save_artifact writes it"
+        )
+    return config[name]
 
 
 class Checkpointed:
@@ -339,12 +250,13 @@ class Checkpointed:
     @classmethod
     def from_checkpoint(cls, directory: Path, device: torch.device | str = "cpu") -> Any:
         """A shipped or trained model (its EMA weights) in eval mode; ``.audio`` is its AudioConfig."""
-        from pwn_lib.config import from_dict
+        from pwn_lib.config import AudioConfig, from_dict
 
-        state, config, _ = load_artifact(directory)
-        model = cls(from_dict(cls.config_class, model_section(config)))
+        state, config, _ = load_artifact(directory, check=getattr(cls, "check_fits", None))
+        where = Path(directory) / CONFIG
+        model = cls(from_dict(cls.config_class, config_section(config, "model", directory), f"{where}: model"))
         model.load_state_dict(state)
-        model.audio = audio_section(config)
+        model.audio = from_dict(AudioConfig, config_section(config, "audio", directory), f"{where}: audio")
         return model.to(device).eval()
 
     def save(self, directory: Path, metrics: dict | None = None, audio: Any | None = None) -> Path:

@@ -4,6 +4,10 @@ The presets are ``tiny`` (CI and fast mode), ``course`` (the shipped checkpoints
 on a 2-core CPU) and ``paper`` (van den Oord et al., 2017).
 
 The one switch between fast and full mode is :func:`fast_mode`.
+
+A recipe (``configs/*.yaml``) is read by :func:`read_recipe` and applied to a preset field by field by
+:func:`from_dict`; both check it before any data is touched: unknown sections and keys, types and ranges are
+errors (:class:`RecipeError`) that name the file, the section and the key.
 """
 
 from __future__ import annotations
@@ -12,13 +16,18 @@ import dataclasses
 import math
 import os
 import random
+import re
 import tempfile
+import types
+import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("PWN_DATA", REPO_ROOT / "data"))
@@ -240,14 +249,189 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def from_dict(cls: type[C], values: dict[str, Any]) -> C:
-    """Rebuild a config dataclass from :func:`to_dict` output, refusing unknown keys by name."""
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(names))
+class RecipeError(ValueError):
+    """A recipe or a flag that cannot be trained; the message names the file (or flag), the key and the fix."""
+
+
+def _positive(v: Any) -> bool:
+    return v > 0
+
+
+def _non_negative(v: Any) -> bool:
+    return v >= 0
+
+
+def _fraction(v: Any) -> bool:
+    return 0 <= v <= 1
+
+
+def _decay(v: Any) -> bool:
+    return 0 <= v < 1
+
+
+# The allowed range of each field, by config class: (test, what the test says). None (an optional field left
+# open) is always allowed. Model sizes are checked where the model is built.
+RANGES: dict[type, dict[str, tuple[Callable[[Any], bool], str]]] = {
+    TrainConfig: {
+        "steps": (_positive, "> 0"),
+        "stop_at": (_positive, "> 0"),
+        "batch_size": (_positive, "> 0"),
+        "window": (_positive, "> 0"),
+        "lr": (_positive, "> 0"),
+        "lr_warmup": (_non_negative, ">= 0"),
+        "lr_decay_every": (_positive, "> 0"),
+        "lr_schedule": (lambda v: v in ("step", "cosine"), "'step' or 'cosine'"),
+        "lr_final": (_fraction, "in [0, 1]"),
+        "grad_clip": (_positive, "> 0"),
+        "ema_decay": (_decay, "in [0, 1)"),
+        "grad_accum": (_positive, ">= 1"),
+        "log_every": (_positive, "> 0"),
+        "checkpoint_every": (_positive, "> 0"),
+        "num_workers": (_non_negative, ">= 0"),
+    },
+    DistillLoss: {
+        "n_draws": (_positive, ">= 1"),
+        "power_weight": (_non_negative, ">= 0"),
+        "stft_weight": (_non_negative, ">= 0"),
+        "perceptual_weight": (_non_negative, ">= 0"),
+        "gamma": (_non_negative, ">= 0"),
+        "teacher_temperature": (_positive, "> 0"),
+    },
+    AudioConfig: {
+        "sample_rate": (_positive, "> 0"),
+        "n_fft": (_positive, "> 0"),
+        "win_length": (_positive, "> 0"),
+        "hop_length": (_positive, "> 0"),
+        "n_mels": (_positive, "> 0"),
+        "fmin": (_non_negative, ">= 0"),
+        "fmax": (_positive, "> 0"),
+        "bits": (lambda v: v in (8, 16), "8 or 16"),
+        "log_mel_floor": (_positive, "> 0"),
+    },
+}
+
+
+def _typed(value: Any, hint: Any, where: str) -> Any:
+    """``value`` as the field type ``hint`` wants it (an int for a float, a list for a tuple), else a RecipeError.
+
+    Strings are never converted: ``bf16: "false"`` is refused, not read as True.
+    """
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _typed(value, option, where)
+            except RecipeError as error:
+                errors.append(str(error))
+        raise RecipeError(errors[0] if len(errors) == 1 else f"{where} = {value!r} must be one of {args}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(f"{where} = {value!r} must be a list, e.g. [1, 2]")
+        return tuple(_typed(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+    ok = {
+        bool: lambda v: isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        str: lambda v: isinstance(v, str),
+    }.get(hint)
+    if ok is None:
+        return value
+    if not ok(value):
+        raise RecipeError(f"{where} = {value!r} ({type(value).__name__}) must be a {hint.__name__}")
+    return float(value) if hint is float else value
+
+
+def from_dict(cls: type[C], values: dict[str, Any], where: str = "", base: C | None = None) -> C:
+    """A config dataclass from ``values`` (e.g. :func:`to_dict` output or a recipe section), on top of ``base``.
+
+    Unknown keys, wrong types and values outside :data:`RANGES` are :class:`RecipeError` s that begin with
+    ``where`` (the file and section the values came from).
+    """
+    prefix = f"{where}: " if where else ""
+    if not isinstance(values, dict):
+        raise RecipeError(f"{prefix}expected a mapping of {cls.__name__} fields, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
     if unknown:
-        raise ValueError(f"{cls.__name__} has no field(s) {unknown}; known fields: {sorted(names)}")
-    fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    return cls(**fixed)
+        raise RecipeError(f"{prefix}{cls.__name__} has no field(s) {unknown}; known fields: {sorted(names)}")
+    fixed = {k: _typed(v, hints[k], f"{prefix}{k}") for k, v in values.items()}
+    config = dataclasses.replace(base, **fixed) if base is not None else cls(**fixed)
+    for name, (test, wanted) in RANGES.get(cls, {}).items():
+        value = getattr(config, name)
+        if value is not None and not test(value):
+            raise RecipeError(f"{prefix}{name} = {value!r} must be {wanted}")
+    if isinstance(config, (WaveNetConfig, StudentConfig)):
+        try:
+            check_model_config(config, where=where or "model")
+        except ValueError as err:
+            raise RecipeError(str(err)) from None
+    return config
+
+
+# A recipe is a few dozen lines: anything far bigger is refused before it is parsed, and aliases (YAML's
+# "billion laughs": a 453-byte file that expands to gigabytes) before they are expanded.
+MAX_RECIPE_BYTES = 64 * 1024
+MAX_RECIPE_NODES = 10_000
+# YAML 1.2 floats without a dot (1e-3, 5E4): YAML 1.1, and so PyYAML, reads them as strings.
+EXPONENT_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$")
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases, counts nodes and reads ``1e-3`` as a float."""
+
+    nodes = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise RecipeError(
+                f"{self.name}, line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not allowed "
+                "in a recipe; write the value out"
+            )
+        self.nodes += 1
+        if self.nodes > MAX_RECIPE_NODES:
+            raise RecipeError(f"{self.name}: more than {MAX_RECIPE_NODES} YAML nodes; a recipe is a few dozen keys")
+        return super().compose_node(parent, index)
+
+
+_RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:float", EXPONENT_FLOAT, list("-+0123456789"))
+
+
+def read_recipe(path: Path | None, sections: Sequence[str]) -> dict[str, Any]:
+    """The sections of the YAML recipe ``path`` ({} without one), each checked to be one of ``sections``.
+
+    Refuses, naming the file: a missing file, one over :data:`MAX_RECIPE_BYTES`, a YAML syntax error, aliases,
+    a top level that is not a mapping, and an unknown (e.g. misspelt) section. Reads no data.
+    """
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"--config {path}: no such file; the course's recipes are in configs/")
+    size = path.stat().st_size
+    if size > MAX_RECIPE_BYTES:
+        raise RecipeError(
+            f"{path}: {size} bytes; a recipe is at most {MAX_RECIPE_BYTES} bytes (is this the right file?)"
+        )
+    loader = _RecipeLoader(path.read_text())
+    loader.name = str(path)
+    try:
+        recipe = loader.get_single_data()
+    except yaml.YAMLError as error:
+        raise RecipeError(f"{path}: not valid YAML: {error}") from None
+    finally:
+        loader.dispose()
+    recipe = {} if recipe is None else recipe
+    if not isinstance(recipe, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of sections ({', '.join(sections)}), not {recipe!r}")
+    unknown = sorted(set(recipe) - set(sections))
+    if unknown:
+        raise RecipeError(f"{path}: unknown section(s) {unknown}; this kind of run reads only {list(sections)}")
+    return recipe
 
 
 __all__ = [
@@ -260,7 +444,9 @@ __all__ = [
     "DistillLoss",
     "PERCEPTUAL_WEIGHT",
     "PRESET_NAMES",
+    "RANGES",
     "REPO_ROOT",
+    "RecipeError",
     "STUDENT_PRESETS",
     "StudentConfig",
     "TEACHER_PRESETS",
@@ -274,6 +460,7 @@ __all__ = [
     "from_dict",
     "pick",
     "preset",
+    "read_recipe",
     "seed_everything",
     "to_dict",
 ]

@@ -44,9 +44,9 @@ from pwn_lib.data import (
     CORPUS_DIR,
     LJSPEECH_SHA256,
     LJSPEECH_URL,
+    TARGETS_PATH,
     load_corpus,
 )
-from pwn_lib.phones import TARGETS_PATH
 
 # ---------------------------------------------------------------------------------------------
 # Downloading LJSpeech: progress bar, HTTP Range resume, sha256 and tar check, atomic extraction
@@ -188,7 +188,7 @@ Changes made: the G.722 streams were decoded to 16 kHz 16-bit PCM and stored as 
 `silence/` files, the prompts whose transcript is only a bracketed description of a tone or
 sound effect (e.g. `beep: [this is a simple beep tone]`, `confbridge-join: <beep ascending>`) and
 `vm-intro` (a tone plays at its end) were left out; the slash in prompt names
-became an underscore (`digits/1` is `digits_1`). `python -m pwn_lib.data build-corpus` redoes all
+became an underscore (`digits/1` is `digits_1`). `python -m pwn_lib.corpus_tools build-corpus` redoes all
 of this from the .deb files.
 
 This folder (audio, transcripts, split) is licensed CC-BY-SA-3.0 as a whole; the rest of the

@@ -22,6 +22,7 @@ from pwn_lib.config import DATA_DIR, AudioConfig
 from pwn_lib.integrity import IntegrityError, require_intact
 
 CORPUS_DIR = DATA_DIR / "corpus"
+TARGETS_PATH = CORPUS_DIR / "phones.tsv"  # the phone classifier's CTC targets (corpus_tools build-targets)
 SPLITS = ("train", "valid", "test")
 CORPUS_FIX = (
     "Restore the committed files (`git checkout -- data/corpus`) or rebuild the corpus with "
@@ -231,6 +232,7 @@ __all__ = [
     "LJSPEECH_SHA256",
     "LJSPEECH_URL",
     "SPLITS",
+    "TARGETS_PATH",
     "AudioWindows",
     "Utterance",
     "corpus_manifest",
@@ -239,14 +241,3 @@ __all__ = [
     "load_corpus",
     "load_ljspeech",
 ]
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m pwn_lib.data``: the command line of :mod:`pwn_lib.corpus_tools`, under its old name."""
-    from pwn_lib.corpus_tools import main as tools_main
-
-    tools_main(argv)
-
-
-if __name__ == "__main__":
-    main()

@@ -18,7 +18,7 @@ differentiable with respect to ``x`` (the student's output).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import torch
@@ -36,6 +36,9 @@ POWER_HOP = 256
 # MR-STFT resolutions (n_fft, hop, win): 32/64/128 ms windows with 75 % overlap at 16 kHz.
 MR_STFT_RESOLUTIONS: tuple[tuple[int, int, int], ...] = ((512, 128, 512), (1024, 256, 1024), (2048, 512, 2048))
 MAGNITUDE_FLOOR = 1e-5  # |STFT| is clamped here before the log and the division: finite gradients at silence
+
+# What :class:`pwn_lib.trainer.Trainer` minimises: ``loss_fn(model, batch) -> (loss, logged floats)``.
+LossFn = Callable[[torch.nn.Module, dict[str, Tensor]], tuple[Tensor, dict[str, float]]]
 
 
 class FeatureExtractor(Protocol):
@@ -249,3 +252,14 @@ def recipe_terms(
     terms["batch_power_db"] = torch.tensor(power_db(x.detach()))
     terms["real_power_db"] = torch.tensor(power_db(y))
     return terms
+
+
+def student_loss(teacher: WaveNet, recipe: DistillLoss, classifier: FeatureExtractor | None = None) -> LossFn:
+    """The student's training loss for :class:`pwn_lib.trainer.Trainer` under ``recipe`` (:func:`recipe_terms`),
+    with every term logged; ``teacher`` is frozen and closed over, never a submodule of the trained model."""
+
+    def loss_fn(model: IAFStudent, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        terms = recipe_terms(recipe, model, teacher, batch, classifier)
+        return terms["loss"], {k: v.item() for k, v in terms.items() if k not in ("loss", "x")}
+
+    return loss_fn

@@ -31,9 +31,9 @@ from torch import Tensor, nn
 
 from pwn_lib.artifacts import checkpoint_config, load_artifact, save_artifact
 from pwn_lib.audio import log_mel
-from pwn_lib.config import CHECKPOINT_DIR, DATA_DIR, AudioConfig, from_dict
+from pwn_lib.config import CHECKPOINT_DIR, AudioConfig, from_dict
+from pwn_lib.data import TARGETS_PATH, load_corpus
 
-TARGETS_PATH = DATA_DIR / "corpus" / "phones.tsv"
 DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "phones_course"
 
 PHONES: tuple[str, ...] = (
@@ -261,8 +261,6 @@ class Example:
 
 def make_examples(split: str, targets: dict[str, list[int]], audio: AudioConfig = AudioConfig()) -> list[Example]:
     """Log-mels (librosa) and targets for every utterance of ``split`` that has a target."""
-    from pwn_lib.data import load_corpus
-
     examples = []
     for u in load_corpus(split):
         if u.id not in targets:
@@ -327,7 +325,7 @@ def spec_augment(mels: Tensor, generator: torch.Generator, max_freq: int = 10, m
 
 class PhoneBatches(torch.utils.data.Dataset):
     """``length`` padded batches of similar-length utterances, reshuffled every epoch with ``seed``: item i is
-    a whole batch (``mels``, ``frames``, ``targets``, ``lengths``), so :class:`pwn_lib.train.Trainer` runs
+    a whole batch (``mels``, ``frames``, ``targets``, ``lengths``), so :class:`pwn_lib.trainer.Trainer` runs
     with ``batch_size=1`` and an unwrapping collate."""
 
     def __init__(self, examples: list[Example], batch_size: int, length: int, seed: int = 0) -> None:
@@ -345,6 +343,13 @@ class PhoneBatches(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, Tensor]:
         mels, frames, targets, lengths = collate([self.examples[k] for k in self.batches[i]])
         return {"mels": mels[None], "frames": frames[None], "targets": targets[None], "lengths": lengths[None]}
+
+
+def phone_loss(model: PhoneClassifier, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+    """The classifier's training loss for :class:`pwn_lib.trainer.Trainer`: CTC loss per target phone of one
+    :class:`PhoneBatches` item, with SpecAugment masks drawn from the step's seed."""
+    mels = spec_augment(batch["mels"][0], None)
+    return ctc_loss(model, (mels, batch["frames"][0], batch["targets"][0], batch["lengths"][0])), {}
 
 
 def load_phone_classifier(directory: Path = DEFAULT_CHECKPOINT) -> PhoneClassifier:

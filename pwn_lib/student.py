@@ -36,6 +36,7 @@ from pwn_lib.distributions import Gaussian, Logistic
 from pwn_lib.fast_paths import StudentSynthesis
 from pwn_lib.flows import AffineStack, AutoregressiveAffine, Conditioned
 from pwn_lib.layers import ConditionUpsampler, ResidualBlock, receptive_field, shift_right
+from pwn_lib.sizes import check_fits
 
 INIT_OUTPUT_STD = 0.05  # standard deviation of the student's output at initialisation (speech is ~0.05-0.1)
 LOGISTIC_STD = math.pi / math.sqrt(3.0)  # standard deviation of Logistic(0, 1)
@@ -111,6 +112,7 @@ class IAFStudent(Checkpointed, nn.Module):
     """
 
     checkpoint_kind, config_class = "student", StudentConfig
+    check_fits = staticmethod(check_fits)  # refuse a checkpoint config too large to build (pwn_lib.sizes)
 
     def __init__(self, cfg: StudentConfig) -> None:
         super().__init__()

@@ -1,540 +1,475 @@
-"""The one training loop: :class:`Trainer` trains the teacher, the student, the phone classifier and every
-ablation arm (notebook 04 teaches it; notebooks 06 and 07 use it).
+"""The training entry: ``python -m pwn_lib.train <kind> --config configs/<kind>_course.yaml`` runs :func:`main`.
 
-Adam with warm-up and a step or cosine schedule, gradient clipping, EMA (Polyak) weights, bf16 or fp16
-(GradScaler) autocast, TF32, torch.compile, gradient accumulation, DistributedDataParallel under torchrun
-(notebook 08), tqdm progress, TensorBoard scalars, kill-safe safetensors checkpoints, exact resume, and a
-hard stop on a non-finite loss. What differs between models is only the loss function handed to it:
-:func:`teacher_loss`, :func:`student_loss` (a :class:`pwn_lib.config.DistillLoss` recipe) and
-:func:`phone_loss`.
+Each kind wires a model, its data and its loss function to :class:`pwn_lib.trainer.Trainer`, then records
+held-out figures (:mod:`pwn_lib.heldout`) in the checkpoint's ``metrics.json`` together with the exact
+command and the resolved configuration, so every shipped artifact says how to make it again.
 
-The command line lives in :mod:`pwn_lib.cli`; ``python -m pwn_lib.train`` runs it::
+Configuration is resolved by one pure function, :func:`resolve`, later sources winning: the named ``--preset``,
+then the YAML file's sections (``model:``, ``train:``, ``audio:``, ``loss:``, ``ablation:``; which ones a kind reads
+is :data:`SECTIONS`), then ``--steps``, ``--batch-size``, ``--window``, ``--grad-accum`` and the speed flags
+``--bf16``, ``--fp16``, ``--tf32``, ``--compile``. It reads no audio: the log-mel statistics come from where a tool
+stored them (:func:`pwn_lib.features.corpus_statistics`), and every key, type and range is checked
+(:func:`pwn_lib.config.from_dict`) before any data is loaded.
 
     python -m pwn_lib.train teacher --config configs/teacher_course.yaml
     python -m pwn_lib.train student --config configs/student_course.yaml --teacher data/checkpoints/teacher_course
+    python -m pwn_lib.train phones --config configs/phones_course.yaml
+    python -m pwn_lib.train ablation --config configs/ablation_course.yaml --teacher data/checkpoints/teacher_course
+
+The same command runs under torchrun, one process per GPU (notebook 08; scripts/slurm_train.sh for clusters):
+
+    torchrun --nproc_per_node 8 -m pwn_lib.train teacher --config configs/teacher_paper.yaml \
+        --data runs/ljspeech_paper --out runs/teacher_paper
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import json
-import math
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+import argparse
+import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from pwn_lib import distributed
-from pwn_lib.artifacts import commit_checkpoint, latest_checkpoint, publish, save_artifact, write_json, write_tensors
-from pwn_lib.config import AUDIO_PRESETS, DistillLoss, TrainConfig, to_dict
+from pwn_lib.ablation import ABLATION_DIR, AblationConfig, run_ablation, shown
+from pwn_lib.artifacts import config_section, load_artifact, read_config, write_json
+from pwn_lib.audio import log_mel_distance, save_audio
+from pwn_lib.config import (
+    AUDIO_PRESETS,
+    CHECKPOINT_DIR,
+    PRESET_NAMES,
+    STUDENT_PRESETS,
+    TEACHER_PRESETS,
+    TRAIN_PRESETS,
+    AudioConfig,
+    DistillLoss,
+    RecipeError,
+    StudentConfig,
+    TrainConfig,
+    WaveNetConfig,
+    fast_mode,
+    from_dict,
+    read_recipe,
+    seed_everything,
+    to_dict,
+)
 from pwn_lib.data import AudioWindows, load_corpus
-from pwn_lib.distributed import World
-from pwn_lib.losses import FeatureExtractor, recipe_terms
-from pwn_lib.phones import ctc_loss, spec_augment
+from pwn_lib.evaluate import QuickScore
+from pwn_lib.feature_cache import CachedWindows
+from pwn_lib.features import STATISTICS, corpus_statistics
+from pwn_lib.heldout import (
+    HELDOUT_SEED,
+    heldout_clip,
+    heldout_kl,
+    heldout_windows,
+    resynthesis_phone_error_rate,
+    synthesis_report,
+    teacher_nll_bits,
+)
+from pwn_lib.losses import LossFn, student_loss
+from pwn_lib.phones import (
+    DEFAULT_CHECKPOINT as PHONES_CHECKPOINT,
+)
+from pwn_lib.phones import (
+    PHONES,
+    PhoneBatches,
+    PhoneClassifier,
+    PhoneClassifierConfig,
+    load_phone_classifier,
+    load_targets,
+    make_examples,
+    phone_loss,
+)
+from pwn_lib.phones import evaluate as phone_scores
 from pwn_lib.student import IAFStudent
-from pwn_lib.wavenet import WaveNet, build_teacher
+from pwn_lib.trainer import Trainer
+from pwn_lib.wavenet import WaveNet, teacher_loss
 
-LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
-
-RESUME_DIR = "resume"
-
-
-# ----------------------------------------------------------------------------- optimisation
-
-
-def learning_rate(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up over ``lr_warmup`` steps, then the schedule ``cfg.lr_schedule``.
-
-    ``"step"`` halves the rate every ``lr_decay_every`` steps; ``"cosine"`` follows half a cosine
-    from ``lr`` at step 0 to ``lr * lr_final`` at step ``cfg.steps``.
-    """
-    warm = min(1.0, (step + 1) / cfg.lr_warmup) if cfg.lr_warmup > 0 else 1.0
-    if cfg.lr_schedule == "step":
-        return cfg.lr * warm * 0.5 ** (step // cfg.lr_decay_every)
-    if cfg.lr_schedule == "cosine":
-        progress = min(1.0, step / max(1, cfg.steps))
-        return cfg.lr * warm * (cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * progress)))
-    raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; choose 'step' or 'cosine'")
+KINDS = ("teacher", "student", "phones", "ablation")
+# The sections of a recipe each kind reads, and the config class of each; "model" is the kind's own model config.
+SECTIONS: dict[str, dict[str, type]] = {
+    "teacher": {"model": WaveNetConfig, "train": TrainConfig, "audio": AudioConfig},
+    "student": {"model": StudentConfig, "train": TrainConfig, "audio": AudioConfig, "loss": DistillLoss},
+    "phones": {"model": PhoneClassifierConfig, "train": TrainConfig, "audio": AudioConfig},
+    "ablation": {"ablation": AblationConfig},
+}
 
 
-class EMA:
-    """Exponential moving average of a model's floating-point weights (Polyak averaging).
+OVERRIDES = ("steps", "batch_size", "window", "grad_accum")
+SPEED_FLAGS = ("bf16", "fp16", "tf32", "compile")
 
-    The decay ramps up as min(decay, (1 + n) / (10 + n)) so that short runs are averaged too.
-    """
 
-    def __init__(self, model: nn.Module, decay: float):
-        self.decay = decay
-        self.updates = 0
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+def base_configs(kind: str, preset_name: str) -> dict[str, Any]:
+    """The named preset of every section ``kind`` reads, before the recipe and the flags change them."""
+    tables = {"train": TRAIN_PRESETS, "audio": AUDIO_PRESETS}
+    tables["model"] = {"teacher": TEACHER_PRESETS, "student": STUDENT_PRESETS}.get(kind)
+    return {
+        section: tables[section][preset_name] if tables.get(section) else cls()
+        for section, cls in SECTIONS[kind].items()
+    }
 
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for name, value in model.state_dict().items():
-            if value.is_floating_point():
-                self.shadow[name].lerp_(value.detach(), 1.0 - decay)
-            else:
-                self.shadow[name].copy_(value)
-        self.updates += 1
 
-    def averaged_model(self, model: nn.Module) -> nn.Module:
-        """Load the averaged weights into ``model`` (in place) and return it."""
-        model.load_state_dict(self.shadow)
+def resolve(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's whole recipe, one config dataclass per section: the preset, then the YAML file's sections, then
+    the flags. Pure: reads the recipe and stored statistics (never audio), and checks every key, type and range,
+    raising :class:`pwn_lib.config.RecipeError` that names the file or flag."""
+    recipe = read_recipe(args.config, tuple(SECTIONS[args.kind]))
+    bases, source = base_configs(args.kind, args.preset), args.config or f"preset {args.preset}"
+    resolved = {
+        section: from_dict(cls, recipe.get(section, {}), f"{source}: {section}", bases[section])
+        for section, cls in SECTIONS[args.kind].items()
+    }
+    flags = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None}
+    flags.update({k: True for k in SPEED_FLAGS if getattr(args, k)})
+    if args.kind == "ablation":
+        steps = {"steps": args.steps} if args.steps is not None else {}
+        resolved["ablation"] = from_dict(AblationConfig, steps, "command line", resolved["ablation"])
+        check_ablation(resolved["ablation"], source)
+        return resolved
+    resolved["train"] = from_dict(TrainConfig, flags, "command line", resolved["train"])
+    check_train(resolved["train"], resolved["audio"], args.config)
+    if args.kind in ("teacher", "student"):
+        resolved["model"] = with_feature_statistics(resolved["model"], resolved["audio"], args)
+        check_audio(resolved["model"], resolved["audio"])
+    return resolved
+
+
+def with_feature_statistics(model: Any, audio: AudioConfig, args: argparse.Namespace) -> Any:
+    """The model config with the log-mel statistics filled in where the recipe leaves them open: a warm start's
+    (``--init``: it keeps the standardisation its weights were trained with), else the training data's as stored
+    (:func:`pwn_lib.features.corpus_statistics`: the feature cache of ``--data`` or the embedded corpus)."""
+    if not model.cond_channels or model.log_mel_mean is not None:
         return model
+    if args.init:
+        init_model = config_section(read_config(args.init), "model", args.init)
+        return dataclasses.replace(model, **{k: init_model[k] for k in STATISTICS})
+    try:
+        return dataclasses.replace(model, **corpus_statistics(audio, args.data))
+    except LookupError as error:
+        raise RecipeError(str(error)) from None
 
 
-def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """Adam's state as flat tensors (for safetensors) plus the JSON-able rest."""
-    state = opt.state_dict()
-    tensors, scalars = {}, {}
-    for index, slots in state["state"].items():
-        for key, value in slots.items():
-            if torch.is_tensor(value):
-                tensors[f"optim.{index}.{key}"] = value
-            else:
-                scalars[f"{index}.{key}"] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+def check_ablation(cfg: AblationConfig, source: Path | str) -> None:
+    """Every arm's budget must be positive."""
+    for name in ("steps", "batch_size", "window", "log_every", "curve_every"):
+        if getattr(cfg, name) <= 0:
+            raise RecipeError(f"{source}: ablation.{name} = {getattr(cfg, name)} must be > 0")
 
 
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        if name.startswith("optim."):
-            _, index, key = name.split(".", 2)
-            state.setdefault(int(index), {})[key] = value
-    for name, value in meta["scalars"].items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    return {"state": state, "param_groups": meta["param_groups"]}
-
-
-# ----------------------------------------------------------------------------- the loop
-
-
-@dataclass
-class StepRecord:
-    step: int
-    loss: float
-    lr: float
-    grad_norm: float
-    seconds: float
-    extra: dict[str, float]
-
-    def as_dict(self) -> dict[str, float]:
-        return {
-            "step": self.step,
-            "loss": self.loss,
-            "lr": self.lr,
-            "grad_norm": self.grad_norm,
-            "seconds": self.seconds,
-            **self.extra,
-        }
-
-
-class Objective(nn.Module):
-    """The model and its loss function as one module, so DDP and torch.compile see the whole training forward.
-
-    ``loss_of()`` returns the current loss function, so a Trainer's ``loss_fn`` can be swapped after
-    construction. Anything the loss function closes over (the student's frozen teacher) is not a
-    submodule: DDP never wraps it and never averages its gradients.
-    """
-
-    def __init__(self, model: nn.Module, loss_of: Callable[[], LossFn]):
-        super().__init__()
-        self.model, self.loss_of = model, loss_of
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        return self.loss_of()(self.model, batch)
-
-
-def micro_batch_index(step: int, micro: int, accum: int, world: World) -> int:
-    """The global number of micro-batch ``micro`` of ``step`` on ``world.rank``: (step * ranks + rank) * accum + micro.
-
-    Micro-batch ``k`` holds dataset items ``k * batch_size ... (k + 1) * batch_size - 1`` and runs under
-    ``torch.manual_seed(seed + k)``. So no two ranks see the same windows, and one process accumulating
-    ``ranks * accum`` micro-batches sees exactly what ``ranks`` processes see together.
-    """
-    return (step * world.size + world.rank) * accum + micro
-
-
-class MicroBatches(torch.utils.data.Sampler):
-    """This rank's micro-batches of dataset indices, steps ``start ... stop - 1`` (lazily: a paper-size run has
-    32 million indices)."""
-
-    def __init__(self, length: int, batch_size: int, accum: int, world: World, start: int, stop: int):
-        self.length, self.batch_size, self.accum, self.world = length, batch_size, accum, world
-        self.start, self.stop = start, stop
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for step in range(self.start, self.stop):
-            for micro in range(self.accum):
-                first = micro_batch_index(step, micro, self.accum, self.world) * self.batch_size
-                yield [(first + i) % self.length for i in range(self.batch_size)]
-
-    def __len__(self) -> int:
-        return max(0, self.stop - self.start) * self.accum
-
-
-def autocast_dtype(cfg: TrainConfig) -> torch.dtype | None:
-    """bf16, fp16 or None (fp32) from the TrainConfig's flags; both at once is an error."""
-    if cfg.bf16 and cfg.fp16:
-        raise ValueError("TrainConfig: bf16 and fp16 are both set; choose one (bf16 needs no GradScaler)")
-    return torch.bfloat16 if cfg.bf16 else torch.float16 if cfg.fp16 else None
-
-
-class Trainer:
-    """Train ``model`` with ``loss_fn(model, batch) -> (loss, metrics)`` on a deterministic batch stream.
-
-    Step ``s`` averages the gradients of ``grad_accum`` micro-batches on each of the ranks (one process, or
-    every process of a torchrun launch, through DistributedDataParallel). Micro-batch ``k`` (see
-    :func:`micro_batch_index`) holds dataset items ``k * batch_size ...`` modulo the dataset's length and runs
-    under ``torch.manual_seed(seed + k)``; with one process and no accumulation ``k = s``. So a resumed run
-    sees exactly the batches and noise it would have seen without stopping, on every rank.
-
-    Files in ``out_dir`` (written by rank 0 alone): ``LATEST`` naming the current checkpoint directory
-    ``ckpt-<step>-<n>/`` (artifact: EMA weights, ``config.json``, ``metrics.json``; ``resume/``: raw weights,
-    optimiser, EMA, GradScaler, history), the artifact's files linked beside it, and ``tb/`` (TensorBoard). With
-    ``out_dir=None`` nothing is written (the ablation arms and the notebooks' live runs). ``extra_config`` adds
-    keys to ``config.json`` (e.g. the AudioConfig); ``collate_fn`` replaces the DataLoader's default collation.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        loss_fn: LossFn,
-        cfg: TrainConfig,
-        out_dir: Path | None,
-        *,
-        model_config: dict,
-        kind: str,
-        device: torch.device | str = "cpu",
-        extra_config: dict | None = None,
-        collate_fn: Callable | None = None,
-        world: World | None = None,
-    ):
-        if cfg.grad_accum < 1:
-            raise ValueError(f"TrainConfig.grad_accum={cfg.grad_accum}; it must be at least 1")
-        self.model, self.loss_fn, self.cfg = model.to(device), loss_fn, cfg
-        self.out_dir, self.device = (Path(out_dir) if out_dir is not None else None), torch.device(device)
-        self.model_config, self.kind = model_config, kind
-        self.extra_config, self.collate_fn = extra_config or {}, collate_fn
-        self.world = world or distributed.current()
-        self.dtype = autocast_dtype(cfg)
-        if cfg.tf32:
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-        self.objective: nn.Module = Objective(self.model, lambda: self.loss_fn)
-        if self.world.size > 1:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.objective = DistributedDataParallel(self.objective, device_ids=ids)
-        self._forward = torch.compile(self.objective) if cfg.compile else self.objective
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.fp16)
-        self.ema = EMA(model, cfg.ema_decay)
-        self.step = 0
-        self.history: list[dict[str, float]] = []
-        self.train_seconds = 0.0
-        self._writer = None
-
-    @property
-    def global_batch(self) -> int:
-        """Windows per optimiser step over every rank: batch_size x grad_accum x ranks."""
-        return self.cfg.batch_size * self.cfg.grad_accum * self.world.size
-
-    def speed(self) -> dict[str, Any]:
-        """The speed settings and the measured throughput, as metrics.json records them."""
-        window = getattr(self.cfg, "window", 0)
-        seen = self.step * self.global_batch * window
-        return {
-            "bf16": self.cfg.bf16,
-            "fp16": self.cfg.fp16,
-            "tf32": self.cfg.tf32,
-            "compile": self.cfg.compile,
-            "grad_accum": self.cfg.grad_accum,
-            "world_size": self.world.size,
-            "global_batch": self.global_batch,
-            "device": str(self.device),
-            "samples_per_second": round(seen / self.train_seconds, 1) if self.train_seconds else None,
-        }
-
-    # -- persistence ----------------------------------------------------------------
-    def save(self, metrics: dict | None = None) -> Path | None:
-        """Write the resume state and the artifact (EMA weights) as one checkpoint that a kill at any moment
-        leaves whole (:func:`pwn_lib.artifacts.commit_checkpoint`); rank 0 only; None without out_dir."""
-        if self.out_dir is None:
-            return None
-        if not self.world.main:
-            return self.out_dir
-        optim_tensors, optim_meta = _flatten_optimizer(self.optimizer)
-        raw = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        ema = {f"ema.{k}": v for k, v in self.ema.shadow.items()}
-        state = {
-            "step": self.step,
-            "ema_updates": self.ema.updates,
-            "history": self.history,
-            "train_seconds": self.train_seconds,
-            "optimizer": optim_meta,
-            "train_config": to_dict(self.cfg),
-            "scaler": self.scaler.state_dict(),
-            "world_size": self.world.size,
-        }
-        summary = {
-            "kind": self.kind,
-            "steps": self.step,
-            "train_seconds": round(self.train_seconds, 1),
-            "final_loss": self.history[-1]["loss"] if self.history else None,
-            "speed": self.speed(),
-            **(metrics or {}),
-        }
-        config = {"kind": self.kind, "model": self.model_config, "train": to_dict(self.cfg), **self.extra_config}
-
-        def write(directory: Path) -> None:
-            write_tensors(directory / RESUME_DIR / "state.safetensors", {**raw, **ema, **optim_tensors})
-            write_json(directory / RESUME_DIR / "state.json", state)
-            save_artifact(directory, self.ema.shadow, config, summary)
-
-        commit_checkpoint(self.out_dir, self.step, write)
-        return self.out_dir
-
-    def resume_dir(self) -> Path | None:
-        """Where the resume state is: in the checkpoint ``LATEST`` names, else a flat ``out_dir/resume`` (older
-        runs and committed resume states); None when there is neither."""
-        if self.out_dir is None:
-            return None
-        checkpoint = latest_checkpoint(self.out_dir)
-        resume = (checkpoint or self.out_dir) / RESUME_DIR
-        return resume if (resume / "state.json").is_file() else None
-
-    def resume(self) -> bool:
-        """Continue from the latest checkpoint in ``out_dir`` if there is one, on every rank alike; True if it did."""
-        resume = self.resume_dir()
-        if resume is None:
-            return False
-        meta = json.loads((resume / "state.json").read_text())
-        tensors = load_file(str(resume / "state.safetensors"), device=str(self.device))
-        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        self.ema.shadow = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
-        self.ema.updates = meta["ema_updates"]
-        self.optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
-        if meta.get("scaler"):
-            self.scaler.load_state_dict(meta["scaler"])
-        self.step, self.history, self.train_seconds = meta["step"], meta["history"], meta["train_seconds"]
-        if self.world.main and resume.parent != self.out_dir:  # a kill may have stopped the linking of the artifact
-            publish(resume.parent, self.out_dir)
-        return True
-
-    # -- training -------------------------------------------------------------------
-    def _steps(self, dataset: torch.utils.data.Dataset, stop: int) -> Iterator[list[dict[str, torch.Tensor]]]:
-        """This rank's micro-batches, ``grad_accum`` at a time (one list per optimiser step)."""
-        sampler = MicroBatches(len(dataset), self.cfg.batch_size, self.cfg.grad_accum, self.world, self.step, stop)
-        loader = torch.utils.data.DataLoader(
-            dataset,
-            batch_sampler=sampler,
-            num_workers=self.cfg.num_workers,
-            collate_fn=self.collate_fn,
-            pin_memory=self.device.type == "cuda",
+def check_train(train: TrainConfig, audio: AudioConfig, source: Path | None) -> None:
+    """Settings that must agree across fields: one autocast dtype, windows of whole hops."""
+    if train.bf16 and train.fp16:
+        raise RecipeError(f"{source or 'command line'}: bf16 and fp16 are both set; choose one")
+    if train.window % audio.hop_length:
+        raise RecipeError(
+            f"{source or 'command line'}: train.window = {train.window} is not a multiple of "
+            f"audio.hop_length = {audio.hop_length}; a window must hold whole frames"
         )
-        micro: list[dict[str, torch.Tensor]] = []
-        for batch in loader:
-            micro.append({k: v.to(self.device, non_blocking=True) for k, v in batch.items()})
-            if len(micro) == self.cfg.grad_accum:
-                yield micro
-                micro = []
 
-    def _writer_or_none(self):
-        """The TensorBoard writer of ``out_dir/tb`` (rank 0); None when nothing is written."""
-        if self._writer is None and self.out_dir is not None and self.world.main:
-            from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(str(self.out_dir / "tb"))
-        return self._writer
+def check_audio(model: Any, audio: AudioConfig) -> None:
+    """The model's hop, mel count and bit depth must be the AudioConfig's: they are set in two places, so say which
+    differ (a model without conditioning has cond_channels 0 and is not checked for it)."""
+    pairs = (("hop_length", "hop_length"), ("cond_channels", "n_mels"), ("bits", "bits"))
+    differ = {
+        name: (getattr(model, name), getattr(audio, field))
+        for name, field in pairs
+        if getattr(model, name, 0) and getattr(model, name) != getattr(audio, field)
+    }
+    if differ:
+        raise RecipeError(f"model and audio configs disagree (model, audio): {differ}; set both in the YAML")
 
-    def _no_sync(self, last: bool):
-        """DDP averages gradients only on a step's last micro-batch."""
-        if last or not isinstance(self.objective, DistributedDataParallel):
-            return contextlib.nullcontext()
-        return self.objective.no_sync()
 
-    def _autocast(self):
-        """bf16 or fp16 autocast on this device, or nothing (fp32)."""
-        return torch.autocast(self.device.type, dtype=self.dtype or torch.bfloat16, enabled=self.dtype is not None)
+def command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this run (recorded in metrics.json)."""
+    return " ".join(["python -m pwn_lib.train", *args.argv])
 
-    def _check_finite(self, loss: torch.Tensor, k: int, lr: float) -> torch.Tensor:
-        """The loss averaged over the ranks; a non-finite one on any rank stops every rank."""
-        shared = distributed.mean(loss.detach().float())
-        if not torch.isfinite(shared):
-            first = k * self.cfg.batch_size
-            raise FloatingPointError(
-                f"non-finite loss ({shared.item()}) at step {self.step}, batch of dataset items "
-                f"{first}..{first + self.cfg.batch_size - 1}; stopping instead of training on NaN. "
-                f"Lower the learning rate (now {lr:g}) or check those inputs; the last good checkpoint "
-                f"is in {self.out_dir or 'nowhere (out_dir=None)'}."
+
+def record(args: argparse.Namespace, resolved: dict) -> dict:
+    """What every metrics.json carries: the command and the resolved configuration."""
+    config = {key: to_dict(value) for key, value in resolved.items()}
+    return {"command": command(args), "config": config}
+
+
+def make_trainer(
+    args: argparse.Namespace, model: torch.nn.Module, loss_fn: LossFn, resolved: dict, out: Path, device: torch.device
+) -> tuple[Trainer, torch.utils.data.Dataset]:
+    """A Trainer (resumed from ``out`` unless --fresh, on every rank) and its window stream: the feature cache
+    of ``--data`` (LJSpeech, :mod:`pwn_lib.feature_cache`) or the embedded corpus's train split.
+
+    ``--init DIR`` starts the weights (and their EMA) from a shipped checkpoint instead of from scratch:
+    a warm start with a fresh optimiser and schedule. A resume state in ``out`` takes precedence.
+    """
+    model_cfg, train_cfg, audio = resolved["model"], resolved["train"], resolved["audio"]
+    if args.init:
+        state, config, _ = load_artifact(args.init)
+        if from_dict(type(model_cfg), config_section(config, "model", args.init), str(args.init)) != model_cfg:
+            raise SystemExit(
+                f"--init {args.init}: its model config {config.get('model')} differs from this run's "
+                f"{to_dict(model_cfg)}; warm starts need the same architecture"
             )
-        return shared
-
-    def train_step(self, batches: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]) -> StepRecord:
-        """One optimiser step on ``grad_accum`` micro-batches; raises FloatingPointError on a non-finite loss."""
-        micro = [batches] if isinstance(batches, dict) else batches
-        started = time.perf_counter()
-        lr = learning_rate(self.step, self.cfg)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        losses, extras = [], []
-        for m, batch in enumerate(micro):
-            k = micro_batch_index(self.step, m, len(micro), self.world)
-            torch.manual_seed(self.cfg.seed + k)
-            with self._no_sync(m == len(micro) - 1):
-                with self._autocast():
-                    loss, extra = self._forward(batch)
-                losses.append(self._check_finite(loss, k, lr))
-                self.scaler.scale(loss / len(micro) if len(micro) > 1 else loss).backward()
-            extras.append(extra)
-        self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.ema.update(self.model)
-        self.step += 1
-        seconds = time.perf_counter() - started
-        self.train_seconds += seconds
-        extra = {key: sum(e[key] for e in extras) / len(extras) for key in extras[0]}
-        return StepRecord(self.step, torch.stack(losses).mean().item(), lr, grad_norm.item(), seconds, extra)
-
-    def _checkpoint(self, on_checkpoint: Callable[[Trainer], dict] | None, step: int) -> None:
-        """Rank 0 evaluates and saves while the other ranks wait at the barriers around it."""
-        distributed.barrier()
-        if self.world.main:
-            metrics = on_checkpoint(self) if on_checkpoint else {}
-            writer = self._writer_or_none()
-            for key, value in metrics.items():
-                if isinstance(value, (int, float)) and writer is not None:
-                    writer.add_scalar(f"eval/{key}", value, step)
-            self.save(metrics)
-        distributed.barrier()
-
-    def fit(
-        self,
-        dataset: torch.utils.data.Dataset,
-        steps: int | None = None,
-        on_checkpoint: Callable[[Trainer], dict] | None = None,
-        progress: bool = True,
-    ) -> list[dict]:
-        """Train until ``steps`` total steps (default ``cfg.stop_at``, else ``cfg.steps``), checkpointing as configured.
-
-        ``on_checkpoint(trainer)`` (rank 0 only) may return extra metrics (e.g. held-out NLL) and log audio.
-        """
-        stop = (self.cfg.stop_at or self.cfg.steps) if steps is None else steps
-        if not distributed.agree(self.step, self.device):
-            raise RuntimeError(
-                f"rank {self.world.rank} starts at step {self.step} but another rank does not: ranks "
-                f"resumed from different checkpoints. --out ({self.out_dir}) must be on a file system "
-                "that every node sees"
-            )
-        writer = self._writer_or_none()
-        bar = tqdm(total=stop, initial=self.step, desc=f"train {self.kind}", disable=not (progress and self.world.main))
-        for micro in self._steps(dataset, stop):
-            record = self.train_step(micro)
-            if record.step % self.cfg.log_every == 0 or record.step == stop:
-                self.history.append(record.as_dict())
-                for key, value in record.as_dict().items():
-                    if key != "step" and writer is not None:
-                        writer.add_scalar(f"train/{key}", value, record.step)
-            bar.update(1)
-            bar.set_postfix(loss=f"{record.loss:.4f}")
-            if record.step % self.cfg.checkpoint_every == 0 or record.step == stop:
-                self._checkpoint(on_checkpoint, record.step)
-        bar.close()
-        if writer is not None:
-            writer.flush()
-        return self.history
-
-    def averaged_model(self) -> nn.Module:
-        """A copy of the model holding the EMA weights (what gets shipped)."""
-        return self.ema.averaged_model(copy.deepcopy(self.model)).eval()
-
-
-# ----------------------------------------------------------------------------- what each model minimises
-
-
-def teacher_loss(model: WaveNet, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean NLL in nats per sample of a batch of (audio, mel) windows (paper, section 2; notebook 04)."""
-    return model.loss(batch["audio"], batch["mel"]), {}
-
-
-def student_loss(teacher: WaveNet, recipe: DistillLoss, classifier: FeatureExtractor | None = None) -> LossFn:
-    """The student's training loss for ``recipe`` (:func:`pwn_lib.losses.recipe_terms`), every term logged."""
-
-    def loss_fn(model: IAFStudent, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        terms = recipe_terms(recipe, model, teacher, batch, classifier)
-        return terms["loss"], {k: v.item() for k, v in terms.items() if k not in ("loss", "x")}
-
-    return loss_fn
-
-
-def phone_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-    """CTC loss per target phone of a padded batch, with SpecAugment masks drawn from the step's seed."""
-    mels = spec_augment(batch["mels"][0], None)
-    return ctc_loss(model, (mels, batch["frames"][0], batch["targets"][0], batch["lengths"][0])), {}
-
-
-def fit_tiny_teacher(
-    steps: int = 60, batch_size: int = 2, window: int = 1_024, lr: float = 3e-3, seed: int = 0, progress: bool = False
-) -> WaveNet:
-    """A ``tiny`` teacher trained for a few seconds by :class:`Trainer` (fast mode and tests); the real one
-    comes from ``python -m pwn_lib.train teacher --config configs/teacher_course.yaml``."""
-    torch.manual_seed(seed)
-    teacher = build_teacher("tiny")
-    cfg = TrainConfig(
-        steps=steps,
-        batch_size=batch_size,
-        window=window,
-        lr=lr,
-        lr_warmup=0,
-        seed=seed,
-        log_every=max(1, steps // 10),
-        checkpoint_every=steps,
+        model.load_state_dict(state)
+    trainer = Trainer(
+        model,
+        loss_fn,
+        train_cfg,
+        out,
+        model_config=to_dict(model_cfg),
+        kind=args.kind,
+        device=device,
+        extra_config={"audio": to_dict(audio), "data": str(args.data or "embedded corpus, train split")},
+        world=args.world,
     )
-    windows = AudioWindows(
-        load_corpus("train"), window, AUDIO_PRESETS["tiny"], seed=seed + 1, length=steps * batch_size
+    resumed = not args.fresh and trainer.resume()
+    say(args, f"resuming {out} at step {trainer.step}" if resumed else f"training into {out}")
+    say(
+        args,
+        f"global batch: {train_cfg.batch_size} windows x {train_cfg.grad_accum} micro-batches x "
+        f"{args.world.size} processes = {trainer.global_batch} windows of {train_cfg.window} samples per step",
     )
-    trainer = Trainer(teacher, teacher_loss, cfg, None, model_config=to_dict(teacher.cfg), kind="teacher")
-    trainer.fit(windows, progress=progress)
-    return trainer.model.eval()
+    length = train_cfg.steps * trainer.global_batch
+    if args.data:
+        return trainer, CachedWindows(args.data, train_cfg.window, audio, seed=train_cfg.seed, length=length)
+    utterances = load_corpus("train", sample_rate=audio.sample_rate)
+    return trainer, AudioWindows(utterances, train_cfg.window, audio, seed=train_cfg.seed, length=length)
+
+
+def say(args: argparse.Namespace, message: str) -> None:
+    """Print on rank 0 only."""
+    if args.world.main:
+        print(message, flush=True)
+
+
+def teacher_run(args: argparse.Namespace, resolved: dict[str, Any]) -> Path:
+    """Train the teacher on the corpus's train split; record held-out NLL, log-mel distance and PER."""
+    audio = resolved["audio"]
+    device = args.torch_device
+    out = args.out or CHECKPOINT_DIR / f"teacher_{args.preset}"
+    seed_everything(resolved["train"].seed)
+    trainer, dataset = make_trainer(args, WaveNet(resolved["model"]), teacher_loss, resolved, out, device)
+    windows = heldout_windows(audio) if args.world.main and not args.no_eval else []
+
+    def evaluate(t: Trainer) -> dict:
+        if args.no_eval:
+            return {"evaluation": "skipped (--no-eval)", **record(args, resolved)}
+        return {"heldout_nll_bits": teacher_nll_bits(t.averaged_model(), windows), **record(args, resolved)}
+
+    trainer.fit(dataset, on_checkpoint=evaluate)
+    if not args.world.main or args.no_eval:
+        return out
+    teacher = trainer.averaged_model()
+    x, mel = heldout_clip(audio, args.eval_seconds)
+    generated = teacher.generate(mel.to(device), generator=torch.Generator(device).manual_seed(0))
+    save_audio(out / "generated_heldout.wav", generated.view(-1).cpu().numpy(), audio.sample_rate)
+    metrics = {
+        "heldout_nll_bits": teacher_nll_bits(teacher, windows),
+        "heldout_windows": f"{len(windows)} x {windows[0]['audio'].shape[-1]} samples, test split, seed {HELDOUT_SEED}",
+        "logmel_distance_generated_vs_real": log_mel_distance(generated.view(-1), x.view(-1), audio),
+        "logmel_distance_silence_vs_real": log_mel_distance(torch.zeros_like(x.view(-1)), x.view(-1), audio),
+        "sample_rate": audio.sample_rate,
+        "device": str(device),
+        **record(args, resolved),
+    }
+    if args.phone_utterances:
+        metrics.update(resynthesis_phone_error_rate(teacher, audio, args.phone_utterances))
+    return trainer.save(metrics)
+
+
+def student_run(args: argparse.Namespace, resolved: dict[str, Any]) -> Path:
+    """Distil the student from a frozen teacher with the YAML's loss recipe; record held-out KL and distances."""
+    if args.teacher is None:
+        raise SystemExit("student training needs --teacher DIR (e.g. data/checkpoints/teacher_course)")
+    device = args.torch_device
+    out = args.out or CHECKPOINT_DIR / f"student_{args.preset}"
+    seed_everything(resolved["train"].seed)
+    # The frozen teacher: loaded on every rank, outside the Trainer's DDP module, with no gradients of its own.
+    teacher = WaveNet.from_checkpoint(args.teacher, device).requires_grad_(False)
+    recipe = resolved["loss"]
+    classifier = load_phone_classifier(args.classifier) if recipe.perceptual_weight > 0 else None
+    loss_fn = student_loss(teacher, recipe, classifier)
+    trainer, dataset = make_trainer(args, IAFStudent(resolved["model"]), loss_fn, resolved, out, device)
+    evaluating = args.world.main and not args.no_eval
+    windows = heldout_windows(resolved["audio"], count=8) if evaluating else []
+    quick = QuickScore(resolved["audio"], count=2 if fast_mode() else 4) if evaluating else None
+
+    def evaluate(t: Trainer) -> dict:
+        if args.no_eval:
+            return {"evaluation": "skipped (--no-eval)", **record(args, resolved)}
+        averaged = t.averaged_model()
+        return {
+            "heldout_kl": heldout_kl(averaged, teacher, windows),
+            **{f"valid_{k}": v for k, v in quick(averaged).items()},
+        }
+
+    trainer.fit(dataset, on_checkpoint=evaluate)
+    if not args.world.main or args.no_eval:
+        return out
+    final = trainer.averaged_model()
+    metrics = {
+        "heldout_kl": heldout_kl(final, teacher, windows),
+        **synthesis_report(final, teacher, resolved["audio"], args.eval_seconds),
+        "teacher": str(args.teacher),
+        "loss_recipe": to_dict(recipe),
+        **record(args, resolved),
+    }
+    return trainer.save(metrics)
+
+
+def phones_run(args: argparse.Namespace, resolved: dict[str, Any]) -> Path:
+    """Train the CTC phone classifier (the machine listener and the perceptual loss's feature extractor)."""
+    model_cfg, audio, train_cfg = resolved["model"], resolved["audio"], resolved["train"]
+    device = args.torch_device
+    out = args.out or CHECKPOINT_DIR / f"phones_{args.preset}"
+    seed_everything(train_cfg.seed)
+    targets = load_targets()
+    train_set, valid_set, test_set = (make_examples(s, targets, audio) for s in ("train", "valid", "test"))
+    model = PhoneClassifier(model_cfg, audio)
+    model.set_statistics(train_set)
+    batches = PhoneBatches(train_set, train_cfg.batch_size, train_cfg.steps, train_cfg.seed)
+    trainer = Trainer(
+        model,
+        phone_loss,
+        dataclasses.replace(train_cfg, batch_size=1),
+        out,
+        model_config=to_dict(model_cfg),
+        kind="phone_classifier",
+        device=device,
+        extra_config={"audio": to_dict(audio), "phones": list(PHONES)},
+        collate_fn=lambda b: b[0],
+        world=args.world,
+    )
+    if not args.fresh and trainer.resume():
+        print(f"resuming {out} at step {trainer.step}")
+
+    def scores(t: Trainer) -> dict:
+        valid = phone_scores(t.averaged_model(), valid_set)
+        return {"valid_ctc_loss": valid["ctc_loss"], "valid_per": valid["per"], **record(args, resolved)}
+
+    trainer.fit(batches, on_checkpoint=scores)
+    final = trainer.averaged_model()
+    valid, test = phone_scores(final, valid_set), phone_scores(final, test_set)
+    metrics = {
+        "valid_ctc_loss": valid["ctc_loss"],
+        "valid_per": valid["per"],
+        "test_ctc_loss": test["ctc_loss"],
+        "test_per": test["per"],
+        "n_train": len(train_set),
+        "n_valid": len(valid_set),
+        "n_test": len(test_set),
+        "ctc_loss_units": "nats per target phone (torch CTCLoss reduction='mean'), utterance-weighted",
+        **record(args, resolved),
+    }
+    return trainer.save(metrics)
+
+
+def ablation_run(args: argparse.Namespace, resolved: dict[str, Any]) -> Path:
+    """Train every arm of the auxiliary-loss ablation with the same budget; write the results JSON."""
+    cfg = resolved["ablation"]
+    teacher = WaveNet.from_checkpoint(args.teacher or CHECKPOINT_DIR / "teacher_course")
+    results = run_ablation(teacher, cfg=cfg, classifier=load_phone_classifier(args.classifier))
+    out = args.out or ABLATION_DIR / f"ablation_{args.preset}.json"
+    results.update(
+        teacher=shown(args.teacher or CHECKPOINT_DIR / "teacher_course"),
+        classifier=shown(args.classifier),
+        preset=args.preset,
+        command=command(args),
+        config=to_dict(cfg),
+    )
+    write_json(out, results)
+    for row in results["arms"]:
+        print(row["arm"]["name"], {k: round(v, 3) for k, v in row["eval"].items()})
+    return out
+
+
+def at_least_one(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pwn_lib.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("kind", choices=KINDS, help="what to train")
+    parser.add_argument("--preset", default="course", choices=PRESET_NAMES)
+    parser.add_argument("--config", type=Path, help="YAML with optional sections model:, train:, audio:, loss:")
+    parser.add_argument("--out", type=Path, help="output directory (default data/checkpoints/<kind>_<preset>)")
+    parser.add_argument("--steps", type=int, help="total optimiser steps (overrides the preset and the YAML)")
+    parser.add_argument("--batch-size", type=int, help="windows per micro-batch and process (overrides the YAML)")
+    parser.add_argument("--window", type=int, help="samples per training window, a multiple of the hop")
+    parser.add_argument("--grad-accum", type=int, help="micro-batches accumulated per optimiser step and process")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (about 1.8x faster on CPU)")
+    parser.add_argument("--fp16", action="store_true", help="fp16 autocast with a GradScaler (CUDA)")
+    parser.add_argument("--tf32", action="store_true", help="TF32 matmuls and convolutions (CUDA, Ampere and later)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the training forward pass")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="teacher and student: a feature cache (python -m pwn_lib.feature_cache build) to train "
+        "on instead of the embedded corpus",
+    )
+    parser.add_argument(
+        "--no-eval",
+        action="store_true",
+        help="teacher and student: skip the held-out evaluation (smoke runs and speed checks)",
+    )
+    parser.add_argument("--teacher", type=Path, help="student and ablation: the teacher checkpoint directory")
+    parser.add_argument(
+        "--classifier",
+        type=Path,
+        default=PHONES_CHECKPOINT,
+        help="the phone classifier for perceptual losses (default: the shipped one)",
+    )
+    parser.add_argument("--threads", type=at_least_one, help="torch CPU threads (>= 1)")
+    parser.add_argument("--fresh", action="store_true", help="ignore an existing resume state in --out")
+    parser.add_argument("--init", type=Path, help="warm start: initial weights from this checkpoint directory")
+    parser.add_argument(
+        "--device",
+        default=None,
+        choices=("cpu", "cuda"),
+        help="cpu or cuda (default: cuda if available); under torchrun each rank takes cuda:LOCAL_RANK",
+    )
+    parser.add_argument(
+        "--eval-seconds", type=float, default=1.0, help="length of the held-out clip generated for the log-mel distance"
+    )
+    parser.add_argument(
+        "--phone-utterances",
+        type=int,
+        default=8,
+        help="teacher only: test utterances resynthesised for the phone error rate (0 skips)",
+    )
+    return parser
+
+
+RUNS = {"teacher": teacher_run, "student": student_run, "phones": phones_run, "ablation": ablation_run}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pwn_lib.train``: the command line of :mod:`pwn_lib.cli`."""
-    from pwn_lib.cli import main as cli_main
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: this machine has no CUDA device; use --device cpu")
+    try:
+        resolved = resolve(args)
+    except (RecipeError, FileNotFoundError) as error:
+        raise SystemExit(f"error: {error}") from None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.world, args.torch_device = distributed.init(args.device)
+    try:
+        say(args, f"artifact written to {RUNS[args.kind](args, resolved)}")
+    finally:
+        distributed.shutdown()
+    return 0
 
-    return cli_main(argv)
 
-
-__all__ = [
-    "EMA",
-    "LossFn",
-    "MicroBatches",
-    "Objective",
-    "Trainer",
-    "autocast_dtype",
-    "fit_tiny_teacher",
-    "learning_rate",
-    "main",
-    "micro_batch_index",
-    "phone_loss",
-    "student_loss",
-    "teacher_loss",
-]
+__all__ = ["KINDS", "SECTIONS", "build_parser", "main", "resolve"]
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from pwn_lib.config import (
 from pwn_lib.distributions import Distribution, output_channels, output_distribution
 from pwn_lib.fast_paths import CompiledCachedState, compiled_generation_available
 from pwn_lib.layers import ConditionUpsampler, ResidualBlock, receptive_field, shift_right
+from pwn_lib.sizes import check_fits
 
 
 def dilations(cfg: WaveNetConfig) -> list[int]:
@@ -45,6 +46,7 @@ class WaveNet(Checkpointed, nn.Module):
     """Autoregressive model of 16-bit audio: ``params[..., t]`` describes ``p(x_t | x_<t, c, speaker)``."""
 
     checkpoint_kind, config_class = "teacher", WaveNetConfig
+    check_fits = staticmethod(check_fits)  # refuse a checkpoint config too large to build (pwn_lib.sizes)
 
     def __init__(self, cfg: WaveNetConfig):
         super().__init__()
@@ -374,4 +376,10 @@ def build_teacher(preset_name: str = "course", **overrides) -> WaveNet:
     return WaveNet(cfg)
 
 
-__all__ = ["CachedState", "WaveNet", "build_teacher", "dilations"]
+def teacher_loss(model: WaveNet, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """The teacher's training loss for :class:`pwn_lib.trainer.Trainer`: mean NLL in nats per sample of a batch of
+    windows, ``batch["audio"]`` (B, 1, T) and ``batch["mel"]`` (B, n_mels, T // hop) (paper, section 2; notebook 04)."""
+    return model.loss(batch["audio"], batch["mel"]), {}
+
+
+__all__ = ["CachedState", "WaveNet", "build_teacher", "dilations", "teacher_loss"]

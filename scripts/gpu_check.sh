@@ -42,9 +42,10 @@ import yaml
 
 from pwn_lib.config import AUDIO_PRESETS, REPO_ROOT, DistillLoss, TrainConfig, from_dict
 from pwn_lib.data import AudioWindows, load_corpus
+from pwn_lib.losses import student_loss
 from pwn_lib.student import build_student
-from pwn_lib.train import Trainer, student_loss, teacher_loss
-from pwn_lib.wavenet import build_teacher
+from pwn_lib.trainer import Trainer
+from pwn_lib.wavenet import build_teacher, teacher_loss
 
 cuda = torch.cuda.is_available()
 device = torch.device("cuda" if cuda else "cpu")

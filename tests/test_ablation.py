@@ -15,7 +15,7 @@ from pwn_lib.distill import distillation_loss
 from pwn_lib.losses import perceptual_loss, power_loss, recipe_terms
 from pwn_lib.phones import PhoneClassifier, PhoneClassifierConfig
 from pwn_lib.student import build_student
-from pwn_lib.train import Trainer
+from pwn_lib.trainer import Trainer
 from pwn_lib.wavenet import build_teacher
 
 

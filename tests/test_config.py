@@ -58,3 +58,20 @@ def test_unknown_preset_and_field_errors_name_the_value():
         config.preset(config.TEACHER_PRESETS, "huge")
     with pytest.raises(ValueError, match="bogus"):
         config.from_dict(config.WaveNetConfig, {"bogus": 1})
+
+
+def test_from_dict_checks_types_and_ranges_and_names_where_the_values_came_from():
+    with pytest.raises(config.RecipeError, match=r"run/config.json: model: layers = '30' \(str\) must be a int"):
+        config.from_dict(config.WaveNetConfig, {"layers": "30"}, "run/config.json: model")
+    with pytest.raises(config.RecipeError, match=r"x.yaml: train: grad_clip = 0.0 must be > 0"):
+        config.from_dict(config.TrainConfig, {"grad_clip": 0}, "x.yaml: train")
+    base = config.TRAIN_PRESETS["tiny"]
+    merged = config.from_dict(config.TrainConfig, {"lr": 1}, base=base)
+    assert merged.lr == 1.0 and isinstance(merged.lr, float) and merged.steps == base.steps
+    assert config.from_dict(config.WaveNetConfig, {"log_mel_mean": None}).log_mel_mean is None
+
+
+def test_every_range_names_a_field_of_its_class():
+    for cls, ranges in config.RANGES.items():
+        assert set(ranges) <= {f.name for f in config.dataclasses.fields(cls)}, cls.__name__
+        assert all(test(getattr(cls(), name)) for name, (test, _) in ranges.items() if getattr(cls(), name) is not None)

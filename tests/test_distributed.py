@@ -15,10 +15,10 @@ import torch
 from safetensors.torch import load_file
 
 from pwn_lib.artifacts import latest_checkpoint
-from pwn_lib.cli import main
 from pwn_lib.config import REPO_ROOT
 from pwn_lib.distributed import World
-from pwn_lib.train import MicroBatches, micro_batch_index
+from pwn_lib.train import main
+from pwn_lib.trainer import MicroBatches, micro_batch_index
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without torch.distributed")
 
@@ -98,7 +98,7 @@ def toy_trainer(out, **overrides):
     from torch import nn
 
     from pwn_lib.config import TrainConfig
-    from pwn_lib.train import Trainer
+    from pwn_lib.trainer import Trainer
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
@@ -143,8 +143,9 @@ def test_bf16_and_fp16_together_are_refused(tmp_path):
 
 def test_the_students_frozen_teacher_is_not_part_of_the_trained_module():
     from pwn_lib.config import DistillLoss, TrainConfig
+    from pwn_lib.losses import student_loss
     from pwn_lib.student import build_student
-    from pwn_lib.train import Trainer, student_loss
+    from pwn_lib.trainer import Trainer
     from pwn_lib.wavenet import build_teacher
 
     teacher = build_teacher("tiny", log_mel_mean=-5.0, log_mel_std=2.0).requires_grad_(False)

@@ -19,7 +19,7 @@ from torch import nn
 
 from pwn_lib import artifacts
 from pwn_lib.config import TrainConfig
-from pwn_lib.train import Trainer
+from pwn_lib.trainer import Trainer
 
 STEPS = 300  # more than 20 kills can reach: each child trains at most 12 steps (below), so none finishes
 KILLS = 20

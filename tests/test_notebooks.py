@@ -92,7 +92,7 @@ def reimplementations(notebook_cells: list[dict], trainer_taught: bool = False) 
                 found.append(f"cell {index} re-implements {name}")
         loop = ".backward()" in text and re.search(r"\.step\(\)", text)
         if loop and (any(n.startswith("pwn_lib.train") for n in given) or (trainer_taught and given)):
-            found.append(f"cell {index} runs its own optimisation loop after a hand-off (use pwn_lib.train.Trainer)")
+            found.append(f"cell {index} runs its own optimisation loop after a hand-off (use pwn_lib.trainer.Trainer)")
     return found
 
 

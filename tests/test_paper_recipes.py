@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from pwn_lib.cli import main
 from pwn_lib.config import REPO_ROOT
+from pwn_lib.train import main
 from pwn_lib.wavenet import WaveNet
 
 SMALL = ["--preset", "paper", "--steps", "2", "--window", "1200", "--no-eval", "--device", "cpu"]

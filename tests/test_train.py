@@ -10,7 +10,7 @@ from torch import nn
 
 from pwn_lib import artifacts
 from pwn_lib.config import TrainConfig
-from pwn_lib.train import EMA, Trainer, learning_rate
+from pwn_lib.trainer import EMA, Trainer, learning_rate
 
 
 class Regression(torch.utils.data.Dataset):
@@ -109,9 +109,9 @@ def corpus_trainer(kind: str, out, teacher=None) -> tuple[Trainer, torch.utils.d
     """A tiny teacher or student on real corpus windows, with the command line's loss functions."""
     from pwn_lib.config import AUDIO_PRESETS, DistillLoss
     from pwn_lib.data import AudioWindows, load_corpus
+    from pwn_lib.losses import student_loss
     from pwn_lib.student import build_student
-    from pwn_lib.train import student_loss, teacher_loss
-    from pwn_lib.wavenet import build_teacher
+    from pwn_lib.wavenet import build_teacher, teacher_loss
 
     cfg = small_config(steps=4, batch_size=2, window=1_024, checkpoint_every=2, lr=1e-3)
     torch.manual_seed(0)

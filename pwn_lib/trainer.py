@@ -1,0 +1,498 @@
+"""The one training loop: :class:`Trainer` trains the teacher, the student, the phone classifier and every
+ablation arm (notebook 04 teaches it; notebooks 06 and 07 use it).
+
+Adam with warm-up and a step or cosine schedule, gradient clipping, EMA (Polyak) weights, bf16 or fp16
+(GradScaler) autocast, TF32, torch.compile, gradient accumulation, DistributedDataParallel under torchrun
+(notebook 08), tqdm progress, TensorBoard scalars, kill-safe safetensors checkpoints, exact resume, and a
+hard stop on a non-finite loss. What differs between models is only the loss function handed to it, which
+sits next to its model: :func:`pwn_lib.wavenet.teacher_loss`, :func:`pwn_lib.losses.student_loss` (a
+:class:`pwn_lib.config.DistillLoss` recipe) and :func:`pwn_lib.phones.phone_loss`.
+
+The command line that wires a model, its data and its loss to this loop is :mod:`pwn_lib.train`::
+
+    python -m pwn_lib.train teacher --config configs/teacher_course.yaml
+    python -m pwn_lib.train student --config configs/student_course.yaml --teacher data/checkpoints/teacher_course
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from pwn_lib import distributed
+from pwn_lib.artifacts import commit_checkpoint, latest_checkpoint, publish, save_artifact, write_json, write_tensors
+from pwn_lib.config import AUDIO_PRESETS, TrainConfig, to_dict
+from pwn_lib.data import AudioWindows, load_corpus
+from pwn_lib.distributed import World
+from pwn_lib.losses import LossFn
+from pwn_lib.wavenet import WaveNet, build_teacher, teacher_loss
+
+RESUME_DIR = "resume"
+
+
+# ----------------------------------------------------------------------------- optimisation
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up over ``lr_warmup`` steps, then the schedule ``cfg.lr_schedule``.
+
+    ``"step"`` halves the rate every ``lr_decay_every`` steps; ``"cosine"`` follows half a cosine
+    from ``lr`` at step 0 to ``lr * lr_final`` at step ``cfg.steps``.
+    """
+    warm = min(1.0, (step + 1) / cfg.lr_warmup) if cfg.lr_warmup > 0 else 1.0
+    if cfg.lr_schedule == "step":
+        return cfg.lr * warm * 0.5 ** (step // cfg.lr_decay_every)
+    if cfg.lr_schedule == "cosine":
+        progress = min(1.0, step / max(1, cfg.steps))
+        return cfg.lr * warm * (cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * progress)))
+    raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; choose 'step' or 'cosine'")
+
+
+class EMA:
+    """Exponential moving average of a model's floating-point weights (Polyak averaging).
+
+    The decay ramps up as min(decay, (1 + n) / (10 + n)) so that short runs are averaged too.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.updates = 0
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for name, value in model.state_dict().items():
+            if value.is_floating_point():
+                self.shadow[name].lerp_(value.detach(), 1.0 - decay)
+            else:
+                self.shadow[name].copy_(value)
+        self.updates += 1
+
+    def averaged_model(self, model: nn.Module) -> nn.Module:
+        """Load the averaged weights into ``model`` (in place) and return it."""
+        model.load_state_dict(self.shadow)
+        return model
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Adam's state as flat tensors (for safetensors) plus the JSON-able rest."""
+    state = opt.state_dict()
+    tensors, scalars = {}, {}
+    for index, slots in state["state"].items():
+        for key, value in slots.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{index}.{key}"] = value
+            else:
+                scalars[f"{index}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value
+    for name, value in meta["scalars"].items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class StepRecord:
+    step: int
+    loss: float
+    lr: float
+    grad_norm: float
+    seconds: float
+    extra: dict[str, float]
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "step": self.step,
+            "loss": self.loss,
+            "lr": self.lr,
+            "grad_norm": self.grad_norm,
+            "seconds": self.seconds,
+            **self.extra,
+        }
+
+
+class Objective(nn.Module):
+    """The model and its loss function as one module, so DDP and torch.compile see the whole training forward.
+
+    ``loss_of()`` returns the current loss function, so a Trainer's ``loss_fn`` can be swapped after
+    construction. Anything the loss function closes over (the student's frozen teacher) is not a
+    submodule: DDP never wraps it and never averages its gradients.
+    """
+
+    def __init__(self, model: nn.Module, loss_of: Callable[[], LossFn]):
+        super().__init__()
+        self.model, self.loss_of = model, loss_of
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.loss_of()(self.model, batch)
+
+
+def micro_batch_index(step: int, micro: int, accum: int, world: World) -> int:
+    """The global number of micro-batch ``micro`` of ``step`` on ``world.rank``: (step * ranks + rank) * accum + micro.
+
+    Micro-batch ``k`` holds dataset items ``k * batch_size ... (k + 1) * batch_size - 1`` and runs under
+    ``torch.manual_seed(seed + k)``. So no two ranks see the same windows, and one process accumulating
+    ``ranks * accum`` micro-batches sees exactly what ``ranks`` processes see together.
+    """
+    return (step * world.size + world.rank) * accum + micro
+
+
+class MicroBatches(torch.utils.data.Sampler):
+    """This rank's micro-batches of dataset indices, steps ``start ... stop - 1`` (lazily: a paper-size run has
+    32 million indices)."""
+
+    def __init__(self, length: int, batch_size: int, accum: int, world: World, start: int, stop: int):
+        self.length, self.batch_size, self.accum, self.world = length, batch_size, accum, world
+        self.start, self.stop = start, stop
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.stop):
+            for micro in range(self.accum):
+                first = micro_batch_index(step, micro, self.accum, self.world) * self.batch_size
+                yield [(first + i) % self.length for i in range(self.batch_size)]
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start) * self.accum
+
+
+def autocast_dtype(cfg: TrainConfig) -> torch.dtype | None:
+    """bf16, fp16 or None (fp32) from the TrainConfig's flags; both at once is an error."""
+    if cfg.bf16 and cfg.fp16:
+        raise ValueError("TrainConfig: bf16 and fp16 are both set; choose one (bf16 needs no GradScaler)")
+    return torch.bfloat16 if cfg.bf16 else torch.float16 if cfg.fp16 else None
+
+
+class Trainer:
+    """Train ``model`` with ``loss_fn(model, batch) -> (loss, metrics)`` on a deterministic batch stream.
+
+    Step ``s`` averages the gradients of ``grad_accum`` micro-batches on each of the ranks (one process, or
+    every process of a torchrun launch, through DistributedDataParallel). Micro-batch ``k`` (see
+    :func:`micro_batch_index`) holds dataset items ``k * batch_size ...`` modulo the dataset's length and runs
+    under ``torch.manual_seed(seed + k)``; with one process and no accumulation ``k = s``. So a resumed run
+    sees exactly the batches and noise it would have seen without stopping, on every rank.
+
+    Files in ``out_dir`` (written by rank 0 alone): ``LATEST`` naming the current checkpoint directory
+    ``ckpt-<step>-<n>/`` (artifact: EMA weights, ``config.json``, ``metrics.json``; ``resume/``: raw weights,
+    optimiser, EMA, GradScaler, history), the artifact's files linked beside it, and ``tb/`` (TensorBoard). With
+    ``out_dir=None`` nothing is written (the ablation arms and the notebooks' live runs). ``extra_config`` adds
+    keys to ``config.json`` (e.g. the AudioConfig); ``collate_fn`` replaces the DataLoader's default collation.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        cfg: TrainConfig,
+        out_dir: Path | None,
+        *,
+        model_config: dict,
+        kind: str,
+        device: torch.device | str = "cpu",
+        extra_config: dict | None = None,
+        collate_fn: Callable | None = None,
+        world: World | None = None,
+    ):
+        if cfg.grad_accum < 1:
+            raise ValueError(f"TrainConfig.grad_accum={cfg.grad_accum}; it must be at least 1")
+        self.model, self.loss_fn, self.cfg = model.to(device), loss_fn, cfg
+        self.out_dir, self.device = (Path(out_dir) if out_dir is not None else None), torch.device(device)
+        self.model_config, self.kind = model_config, kind
+        self.extra_config, self.collate_fn = extra_config or {}, collate_fn
+        self.world = world or distributed.current()
+        self.dtype = autocast_dtype(cfg)
+        if cfg.tf32:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.objective: nn.Module = Objective(self.model, lambda: self.loss_fn)
+        if self.world.size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.objective = DistributedDataParallel(self.objective, device_ids=ids)
+        self._forward = torch.compile(self.objective) if cfg.compile else self.objective
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.fp16)
+        self.ema = EMA(model, cfg.ema_decay)
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self.train_seconds = 0.0
+        self._writer = None
+
+    @property
+    def global_batch(self) -> int:
+        """Windows per optimiser step over every rank: batch_size x grad_accum x ranks."""
+        return self.cfg.batch_size * self.cfg.grad_accum * self.world.size
+
+    def speed(self) -> dict[str, Any]:
+        """The speed settings and the measured throughput, as metrics.json records them."""
+        window = getattr(self.cfg, "window", 0)
+        seen = self.step * self.global_batch * window
+        return {
+            "bf16": self.cfg.bf16,
+            "fp16": self.cfg.fp16,
+            "tf32": self.cfg.tf32,
+            "compile": self.cfg.compile,
+            "grad_accum": self.cfg.grad_accum,
+            "world_size": self.world.size,
+            "global_batch": self.global_batch,
+            "device": str(self.device),
+            "samples_per_second": round(seen / self.train_seconds, 1) if self.train_seconds else None,
+        }
+
+    # -- persistence ----------------------------------------------------------------
+    def save(self, metrics: dict | None = None) -> Path | None:
+        """Write the resume state and the artifact (EMA weights) as one checkpoint that a kill at any moment
+        leaves whole (:func:`pwn_lib.artifacts.commit_checkpoint`); rank 0 only; None without out_dir."""
+        if self.out_dir is None:
+            return None
+        if not self.world.main:
+            return self.out_dir
+        optim_tensors, optim_meta = _flatten_optimizer(self.optimizer)
+        raw = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        ema = {f"ema.{k}": v for k, v in self.ema.shadow.items()}
+        state = {
+            "step": self.step,
+            "ema_updates": self.ema.updates,
+            "history": self.history,
+            "train_seconds": self.train_seconds,
+            "optimizer": optim_meta,
+            "train_config": to_dict(self.cfg),
+            "scaler": self.scaler.state_dict(),
+            "world_size": self.world.size,
+        }
+        summary = {
+            "kind": self.kind,
+            "steps": self.step,
+            "train_seconds": round(self.train_seconds, 1),
+            "final_loss": self.history[-1]["loss"] if self.history else None,
+            "speed": self.speed(),
+            **(metrics or {}),
+        }
+        config = {"kind": self.kind, "model": self.model_config, "train": to_dict(self.cfg), **self.extra_config}
+
+        def write(directory: Path) -> None:
+            write_tensors(directory / RESUME_DIR / "state.safetensors", {**raw, **ema, **optim_tensors})
+            write_json(directory / RESUME_DIR / "state.json", state)
+            save_artifact(directory, self.ema.shadow, config, summary)
+
+        commit_checkpoint(self.out_dir, self.step, write)
+        return self.out_dir
+
+    def resume_dir(self) -> Path | None:
+        """Where the resume state is: in the checkpoint ``LATEST`` names, else a flat ``out_dir/resume`` (older
+        runs and committed resume states); None when there is neither."""
+        if self.out_dir is None:
+            return None
+        checkpoint = latest_checkpoint(self.out_dir)
+        resume = (checkpoint or self.out_dir) / RESUME_DIR
+        return resume if (resume / "state.json").is_file() else None
+
+    def resume(self) -> bool:
+        """Continue from the latest checkpoint in ``out_dir`` if there is one, on every rank alike; True if it did."""
+        resume = self.resume_dir()
+        if resume is None:
+            return False
+        meta = json.loads((resume / "state.json").read_text())
+        tensors = load_file(str(resume / "state.safetensors"), device=str(self.device))
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        self.ema.shadow = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+        self.ema.updates = meta["ema_updates"]
+        self.optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
+        if meta.get("scaler"):
+            self.scaler.load_state_dict(meta["scaler"])
+        self.step, self.history, self.train_seconds = meta["step"], meta["history"], meta["train_seconds"]
+        if self.world.main and resume.parent != self.out_dir:  # a kill may have stopped the linking of the artifact
+            publish(resume.parent, self.out_dir)
+        return True
+
+    # -- training -------------------------------------------------------------------
+    def _steps(self, dataset: torch.utils.data.Dataset, stop: int) -> Iterator[list[dict[str, torch.Tensor]]]:
+        """This rank's micro-batches, ``grad_accum`` at a time (one list per optimiser step)."""
+        sampler = MicroBatches(len(dataset), self.cfg.batch_size, self.cfg.grad_accum, self.world, self.step, stop)
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            num_workers=self.cfg.num_workers,
+            collate_fn=self.collate_fn,
+            pin_memory=self.device.type == "cuda",
+        )
+        micro: list[dict[str, torch.Tensor]] = []
+        for batch in loader:
+            micro.append({k: v.to(self.device, non_blocking=True) for k, v in batch.items()})
+            if len(micro) == self.cfg.grad_accum:
+                yield micro
+                micro = []
+
+    def _writer_or_none(self):
+        """The TensorBoard writer of ``out_dir/tb`` (rank 0); None when nothing is written."""
+        if self._writer is None and self.out_dir is not None and self.world.main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.out_dir / "tb"))
+        return self._writer
+
+    def _no_sync(self, last: bool):
+        """DDP averages gradients only on a step's last micro-batch."""
+        if last or not isinstance(self.objective, DistributedDataParallel):
+            return contextlib.nullcontext()
+        return self.objective.no_sync()
+
+    def _autocast(self):
+        """bf16 or fp16 autocast on this device, or nothing (fp32)."""
+        return torch.autocast(self.device.type, dtype=self.dtype or torch.bfloat16, enabled=self.dtype is not None)
+
+    def _check_finite(self, loss: torch.Tensor, k: int, lr: float) -> torch.Tensor:
+        """The loss averaged over the ranks; a non-finite one on any rank stops every rank."""
+        shared = distributed.mean(loss.detach().float())
+        if not torch.isfinite(shared):
+            first = k * self.cfg.batch_size
+            raise FloatingPointError(
+                f"non-finite loss ({shared.item()}) at step {self.step}, batch of dataset items "
+                f"{first}..{first + self.cfg.batch_size - 1}; stopping instead of training on NaN. "
+                f"Lower the learning rate (now {lr:g}) or check those inputs; the last good checkpoint "
+                f"is in {self.out_dir or 'nowhere (out_dir=None)'}."
+            )
+        return shared
+
+    def train_step(self, batches: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]) -> StepRecord:
+        """One optimiser step on ``grad_accum`` micro-batches; raises FloatingPointError on a non-finite loss."""
+        micro = [batches] if isinstance(batches, dict) else batches
+        started = time.perf_counter()
+        lr = learning_rate(self.step, self.cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        losses, extras = [], []
+        for m, batch in enumerate(micro):
+            k = micro_batch_index(self.step, m, len(micro), self.world)
+            torch.manual_seed(self.cfg.seed + k)
+            with self._no_sync(m == len(micro) - 1):
+                with self._autocast():
+                    loss, extra = self._forward(batch)
+                losses.append(self._check_finite(loss, k, lr))
+                self.scaler.scale(loss / len(micro) if len(micro) > 1 else loss).backward()
+            extras.append(extra)
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.ema.update(self.model)
+        self.step += 1
+        seconds = time.perf_counter() - started
+        self.train_seconds += seconds
+        extra = {key: sum(e[key] for e in extras) / len(extras) for key in extras[0]}
+        return StepRecord(self.step, torch.stack(losses).mean().item(), lr, grad_norm.item(), seconds, extra)
+
+    def _checkpoint(self, on_checkpoint: Callable[[Trainer], dict] | None, step: int) -> None:
+        """Rank 0 evaluates and saves while the other ranks wait at the barriers around it."""
+        distributed.barrier()
+        if self.world.main:
+            metrics = on_checkpoint(self) if on_checkpoint else {}
+            writer = self._writer_or_none()
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)) and writer is not None:
+                    writer.add_scalar(f"eval/{key}", value, step)
+            self.save(metrics)
+        distributed.barrier()
+
+    def fit(
+        self,
+        dataset: torch.utils.data.Dataset,
+        steps: int | None = None,
+        on_checkpoint: Callable[[Trainer], dict] | None = None,
+        progress: bool = True,
+    ) -> list[dict]:
+        """Train until ``steps`` total steps (default ``cfg.stop_at``, else ``cfg.steps``), checkpointing as configured.
+
+        ``on_checkpoint(trainer)`` (rank 0 only) may return extra metrics (e.g. held-out NLL) and log audio.
+        """
+        stop = (self.cfg.stop_at or self.cfg.steps) if steps is None else steps
+        if not distributed.agree(self.step, self.device):
+            raise RuntimeError(
+                f"rank {self.world.rank} starts at step {self.step} but another rank does not: ranks "
+                f"resumed from different checkpoints. --out ({self.out_dir}) must be on a file system "
+                "that every node sees"
+            )
+        writer = self._writer_or_none()
+        bar = tqdm(total=stop, initial=self.step, desc=f"train {self.kind}", disable=not (progress and self.world.main))
+        for micro in self._steps(dataset, stop):
+            record = self.train_step(micro)
+            if record.step % self.cfg.log_every == 0 or record.step == stop:
+                self.history.append(record.as_dict())
+                for key, value in record.as_dict().items():
+                    if key != "step" and writer is not None:
+                        writer.add_scalar(f"train/{key}", value, record.step)
+            bar.update(1)
+            bar.set_postfix(loss=f"{record.loss:.4f}")
+            if record.step % self.cfg.checkpoint_every == 0 or record.step == stop:
+                self._checkpoint(on_checkpoint, record.step)
+        bar.close()
+        if writer is not None:
+            writer.flush()
+        return self.history
+
+    def averaged_model(self) -> nn.Module:
+        """A copy of the model holding the EMA weights (what gets shipped)."""
+        return self.ema.averaged_model(copy.deepcopy(self.model)).eval()
+
+
+def fit_tiny_teacher(
+    steps: int = 60, batch_size: int = 2, window: int = 1_024, lr: float = 3e-3, seed: int = 0, progress: bool = False
+) -> WaveNet:
+    """A ``tiny`` teacher trained for a few seconds by :class:`Trainer` (fast mode and tests); the real one
+    comes from ``python -m pwn_lib.train teacher --config configs/teacher_course.yaml``."""
+    torch.manual_seed(seed)
+    teacher = build_teacher("tiny")
+    cfg = TrainConfig(
+        steps=steps,
+        batch_size=batch_size,
+        window=window,
+        lr=lr,
+        lr_warmup=0,
+        seed=seed,
+        log_every=max(1, steps // 10),
+        checkpoint_every=steps,
+    )
+    windows = AudioWindows(
+        load_corpus("train"), window, AUDIO_PRESETS["tiny"], seed=seed + 1, length=steps * batch_size
+    )
+    trainer = Trainer(teacher, teacher_loss, cfg, None, model_config=to_dict(teacher.cfg), kind="teacher")
+    trainer.fit(windows, progress=progress)
+    return trainer.model.eval()
+
+
+__all__ = [
+    "EMA",
+    "LossFn",
+    "MicroBatches",
+    "Objective",
+    "Trainer",
+    "autocast_dtype",
+    "fit_tiny_teacher",
+    "learning_rate",
+    "micro_batch_index",
+]
