@@ -63,6 +63,7 @@ from pwn_lib.heldout import (
 )
 from pwn_lib.student import IAFStudent
 from pwn_lib.train import LossFn, Trainer, phone_loss, student_loss, teacher_loss
+from pwn_lib.vocoders import render
 from pwn_lib.wavenet import WaveNet
 
 KINDS = ("teacher", "student", "phones", "ablation")
@@ -202,7 +203,7 @@ def teacher_run(args: argparse.Namespace) -> Path:
         return out
     teacher = trainer.averaged_model()
     x, mel = heldout_clip(audio, args.eval_seconds)
-    generated = teacher.generate(mel.to(device), generator=torch.Generator(device).manual_seed(0))
+    generated = render(teacher, mel, seed=0)
     save_audio(out / "generated_heldout.wav", generated.view(-1).cpu().numpy(), audio.sample_rate)
     metrics = {
         "heldout_nll_bits": teacher_nll_bits(teacher, windows),
