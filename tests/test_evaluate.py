@@ -147,6 +147,25 @@ def test_mcd_of_a_known_cepstral_shift():
     assert metrics.MCD_SCALE * 0.1 == pytest.approx(10 / math.log(10) * math.sqrt(2) * 0.1)
 
 
+def test_compare_spectrograms_shares_one_scale_in_db_re_full_scale():
+    """A full-scale sine peaks at 0 dB (|X_k| * 2 / sum(w) is its amplitude), and every panel uses that one scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pwn_lib.audio import compare_spectrograms
+
+    sine = np.sin(2 * np.pi * 1_000.0 * np.arange(SR) / SR)  # 1 kHz sits on bin 64 of a 1024-point FFT at 16 kHz
+    fig = compare_spectrograms({"sine": sine, "quiet": 0.01 * sine}, SR, metrics={"quiet": {"power dB": -40.0}})
+    images = [ax.images[0] for ax in fig.axes if ax.images]
+    assert len(images) == 2 and all(im.get_clim() == pytest.approx((-80.0, 0.0), abs=0.05) for im in images)
+    assert images[1].get_array().max() == pytest.approx(-40.0, abs=0.05)
+    assert fig.axes[0].get_ylabel() == "frequency (Hz)" and fig.axes[1].get_title() == "quiet\npower dB -40"
+    assert fig.axes[-1].get_ylabel() == "level (dB re full scale)"
+    plt.close(fig)
+
+
 # ----------------------------------------------------------------------------- statistics
 
 
