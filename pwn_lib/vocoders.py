@@ -56,6 +56,7 @@ class Vocoder:
 
     @property
     def temperature(self) -> float:
+        """The sampling temperature the teacher renders at: ``sampling["temperature"]``, 1.0 when none is set."""
         return float(self.sampling.get("temperature", 1.0))
 
 
@@ -68,7 +69,10 @@ def kind_of(model: nn.Module) -> str:
 
 
 def as_vocoder(model: nn.Module | Vocoder, name: str | None = None) -> Vocoder:
-    """A model object (e.g. one being trained) as a :class:`Vocoder` that samples its own distribution."""
+    """A model object (e.g. one being trained) as a :class:`Vocoder` that samples its own distribution.
+
+    A :class:`Vocoder` is returned as it is (``name`` is then ignored: it already has one).
+    """
     if isinstance(model, Vocoder):
         return model
     kind = kind_of(model)
