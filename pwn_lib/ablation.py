@@ -51,23 +51,14 @@ from pwn_lib.config import (
     to_dict,
 )
 from pwn_lib.data import AudioWindows, load_corpus
-from pwn_lib.evaluate import (
-    Listener,
-    QuickScore,
-    System,
-    evaluate_systems,
-    json_safe,
-    mel_batch,
-    pick_utterances,
-    reference_systems,
-    synthesise,
-)
+from pwn_lib.evaluate import QuickScore, evaluate_systems, json_safe, pick_utterances, reference_systems
 from pwn_lib.heldout import heldout_kl, heldout_windows
 from pwn_lib.losses import student_loss
 from pwn_lib.phones import DEFAULT_CHECKPOINT as PHONES_CHECKPOINT
-from pwn_lib.phones import PhoneClassifier, load_phone_classifier
+from pwn_lib.phones import Listener, PhoneClassifier, load_phone_classifier
 from pwn_lib.student import IAFStudent, build_student
 from pwn_lib.trainer import Trainer
+from pwn_lib.vocoders import Vocoder, as_vocoder, crop_to_hops, mel_batch, render, render_clips
 from pwn_lib.wavenet import WaveNet
 
 ABLATION_DIR = DATA_DIR / "ablation"
@@ -239,11 +230,7 @@ def final_clips(cfg: AblationConfig, audio: AudioConfig) -> tuple[list, list[np.
     """The test-split utterances of the final scoring and their clips (whole hops, optionally cropped)."""
     utterances = pick_utterances("test", cfg.test_utterances)
     limit = int(cfg.test_max_seconds * audio.sample_rate) if cfg.test_max_seconds else None
-    clips = []
-    for u in utterances:
-        x = u.audio[:limit] if limit else u.audio
-        clips.append(np.ascontiguousarray(x[: len(x) // audio.hop_length * audio.hop_length], dtype=np.float32))
-    return utterances, clips
+    return utterances, [crop_to_hops(u.audio, audio.hop_length, limit) for u in utterances]
 
 
 def score_students(
@@ -257,8 +244,7 @@ def score_students(
     utterances, clips = final_clips(cfg, audio)
     signals = reference_systems(clips)
     for name, student in students.items():
-        system = System(name=name, kind="student", model=student, path=Path("."))
-        signals[name] = synthesise(system, clips, audio, progress=progress)
+        signals[name] = render_clips(as_vocoder(student, name), clips, audio, progress=progress)
     results = evaluate_systems(signals, utterances, clips, audio, listener, progress=progress)
     results.update(
         split="test",
@@ -320,28 +306,27 @@ def example_utterance(cfg: AblationConfig, audio: AudioConfig) -> tuple[str, np.
 
 @torch.no_grad()
 def render_examples(
-    cfg: AblationConfig, teacher: WaveNet, arms: list[Arm] | None = None, out_dir: Path | None = None, seed: int = 0
+    cfg: AblationConfig,
+    teacher: WaveNet | Vocoder,
+    arms: list[Arm] | None = None,
+    out_dir: Path | None = None,
+    seed: int = 0,
 ) -> dict[str, np.ndarray]:
     """Real audio, the teacher and every finished arm's student (from ``cfg.work_dir``) on :func:`example_utterance`.
 
-    Each model renders from the real clip's log-mel with a generator seeded ``seed``; the teacher generates on
-    one thread. With ``out_dir`` the clips are also written there as ``<name>.wav`` (16-bit, the name's ``+``
-    as ``_``). Returns ``{"real": ..., "teacher": ..., arm name: ...}``, each ``(T,)``.
+    Each model renders (:func:`pwn_lib.vocoders.render`) from the real clip's log-mel with ``seed``; a teacher
+    checkpoint loaded with :func:`pwn_lib.vocoders.load` samples at its recorded temperature. With ``out_dir``
+    the clips are also written there as ``<name>.wav`` (16-bit, the name's ``+`` as ``_``).
+    Returns ``{"real": ..., "teacher": ..., arm name: ...}``, each ``(T,)``.
     """
     if not cfg.work_dir:
         raise ValueError("render_examples loads the arms' students from cfg.work_dir; this config has none")
     audio = AUDIO_PRESETS["course"]
     name, clip = example_utterance(cfg, audio)
     mel = mel_batch([clip], audio)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        clips = {"real": clip, "teacher": teacher.eval().generate(mel, generator=torch.Generator().manual_seed(seed))}
-    finally:
-        torch.set_num_threads(threads)
+    clips = {"real": clip, "teacher": render(teacher, mel, seed)}
     for arm in paper_arms(cfg) if arms is None else arms:
-        student = IAFStudent.from_checkpoint(_arm_dir(cfg, arm))
-        clips[arm.name] = student.sample(mel, generator=torch.Generator().manual_seed(seed))
+        clips[arm.name] = render(IAFStudent.from_checkpoint(_arm_dir(cfg, arm)), mel, seed)
     clips = {k: np.asarray(v, dtype=np.float32).reshape(-1)[: len(clip)] for k, v in clips.items()}
     if out_dir is not None:
         for key, x in clips.items():
@@ -366,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
 
     from pwn_lib.config import CHECKPOINT_DIR, from_dict
+    from pwn_lib.vocoders import load
 
     parser = argparse.ArgumentParser(prog="python -m pwn_lib.ablation", description=main.__doc__)
     parser.add_argument("what", choices=("examples",))
@@ -375,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     section = yaml.safe_load(args.config.read_text()).get("ablation", {})
     cfg = from_dict(AblationConfig, {**to_dict(AblationConfig()), **section})
-    render_examples(cfg, WaveNet.from_checkpoint(args.teacher), out_dir=args.out)
+    render_examples(cfg, load(args.teacher), out_dir=args.out)
     print(f"examples written to {args.out}")
     return 0
 

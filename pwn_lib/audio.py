@@ -364,37 +364,49 @@ def listen(x: np.ndarray | torch.Tensor, sample_rate: int, label: str = "clip"):
     return Audio(x, rate=sample_rate, normalize=False)
 
 
-def compare_spectrograms(clips: dict[str, np.ndarray | torch.Tensor], cfg: AudioConfig, reference: str | None = None):
-    """Log-mel spectrograms side by side, sharing one colour map, one dB scale and one labelled colour bar.
+def compare_spectrograms(
+    clips: dict[str, np.ndarray | torch.Tensor],
+    sample_rate: int,
+    metrics: dict[str, dict] | None = None,
+    top_db: float = 80.0,
+    n_fft: int = 1024,
+    hop: int = 256,
+):
+    """Side-by-side spectrograms on one colour map and one dB scale, with a labelled colour bar.
 
-    The scale spans the ``reference`` clip's range (default: the first). Axes are in s and Hz (mel-spaced).
-    Returns the figure; call ``plt.show()`` after it.
+    ``clips`` maps a system name to its audio ``(T,)`` (any shape holding T samples, numpy or torch);
+    ``metrics`` optionally maps the same names to ``{metric: value}`` shown in each panel's title. The scale is
+    dB re full scale (a full-scale sine peaks at 0 dB), from the loudest bin of all panels down ``top_db``; axes
+    in s and Hz. Returns the matplotlib figure; call ``plt.show()`` after it.
     """
-    import librosa.display
     import matplotlib.pyplot as plt
 
-    to_db = 20.0 / math.log(10.0)  # log_mel is the natural log of a magnitude
-    specs = {
-        name: to_db * log_mel(torch.as_tensor(x).detach().reshape(-1).cpu().numpy(), cfg) for name, x in clips.items()
-    }
-    ref = specs[reference or next(iter(specs))]
-    fig, axes = plt.subplots(1, len(specs), figsize=(4.2 * len(specs) + 1, 3.2), sharey=True, squeeze=False)
-    for ax, (name, spec) in zip(axes[0], specs.items(), strict=True):
-        image = librosa.display.specshow(
-            spec,
-            sr=cfg.sample_rate,
-            hop_length=cfg.hop_length,
-            x_axis="s",
-            y_axis="mel",
-            fmin=cfg.fmin,
-            fmax=cfg.fmax,
-            cmap="magma",
-            vmin=ref.min(),
-            vmax=ref.max(),
-            ax=ax,
+    clips = {name: torch.as_tensor(x).detach().reshape(-1).float().cpu().numpy() for name, x in clips.items()}
+    window = np.hanning(n_fft)
+    spectra = {
+        name: 20
+        * np.log10(
+            np.maximum(
+                np.abs(librosa.stft(x, n_fft=n_fft, hop_length=hop, window=window)) * 2 / window.sum(),
+                1e-10,
+            )
         )
-        ax.set(title=name, xlabel="time (s)", ylabel="frequency (Hz)" if ax is axes[0][0] else "")
-    fig.colorbar(image, ax=list(axes[0]), label="log-mel magnitude (dB)")
+        for name, x in clips.items()
+    }
+    vmax = max(float(s.max()) for s in spectra.values())
+    fig, axes = plt.subplots(1, len(spectra), figsize=(4.2 * len(spectra), 3.4), sharey=True, squeeze=False)
+    for ax, (name, spec) in zip(axes[0], spectra.items(), strict=True):
+        extent = (0, spec.shape[1] * hop / sample_rate, 0, sample_rate / 2)
+        image = ax.imshow(
+            spec, origin="lower", aspect="auto", extent=extent, cmap="magma", vmin=vmax - top_db, vmax=vmax
+        )
+        title = name
+        if metrics and name in metrics:
+            title += "".join(f"\n{k} {v:.3g}" for k, v in metrics[name].items() if v is not None)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("time (s)")
+    axes[0][0].set_ylabel("frequency (Hz)")
+    fig.colorbar(image, ax=axes[0].tolist(), label="level (dB re full scale)")
     return fig
 
 

@@ -20,9 +20,10 @@ from pwn_lib.audio import log_mel, log_mel_distance, loudest_window
 from pwn_lib.config import AudioConfig
 from pwn_lib.data import AudioWindows, load_corpus
 from pwn_lib.distill import distillation_loss
-from pwn_lib.evaluate import Listener, mel_batch
 from pwn_lib.phones import DEFAULT_CHECKPOINT as PHONES_CHECKPOINT
+from pwn_lib.phones import Listener
 from pwn_lib.student import IAFStudent
+from pwn_lib.vocoders import Vocoder, crop_to_hops, hop_samples, mel_batch, render
 from pwn_lib.wavenet import WaveNet
 
 HELDOUT_SEED = 1234
@@ -55,7 +56,7 @@ def teacher_nll_bits(teacher: WaveNet, windows: list[dict], batch_size: int = 4)
 def heldout_clip(audio: AudioConfig, seconds: float = 1.0, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
     """The loudest ``seconds`` of the longest held-out utterance: (1, 1, T) audio and (1, n_mels, T // hop) mel."""
     utterance = max(load_corpus(split, sample_rate=audio.sample_rate), key=lambda u: (len(u.audio), u.id))
-    n = int(seconds * audio.sample_rate) // audio.hop_length * audio.hop_length
+    n = hop_samples(seconds, audio)
     x = torch.from_numpy(loudest_window(utterance.audio, n, audio.hop_length)).float()
     mel = torch.from_numpy(log_mel(x.numpy(), audio))
     return x.view(1, 1, -1), mel.unsqueeze(0)
@@ -63,22 +64,23 @@ def heldout_clip(audio: AudioConfig, seconds: float = 1.0, split: str = "test") 
 
 @torch.no_grad()
 def resynthesis_phone_error_rate(
-    teacher: WaveNet, audio: AudioConfig, count: int = 8, split: str = "test", classifier: Path = PHONES_CHECKPOINT
+    teacher: WaveNet | Vocoder,
+    audio: AudioConfig,
+    count: int = 8,
+    split: str = "test",
+    classifier: Path = PHONES_CHECKPOINT,
 ) -> dict:
     """A machine listener's verdict: phone error rate of audio generated from held-out log-mels.
 
-    The teacher generates (cached, seed 0) from the log-mels of the ``count`` shortest ``split``
-    utterances, each cropped to whole hops. The shipped phone classifier (trained on real speech)
+    The teacher renders (:func:`pwn_lib.vocoders.render`, seed 0) from the log-mels of the ``count`` shortest
+    ``split`` utterances, each cropped to whole hops. The shipped phone classifier (trained on real speech)
     transcribes the generated audio, the real audio and white noise of the real audio's power, and
     each gets its phone error rate against the utterances' phone targets. Speech-like audio scores
     near the real figure; noise scores near 1.
     """
     utterances = sorted(load_corpus(split, sample_rate=audio.sample_rate), key=lambda u: (len(u.audio), u.id))[:count]
-    hop = audio.hop_length
-    real = [torch.from_numpy(u.audio[: len(u.audio) // hop * hop]).float() for u in utterances]
-    mel = mel_batch([x.numpy() for x in real], audio)
-    device = next(teacher.parameters()).device
-    generated = teacher.generate(mel.to(device), generator=torch.Generator(device).manual_seed(0)).cpu()
+    real = [torch.from_numpy(crop_to_hops(u.audio, audio.hop_length)) for u in utterances]
+    generated = render(teacher, mel_batch([x.numpy() for x in real], audio), seed=0).cpu()
     noise_gen = torch.Generator().manual_seed(HELDOUT_SEED)
     noise = [torch.randn(len(x), generator=noise_gen) * x.square().mean().sqrt() for x in real]
     listener = Listener(classifier)
@@ -108,16 +110,16 @@ def heldout_kl(student: IAFStudent, teacher: WaveNet, windows: list[dict]) -> fl
 
 
 @torch.no_grad()
-def synthesis_report(student: IAFStudent, teacher: WaveNet, audio: AudioConfig, seconds: float = 1.0) -> dict:
-    """Log-mel distances of student and teacher audio to the real clip, and the student's timesteps/s."""
+def synthesis_report(
+    student: IAFStudent | Vocoder, teacher: WaveNet | Vocoder, audio: AudioConfig, seconds: float = 1.0
+) -> dict:
+    """Log-mel distances of student and teacher audio (each rendered with seed 0) to the real clip, and the
+    student's timesteps/s."""
     x, mel = heldout_clip(audio, seconds)
-    device = next(student.parameters()).device
-    mel = mel.to(device)
-    gen = torch.Generator(device).manual_seed(0)
     started = time.perf_counter()
-    student_audio = student.sample(mel, generator=gen)
+    student_audio = render(student, mel, seed=0).cpu()
     student_seconds = time.perf_counter() - started
-    teacher_audio = teacher.generate(mel, generator=gen)
+    teacher_audio = render(teacher, mel, seed=0).cpu()
     real = x.view(-1)
     return {
         "logmel_distance_student_vs_real": log_mel_distance(student_audio.view(-1), real, audio),

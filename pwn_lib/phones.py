@@ -13,6 +13,9 @@ returns every block's output, which is what :func:`pwn_lib.losses.perceptual_los
 Given raw audio ``(B, 1, T)`` it computes the log-mel in torch (:class:`TorchLogMel`), so
 gradients reach the audio.
 
+:class:`Listener` is the machine listener of :mod:`pwn_lib.evaluate`: the shipped classifier transcribes a clip and
+its phone error rate against the utterance's targets says how intelligible the clip is.
+
 Command line::
 
     python -m pwn_lib.corpus_tools build-targets   # the phone targets (a data tool)
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import librosa
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -355,3 +359,19 @@ def phone_loss(model: PhoneClassifier, batch: dict[str, Tensor]) -> tuple[Tensor
 def load_phone_classifier(directory: Path = DEFAULT_CHECKPOINT) -> PhoneClassifier:
     """The shipped classifier in eval mode, with gradients off for its weights (not for its inputs)."""
     return PhoneClassifier.from_checkpoint(directory).requires_grad_(False)
+
+
+class Listener:
+    """The shipped phone classifier transcribing clips, scored against the corpus's phone targets."""
+
+    def __init__(self, classifier: Path = DEFAULT_CHECKPOINT):
+        self.model, self.targets, self.name = load_phone_classifier(classifier), load_targets(), classifier.name
+
+    @torch.no_grad()
+    def errors(self, x: np.ndarray, utterance_id: str) -> tuple[int, int]:
+        """(edit distance, number of target phones) of the greedy transcription of ``x: (T,)``."""
+        if utterance_id not in self.targets:
+            raise KeyError(f"no phone targets for utterance {utterance_id!r} in {TARGETS_PATH}")
+        hyp = greedy_decode(self.model(torch.as_tensor(np.asarray(x, dtype=np.float32)).view(1, 1, -1)))[0]
+        target = self.targets[utterance_id]
+        return edit_distance(hyp, target), len(target)

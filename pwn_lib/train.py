@@ -85,6 +85,7 @@ from pwn_lib.phones import (
 from pwn_lib.phones import evaluate as phone_scores
 from pwn_lib.student import IAFStudent
 from pwn_lib.trainer import Trainer
+from pwn_lib.vocoders import render
 from pwn_lib.wavenet import WaveNet, teacher_loss
 
 KINDS = ("teacher", "student", "phones", "ablation")
@@ -261,7 +262,7 @@ def teacher_run(args: argparse.Namespace, resolved: dict[str, Any]) -> Path:
         return out
     teacher = trainer.averaged_model()
     x, mel = heldout_clip(audio, args.eval_seconds)
-    generated = teacher.generate(mel.to(device), generator=torch.Generator(device).manual_seed(0))
+    generated = render(teacher, mel, seed=0)
     save_audio(out / "generated_heldout.wav", generated.view(-1).cpu().numpy(), audio.sample_rate)
     metrics = {
         "heldout_nll_bits": teacher_nll_bits(teacher, windows),

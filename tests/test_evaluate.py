@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from pathlib import Path
 
 import librosa
 import numpy as np
 import pytest
+import scipy.fft
 import scipy.stats
 
 from pwn_lib import evaluate as ev
+from pwn_lib import metrics
+from pwn_lib.audio import log_mel
 from pwn_lib.config import CHECKPOINT_DIR, AudioConfig
 from pwn_lib.data import load_corpus
+from pwn_lib.phones import Listener, load_targets
+from pwn_lib.vocoders import crop_to_hops
 
 SR = 16_000
 AUDIO = AudioConfig()
@@ -32,15 +36,14 @@ def noise(seconds: float = 1.0, level: float = 0.1, seed: int = 0) -> np.ndarray
 @pytest.fixture(scope="module")
 def speech() -> np.ndarray:
     """The longest 1-4 s test utterance, cropped to whole hops."""
-    u = ev.pick_utterances("test")[-1]
-    return u.audio[: len(u.audio) // AUDIO.hop_length * AUDIO.hop_length].astype(np.float32)
+    return crop_to_hops(ev.pick_utterances("test")[-1].audio, AUDIO.hop_length)
 
 
 # ----------------------------------------------------------------------------- pitch
 
 
 def test_pure_tone_f0_periodicity_and_voicing():
-    track = ev.pitch_track(tone(220.0), SR)
+    track = metrics.pitch_track(tone(220.0), SR)
     inner = slice(4, -4)  # frames away from the zero-padded edges
     assert np.all(track.voiced[inner])
     assert np.allclose(track.f0[inner], 220.0, rtol=0.005)
@@ -48,7 +51,7 @@ def test_pure_tone_f0_periodicity_and_voicing():
 
 
 def test_white_noise_is_aperiodic_and_unvoiced():
-    track = ev.pitch_track(noise(), SR)
+    track = metrics.pitch_track(noise(), SR)
     assert track.periodicity.mean() < 0.3
     assert track.voiced.mean() < 0.02
 
@@ -57,17 +60,17 @@ def test_yin_lag_agrees_with_librosa_f0_on_a_harmonic_signal():
     """The hand-written difference function dips at the period that librosa.yin reports (independent code)."""
     t = np.arange(SR) / SR
     x = sum(np.sin(2 * np.pi * 180.0 * h * t) / h for h in (1, 2, 3)).astype(np.float32) * 0.2
-    frames = ev._frames(x)
-    window, lags = ev.FRAME_LENGTH // 2, np.arange(int(SR / ev.F0_MAX), int(SR / ev.F0_MIN) + 1)
+    frames = metrics._frames(x)
+    window, lags = metrics.FRAME_LENGTH // 2, np.arange(int(SR / metrics.F0_MAX), int(SR / metrics.F0_MIN) + 1)
     head = frames[10, :window]
     d = np.array([((head - frames[10, lag : lag + window]) ** 2).sum() for lag in lags])
     f0 = librosa.yin(
         x,
-        fmin=ev.F0_MIN,
-        fmax=ev.F0_MAX,
+        fmin=metrics.F0_MIN,
+        fmax=metrics.F0_MAX,
         sr=SR,
-        frame_length=ev.FRAME_LENGTH,
-        hop_length=ev.FRAME_HOP,
+        frame_length=metrics.FRAME_LENGTH,
+        hop_length=metrics.FRAME_HOP,
         center=True,
         pad_mode="constant",
     )[10]
@@ -76,24 +79,24 @@ def test_yin_lag_agrees_with_librosa_f0_on_a_harmonic_signal():
 
 
 def test_silence_has_no_period_and_no_voicing():
-    track = ev.pitch_track(np.zeros(SR, dtype=np.float32), SR)
+    track = metrics.pitch_track(np.zeros(SR, dtype=np.float32), SR)
     assert not track.voiced.any() and np.all(track.periodicity == 0.0)
 
 
 def test_f0_rmse_in_cents_and_vuv_f1():
-    a, b = ev.pitch_track(tone(220.0), SR), ev.pitch_track(tone(220.0 * 2 ** (100 / 1200)), SR)
-    assert ev.f0_rmse_cents(b, a) == pytest.approx(100.0, abs=3.0)
-    assert ev.f0_rmse_cents(a, a) == 0.0
-    assert ev.vuv_f1(a, a) == 1.0
-    silent = ev.pitch_track(np.zeros(SR, dtype=np.float32), SR)
-    assert ev.vuv_f1(silent, a) == 0.0
-    assert math.isnan(ev.f0_rmse_cents(silent, a))
+    a, b = metrics.pitch_track(tone(220.0), SR), metrics.pitch_track(tone(220.0 * 2 ** (100 / 1200)), SR)
+    assert metrics.f0_rmse_cents(b, a) == pytest.approx(100.0, abs=3.0)
+    assert metrics.f0_rmse_cents(a, a) == 0.0
+    assert metrics.vuv_f1(a, a) == 1.0
+    silent = metrics.pitch_track(np.zeros(SR, dtype=np.float32), SR)
+    assert metrics.vuv_f1(silent, a) == 0.0
+    assert math.isnan(metrics.f0_rmse_cents(silent, a))
 
 
 def test_silence_against_speech_voicing(speech):
-    real = ev.pitch_track(speech, SR)
+    real = metrics.pitch_track(speech, SR)
     assert 0.3 < real.voiced.mean() < 0.95  # speech has voiced and unvoiced frames
-    scores = ev.score_clip(np.zeros_like(speech), speech, AUDIO)
+    scores = metrics.score_clip(np.zeros_like(speech), speech, AUDIO)
     assert scores["voiced_share"] == 0.0 and scores["vuv_f1"] == 0.0
 
 
@@ -102,17 +105,17 @@ def test_silence_against_speech_voicing(speech):
 
 def test_cepstrum_convention_reconstructs_the_log_mel(speech):
     """L_k = c_0 + 2 sum_d c_d cos(pi d (2k + 1) / 2N): the stated convention, checked by an explicit cosine sum."""
-    log_mel = ev.log_mel(speech[:4096], AUDIO).astype(np.float64)
-    n = log_mel.shape[0]
-    c = ev.mel_cepstrum(speech[:4096], AUDIO, n_cepstra=n - 1)
-    c0 = log_mel.mean(axis=0)
+    spectrum = log_mel(speech[:4096], AUDIO).astype(np.float64)
+    n = spectrum.shape[0]
+    c = metrics.mel_cepstrum(speech[:4096], AUDIO, n_cepstra=n - 1)
+    c0 = spectrum.mean(axis=0)
     k, d = np.arange(n)[:, None], np.arange(1, n)[None, :]
     basis = np.cos(np.pi * d * (2 * k + 1) / (2 * n))  # (N, N - 1)
-    assert np.allclose(c0[None] + 2 * basis @ c, log_mel, atol=1e-4)
+    assert np.allclose(c0[None] + 2 * basis @ c, spectrum, atol=1e-4)
 
 
 def test_a_copy_scores_zero_distance_and_top_pesq(speech):
-    scores = ev.score_clip(speech.copy(), speech, AUDIO)
+    scores = metrics.score_clip(speech.copy(), speech, AUDIO)
     for key in ("mstft", "mcd", "f0_rmse_cents", "periodicity_error", "power_db"):
         assert scores[key] == pytest.approx(0.0, abs=1e-6), key
     assert scores["vuv_f1"] == 1.0
@@ -121,13 +124,13 @@ def test_a_copy_scores_zero_distance_and_top_pesq(speech):
 
 def test_noise_scores_far_from_speech(speech):
     fake = noise(len(speech) / SR, level=float(np.sqrt(np.mean(speech**2))))
-    scores = ev.score_clip(fake, speech, AUDIO)
+    scores = metrics.score_clip(fake, speech, AUDIO)
     assert scores["mcd"] > 4.0
     assert scores["mstft"] > 2.0
     assert scores["pesq"] < 1.5
     assert scores["voiced_share"] < 0.05
     assert abs(scores["power_db"]) < 0.5
-    quiet = ev.score_clip(0.1 * speech, speech, AUDIO)
+    quiet = metrics.score_clip(0.1 * speech, speech, AUDIO)
     assert quiet["power_db"] == pytest.approx(-20.0, abs=1e-3)
     assert quiet["mcd"] < 0.05  # a level change is c_0 only, which MCD leaves out
 
@@ -135,13 +138,32 @@ def test_noise_scores_far_from_speech(speech):
 def test_mcd_of_a_known_cepstral_shift():
     """Adding a spectral tilt of known cepstral size moves the MCD by the formula's amount."""
     x = noise(0.5, seed=1)
-    cx = ev.mel_cepstrum(x, AUDIO)
-    spectrum = ev.log_mel(x, AUDIO).astype(np.float64)
+    cx = metrics.mel_cepstrum(x, AUDIO)
+    spectrum = log_mel(x, AUDIO).astype(np.float64)
     n = spectrum.shape[0]
     tilt = 2 * 0.1 * np.cos(np.pi * 1 * (2 * np.arange(n) + 1) / (2 * n))  # c_1 += 0.1
-    shifted = ev.scipy.fft.dct(spectrum + tilt[:, None], type=2, axis=0)[1 : ev.N_CEPSTRA + 1] / (2 * n)
-    assert np.allclose(shifted - cx, np.eye(ev.N_CEPSTRA)[:, :1] * 0.1, atol=1e-6)
-    assert ev.MCD_SCALE * 0.1 == pytest.approx(10 / math.log(10) * math.sqrt(2) * 0.1)
+    shifted = scipy.fft.dct(spectrum + tilt[:, None], type=2, axis=0)[1 : metrics.N_CEPSTRA + 1] / (2 * n)
+    assert np.allclose(shifted - cx, np.eye(metrics.N_CEPSTRA)[:, :1] * 0.1, atol=1e-6)
+    assert metrics.MCD_SCALE * 0.1 == pytest.approx(10 / math.log(10) * math.sqrt(2) * 0.1)
+
+
+def test_compare_spectrograms_shares_one_scale_in_db_re_full_scale():
+    """A full-scale sine peaks at 0 dB (|X_k| * 2 / sum(w) is its amplitude), and every panel uses that one scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pwn_lib.audio import compare_spectrograms
+
+    sine = np.sin(2 * np.pi * 1_000.0 * np.arange(SR) / SR)  # 1 kHz sits on bin 64 of a 1024-point FFT at 16 kHz
+    fig = compare_spectrograms({"sine": sine, "quiet": 0.01 * sine}, SR, metrics={"quiet": {"power dB": -40.0}})
+    images = [ax.images[0] for ax in fig.axes if ax.images]
+    assert len(images) == 2 and all(im.get_clim() == pytest.approx((-80.0, 0.0), abs=0.05) for im in images)
+    assert images[1].get_array().max() == pytest.approx(-40.0, abs=0.05)
+    assert fig.axes[0].get_ylabel() == "frequency (Hz)" and fig.axes[1].get_title() == "quiet\npower dB -40"
+    assert fig.axes[-1].get_ylabel() == "level (dB re full scale)"
+    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -150,16 +172,16 @@ def test_mcd_of_a_known_cepstral_shift():
 def test_mean_ci_matches_scipy_t_interval():
     values = [1.0, 2.0, 4.0, 7.0, 11.0]
     low, high = scipy.stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=scipy.stats.sem(values))
-    got = ev.mean_ci(values + [float("nan")])
+    got = metrics.mean_ci(values + [float("nan")])
     assert got["n"] == 5 and got["mean"] == pytest.approx(5.0)
     assert got["ci95"] == pytest.approx((high - low) / 2)
 
 
 def test_ratio_ci_pools_and_bootstraps():
-    got = ev.ratio_ci([1, 2, 3], [10, 10, 20])
+    got = metrics.ratio_ci([1, 2, 3], [10, 10, 20])
     assert got["mean"] == pytest.approx(6 / 40)
     assert 0 < got["ci95"] < 0.15
-    assert ev.ratio_ci([2, 2, 2], [10, 10, 10])["ci95"] == 0.0
+    assert metrics.ratio_ci([2, 2, 2], [10, 10, 10])["ci95"] == 0.0
 
 
 def test_pick_utterances_is_deterministic_and_in_range():
@@ -175,7 +197,7 @@ def test_pick_utterances_is_deterministic_and_in_range():
 
 
 def test_listener_hears_real_speech_better_than_noise():
-    listener = ev.Listener()
+    listener = Listener()
     u = ev.pick_utterances("test", 1)[0]
     real_errors, total = listener.errors(u.audio, u.id)
     noise_errors, _ = listener.errors(noise(len(u.audio) / SR, 0.1), u.id)
@@ -211,7 +233,7 @@ def test_cli_scores_the_shipped_student(tmp_path, capsys):
     assert set(results["systems"]) == {"real", "noise", "silence", "student"}
     assert results["systems"]["real"]["mcd"]["mean"] == 0.0
     assert results["systems"]["noise"]["mcd"]["mean"] > 3.0
-    assert set(results["systems"]["student"]) == set(ev.METRICS)
+    assert set(results["systems"]["student"]) == set(metrics.METRICS)
     assert len(list((tmp_path / "wav" / "student").glob("*.wav"))) == 2
     printed = capsys.readouterr().out
     assert "student" in printed and "mcd" in printed
@@ -219,41 +241,9 @@ def test_cli_scores_the_shipped_student(tmp_path, capsys):
 
 def test_cli_refuses_a_directory_that_is_not_a_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a checkpoint directory"):
-        ev.load_system(tmp_path)
+        ev.main([str(tmp_path), "--no-espeak", "--out", str(tmp_path / "eval.json")])
 
 
 def test_corpus_has_targets_for_every_picked_utterance():
-    targets = ev.load_targets()
+    targets = load_targets()
     assert all(u.id in targets for u in load_corpus("test"))
-
-
-def copy_checkpoint(name: str, to: Path, sampling: dict | None = None) -> Path:
-    """A copy of a shipped checkpoint directory whose config.json holds ``sampling`` (or none)."""
-    shutil.copytree(CHECKPOINT_DIR / name, to)
-    config = json.loads((to / "config.json").read_text())
-    config.pop("sampling", None)
-    if sampling is not None:
-        config["sampling"] = sampling
-    (to / "config.json").write_text(json.dumps(config))
-    return to
-
-
-def test_teacher_samples_at_its_recorded_temperature_unless_overridden(tmp_path):
-    teacher = copy_checkpoint("teacher_course", tmp_path / "t", {"temperature": 0.5})
-    assert ev.load_system(teacher).options == {"temperature": 0.5}
-    assert ev.load_system(teacher, temperature=0.9).options == {"temperature": 0.9}
-    assert ev.load_system(copy_checkpoint("teacher_course", tmp_path / "plain")).options == {}
-    clips = ev._cropped(ev.pick_utterances("test", 1), 256, 4096)
-    audio = ev._audio_config([teacher])
-    system = ev.load_system(teacher)
-    cold = ev.synthesise(system, clips, audio, progress=False)[0]
-    system.options["temperature"] = 1.0
-    warm = ev.synthesise(system, clips, audio, progress=False)[0]
-    assert np.abs(cold - warm).max() > 1e-3  # the recorded temperature reached the sampler
-
-
-def test_sampling_options_are_checked(tmp_path):
-    with pytest.raises(ValueError, match="only a teacher's 'temperature'"):
-        ev.load_system(copy_checkpoint("teacher_course", tmp_path / "t", {"top_k": 3}))
-    with pytest.raises(ValueError, match="applies to teacher checkpoints"):
-        ev.load_system(CHECKPOINT_DIR / "student_course", temperature=0.7)

@@ -65,6 +65,6 @@ def test_build_errors_are_clear(tmp_path, capsys):
         )
         == 2
     )
-    assert "no config.json, so not a pwn_lib checkpoint" in capsys.readouterr().err
+    assert "is not a checkpoint directory (no config.json)" in capsys.readouterr().err
     assert main(["build", "--systems", "real", "--utterances", "400", "--out", str(tmp_path / "z")]) == 2
     assert "ask for fewer utterances" in capsys.readouterr().err

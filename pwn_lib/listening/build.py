@@ -1,13 +1,15 @@
 """Build a listening test from the shipped checkpoints on held-out (test split) utterances.
 
 Every system renders the same loudest ``seconds`` of each utterance: the teacher and students from that crop's
-log-mel (the same conditioning they were trained on), the codec and anchor conditions from the crop itself.
+log-mel (the same conditioning they were trained on) through :func:`pwn_lib.vocoders.render`, exactly as
+``python -m pwn_lib.evaluate`` scores them; the codec and anchor conditions from the crop itself.
 
 Systems (``--systems``, comma-separated):
 
 * ``real``: the recording (the hidden reference);
-* ``teacher``: ``data/checkpoints/teacher_course``, cached autoregressive generation (~1,000 steps/s on one CPU
-  core, batched over utterances, so the clip length sets the time: about 1 s of compute per 0.06 s of audio);
+* ``teacher``: ``data/checkpoints/teacher_course``, cached autoregressive generation at the sampling temperature its
+  config.json records, in the compiled C loop on one CPU thread (batched over utterances, so the clip length sets
+  the time);
 * ``student``: ``data/checkpoints/student_course``, one parallel pass;
 * ``mulaw8``: the recording through 8-bit mu-law, the 2016 WaveNet's output grid;
 * ``anchor``: the low anchor, MNRU at Q = 10 dB (ITU-T P.810);
@@ -24,11 +26,11 @@ from pathlib import Path
 
 import librosa
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
+from pwn_lib import vocoders
 from pwn_lib.artifacts import write_json
-from pwn_lib.audio import load_audio, log_mel, log_mel_distance, loudest_window
+from pwn_lib.audio import load_audio, log_mel_distance, loudest_window
 from pwn_lib.config import CHECKPOINT_DIR, DATA_DIR, REPO_ROOT, AudioConfig
 from pwn_lib.data import load_corpus
 from pwn_lib.listening.stats import CHECKPOINT_FIGURES
@@ -91,39 +93,20 @@ def heldout_crops(
     return {pool[i].id: loudest_window(pool[i].audio, n_samples, hop) for i in chosen}
 
 
-def _checkpoint_kind(directory: Path) -> str:
-    config = directory / "config.json"
-    if not config.is_file():
-        raise StimulusError(
-            f"{directory}: no config.json, so not a pwn_lib checkpoint; train one with "
-            "`python -m pwn_lib.train` or point at data/checkpoints/<name>"
-        )
-    return json.loads(config.read_text()).get("kind", "?")
-
-
-@torch.no_grad()
 def render(source: str | Path, crops: dict[str, np.ndarray], seed: int, audio: AudioConfig) -> dict[str, np.ndarray]:
-    """One system's rendering of every crop: ``{utterance: (T,) float32}``."""
+    """One system's rendering of every crop (all of one length, whole hops): ``{utterance: (T,) float32}``."""
     if source == "real":
         return dict(crops)
     if source == "mulaw8":
         return {u: mulaw_roundtrip(x, bits=8) for u, x in crops.items()}
     if source == "anchor":
         return {u: mnru(x, ANCHOR_Q_DB, seed=seed + i) for i, (u, x) in enumerate(crops.items())}
-    from pwn_lib.student import IAFStudent  # torch models: only when a checkpoint is rendered
-    from pwn_lib.wavenet import WaveNet
-
-    directory = Path(source)
-    kind = _checkpoint_kind(directory)
-    mel = torch.from_numpy(np.stack([log_mel(x, audio) for x in crops.values()]))  # (B, n_mels, F)
-    generator = torch.Generator().manual_seed(seed)
-    if kind == "teacher":
-        x = WaveNet.from_checkpoint(directory).generate(mel, generator=generator)
-    elif kind == "student":
-        x = IAFStudent.from_checkpoint(directory).sample(mel, generator=generator)
-    else:
-        raise StimulusError(f"{directory}: checkpoint kind {kind!r}; only teacher and student checkpoints render audio")
-    return {u: x[i, 0].numpy().astype(np.float32) for i, u in enumerate(crops)}
+    try:
+        vocoder = vocoders.load(source)
+    except (FileNotFoundError, ValueError) as error:
+        raise StimulusError(str(error)) from error
+    x = vocoders.render(vocoder, vocoders.mel_batch(list(crops.values()), audio), seed)
+    return {u: x[i, 0].cpu().numpy().astype(np.float32) for i, u in enumerate(crops)}
 
 
 def _word(name: str, sample_rate: int) -> np.ndarray:
@@ -211,7 +194,7 @@ def build_test(
     """
     audio = AudioConfig()
     sources = parse_systems(systems)
-    n_samples = int(seconds * audio.sample_rate) // audio.hop_length * audio.hop_length
+    n_samples = vocoders.hop_samples(seconds, audio)
     crops = heldout_crops(utterances, n_samples, seed, audio.hop_length)
     stimuli = {}
     for system, source in tqdm(sources.items(), desc="render systems"):
