@@ -198,6 +198,7 @@ def train_arm(
         out,
         model_config=to_dict(student.cfg),
         kind=f"ablation {arm.name}",
+        extra_config={"audio": to_dict(AUDIO_PRESETS["course"])},
     )
     record = {"curve": [], "curve_seconds": 0.0, "cpu_seconds": 0.0}
     if trainer.resume() and (out / "arm.json").is_file():

@@ -214,7 +214,7 @@ def read_config(directory: Path) -> dict:
         raise FileNotFoundError(
             f"{path}: missing, so {directory} is not a pwn_lib checkpoint; point at data/checkpoints/<name>"
         )
-    return json.loads(path.read_text())
+    return _read_json(path)
 
 
 def checkpoint_config(kind: str, model: Any, audio: Any, train: Any | None = None, **extra: Any) -> dict:

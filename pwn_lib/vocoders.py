@@ -29,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pwn_lib import _fast
-from pwn_lib.artifacts import CONFIG, audio_section, load_artifact
+from pwn_lib.artifacts import CONFIG, read_config
 from pwn_lib.audio import log_mel
 from pwn_lib.config import AUDIO_PRESETS, AudioConfig
 from pwn_lib.student import IAFStudent
@@ -105,7 +105,7 @@ def load(
             f"{directory}/{CONFIG} has kind {kind!r}; only {sorted(KINDS)} checkpoints render audio "
             "(the phone classifier listens, it does not speak)"
         )
-    _, config, _ = load_artifact(directory)
+    config = read_config(directory)
     sampling = dict(config.get("sampling", {}))
     if set(sampling) - {"temperature"} or (sampling and kind != "teacher"):
         raise ValueError(f"{directory}/{CONFIG}: 'sampling' may hold only a teacher's 'temperature', got {sampling}")
@@ -114,7 +114,7 @@ def load(
             raise ValueError(f"a sampling temperature applies to teacher checkpoints; {directory} is a {kind}")
         sampling["temperature"] = temperature
     model = KINDS[kind].from_checkpoint(directory, device)
-    return Vocoder(model, kind, name or kind, directory, audio_section(config), sampling)
+    return Vocoder(model, kind, name or kind, directory, model.audio, sampling)
 
 
 def hop_samples(seconds: float, audio: AudioConfig) -> int:
