@@ -68,21 +68,21 @@ def test_windows_are_the_clip_resampled_quantised_and_its_log_mel(cache, ljspeec
     from pwn_lib.audio import load_audio
 
     audio = AUDIO_PRESETS["paper"]
-    windows = CachedWindows(cache, 3_000, audio, seed=3, length=16)
+    windows = CachedWindows(cache, 2_400, audio, seed=3, length=16)
     item = windows[7]
     n, j = windows.locate(7)
     clip = read_manifest(cache)["clips"][n]
     x = load_audio(ljspeech / "wavs" / f"{clip['id']}.wav", audio.sample_rate)[: clip["frames"] * audio.hop_length]
     x = dequantize(quantize(x, audio.bits), audio.bits)
     hop = audio.hop_length
-    assert item["audio"].shape == (1, 3_000) and item["mel"].shape == (audio.n_mels, 10)
-    np.testing.assert_array_equal(item["audio"][0].numpy(), x[j * hop : j * hop + 3_000])
+    assert item["audio"].shape == (1, 2_400) and item["mel"].shape == (audio.n_mels, 10)
+    np.testing.assert_array_equal(item["audio"][0].numpy(), x[j * hop : j * hop + 2_400])
     np.testing.assert_array_equal(item["mel"].numpy(), log_mel(x, audio)[:, j : j + 10])
-    assert torch.equal(windows[7]["audio"], CachedWindows(cache, 3_000, audio, seed=3, length=16)[7]["audio"])
+    assert torch.equal(windows[7]["audio"], CachedWindows(cache, 2_400, audio, seed=3, length=16)[7]["audio"])
 
 
 def test_dataloader_workers_stream_the_same_items_as_the_main_process(cache):
-    windows = CachedWindows(cache, 3_000, AUDIO_PRESETS["paper"], seed=0, length=8)
+    windows = CachedWindows(cache, 2_400, AUDIO_PRESETS["paper"], seed=0, length=8)
     windows[0]  # maps a shard here; the workers must map their own
     here = [windows[i]["audio"] for i in range(8)]
     loader = torch.utils.data.DataLoader(windows, batch_size=4, num_workers=2)

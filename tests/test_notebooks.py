@@ -132,3 +132,38 @@ def test_house_rules(path: Path):
         plots = [m.end() for m in re.finditer(r"plt\.(subplots|figure)\(|compare_spectrograms\(", text)]
         if plots and "widgets." not in text:  # a widget redraws its own figure on every change
             assert text.rfind("plt.show()") > plots[-1], f"{path.name} cell {index}: show every figure with plt.show()"
+
+
+# Statements the course once made that its own figures or the paper contradict, each with what is true instead.
+CORRECTED = {
+    "equal-probability intervals": "notebook 01's intervals are equal-width in z; each keeps its probability",
+    '(nats)")': "a colour bar of log magnitudes is in natural-log units (or dB), not nats",
+    "the paper reports mos": "the paper compares its loss terms by A/B preference tests, not MOS",
+    "about 40 times faster": "quote the recorded benchmark, data/benchmarks/cpu.md",
+    "states no batch size": "section 5 gives the batch: 32 clips of 7,680 samples (configs/teacher_paper.yaml)",
+    "why tens here": "the recorded student/teacher ratio on this CPU is a few times (data/benchmarks/cpu.md)",
+    "3,070-sample receptive field": "3,070 samples is the width-2 figure; the paper's width 3 gives 6,139",
+}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_corrected_statement_comes_back(path: Path):
+    text = "\n".join(source(c) for c in cells(path)).lower()
+    found = {phrase: why for phrase, why in CORRECTED.items() if phrase in text}
+    assert not found, f"{path.name}: {found}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_write_outside_the_repository(path: Path):
+    code = "\n".join(source(c) for c in cells(path) if c["cell_type"] == "code")
+    inside = re.findall(r"REPO_ROOT\s*/\s*\"notebooks\"|[\"']notebooks/", code)
+    assert not inside, (
+        f"{path.name}: write scratch files under pwn_lib.config.SCRATCH_DIR, not the repository: {inside}"
+    )
+
+
+def test_the_shipped_checkpoints_are_reproduced_stage_by_stage():
+    """Notebooks 04 and 06 print every stage's command from the metrics.json, not only the last one."""
+    code = {p.name[:2]: "\n".join(source(c) for c in cells(p) if c["cell_type"] == "code") for p in NOTEBOOKS}
+    assert "stage_1" in code["04"] and '"reproduce"' in code["04"].replace("'", '"')
+    assert re.search(r"for stage in metrics\[\"stages\"\]", code["06"])
