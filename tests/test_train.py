@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from pwn_lib import artifacts
-from pwn_lib.config import TrainConfig
+from pwn_lib.config import TEACHER_PRESETS, TrainConfig
 from pwn_lib.trainer import EMA, Trainer, learning_rate
+from pwn_lib.wavenet import WaveNet
 
 
 class Regression(torch.utils.data.Dataset):
@@ -212,15 +213,14 @@ def test_ten_step_teacher_and_student_runs_on_the_corpus(tmp_path):
     assert IAFStudent.from_checkpoint(student_dir).sample(torch.zeros(1, 80, 2) - 5).shape == (1, 1, 512)
 
 
-class Replay(nn.Module):
+class Replay(WaveNet):
     """A stand-in teacher whose "generation" replays given signals, to check the phone-error-rate plumbing."""
 
     def __init__(self, signals: list[torch.Tensor], hop: int):
-        super().__init__()
-        self.anchor = nn.Parameter(torch.zeros(1))
+        super().__init__(TEACHER_PRESETS["tiny"])
         self.signals, self.hop = signals, hop
 
-    def generate(self, mel: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def generate(self, mel: torch.Tensor, **sampling) -> torch.Tensor:
         out = torch.zeros(mel.shape[0], 1, mel.shape[-1] * self.hop)
         for i, x in enumerate(self.signals):
             out[i, 0, : len(x)] = x
