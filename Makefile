@@ -7,13 +7,13 @@ PORT ?= 8888
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)  # containers often run as root
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with .ci/nbval_sanitize.cfg
 
-.PHONY: setup fast lab lint test test-unit test-notebooks bench clean-venv
+.PHONY: setup fast lab lint test test-fast test-unit test-notebooks bench clean-venv
 
 FAST_LIB := pwn_lib/_fast/libpwnfast.so
 
 setup: $(STAMP) $(FAST_LIB)
 
-# The teacher's compiled cached-generation loop (issue 12): plain C, loaded with ctypes; no torch headers.
+# The teacher's compiled cached-generation loop (pwn_lib/fast_paths.py): plain C, loaded with ctypes; no torch headers.
 # Without a C compiler this only warns, and WaveNet.generate(compiled=True) says how to build it.
 fast: $(FAST_LIB)
 
@@ -41,6 +41,10 @@ lint: setup
 # Lint, then the unit tests and every notebook, in fast mode (PWN_FAST=1), in one pytest run.
 test: lint
 	PWN_FAST=1 $(BIN)/python -m pytest tests notebooks $(NBVAL)
+
+# The inner loop: lint, then the unit tests not marked slow (CONTRIBUTING.md), in fast mode.
+test-fast: lint
+	PWN_FAST=1 $(BIN)/python -m pytest tests -m "not slow" -q
 
 test-unit: setup
 	PWN_FAST=1 $(BIN)/python -m pytest tests

@@ -1,4 +1,4 @@
-"""Speed of the course's models on this machine, against the matmul peak measured in the same run (issue 12).
+"""Speed of the course's models on this machine, against the matmul peak measured in the same run and the course's speed targets.
 
     python scripts/benchmark.py                          # course and paper presets (several minutes on 2 cores)
     python scripts/benchmark.py --quick                  # a smoke run: fewer, shorter repeats
@@ -324,7 +324,7 @@ def speed_table(name: str, rows: list[Row]) -> str:
     )
 
 
-# Issue 12's targets: (label, preset, how the measured figure is read from the rows, the bound, its unit).
+# The speed targets: (label, preset, how the measured figure is read from the rows, the bound, its unit).
 TARGETS = (
     ("teacher course, compiled cached generation, 1 thread", "course", "teacher_compiled", 5000.0, "steps/s"),
     ("teacher paper, compiled loop / r9y9 incremental_forward", "paper", "teacher_vs_peer", 3.0, "x"),
@@ -356,7 +356,7 @@ def measured(kind: str, name: str, rows: list[Row], peaks: dict[tuple[str, int],
 
 
 def targets_table(rows: list[Row], peaks: dict[tuple[str, int], float], presets: list[str]) -> str:
-    """Each target of issue 12 that this run measured: met, or by how much it falls short."""
+    """Each speed target that this run measured: met, or by how much it falls short."""
     lines = [
         "| target | measured | bound | verdict | ceiling: at 100 % of this run's bf16 peak (2 threads) |",
         "|---|---:|---:|---|---:|",
@@ -538,7 +538,7 @@ def run(settings: Settings, argv: list[str] | None) -> None:
         print(table(rows, peaks))
         print(f"\n### The paper's speed table, {name} preset (same run)\n")
         print(speed_table(name, rows))
-    print("\n## Issue 12's targets (same run)\n")
+    print("\n## Speed targets (same run)\n")
     print(targets_table(all_rows, peaks, settings.presets))
     if settings.memory:
         print("\n" + "\n".join(memory_lines()))

@@ -1,4 +1,4 @@
-"""scripts/benchmark.py: its verdicts on issue 12's targets, and a smoke run (no speed is asserted)."""
+"""scripts/benchmark.py: its verdicts on the speed targets, and a smoke run (no speed is asserted)."""
 
 from __future__ import annotations
 
@@ -52,5 +52,5 @@ def test_quick_benchmark_runs_and_writes_its_tables(tmp_path, preset, capsys):
     benchmark.main(["--presets", preset, "--quick", "--repeats", "1", "--out", str(out)])
     written = out.read_text()
     assert written == capsys.readouterr().out
-    for heading in ("## Matmul peak", f"## {preset} preset", "The paper's speed table", "Issue 12's targets"):
+    for heading in ("## Matmul peak", f"## {preset} preset", "The paper's speed table", "Speed targets"):
         assert heading in written

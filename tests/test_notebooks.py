@@ -1,6 +1,6 @@
 """The notebook contract: every notebook has the course's anatomy, and none re-implements what it handed off.
 
-Anatomy (STYLE.md, "Literate notebooks"): a title naming the paper section, what you will learn, prerequisites,
+Anatomy (CONTRIBUTING.md, "Adding a notebook"): a title naming the paper section, what you will learn, prerequisites,
 the measured time, at least one "From here on we use `pwn_lib.X`" hand-off, an exercise, a summary and a
 Next link to a notebook that exists. House rules: python3 kernel, seeded, outputs stripped except cells
 marked ``# NBVAL_CHECK_OUTPUT``, plots end with ``plt.show()``, progress bars from ``tqdm.auto``, no

@@ -30,7 +30,7 @@ def index_rows() -> list[list[str]]:
     return [[cell.strip(" |") for cell in row] for row in rows]
 
 
-def test_the_index_lists_every_equation_the_issue_names():
+def test_the_index_lists_every_equation_of_the_paper():
     names = " ".join(row[0] for row in index_rows()).replace("\\", "").replace("$", "")
     for required in REQUIRED:
         words = required.replace("-", " ").split()

@@ -1,4 +1,4 @@
-"""pwn_lib.evaluate.target_report: the issue-13 targets judged on rows whose answers are known."""
+"""pwn_lib.evaluate.target_report: the distillation targets judged on rows whose answers are known."""
 
 from __future__ import annotations
 

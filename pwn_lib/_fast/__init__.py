@@ -1,4 +1,4 @@
-"""Compiled helpers for the fast paths of issue 12, loaded with ctypes (no torch headers, builds in a second).
+"""Compiled helpers for the fast paths (pwn_lib.fast_paths), loaded with ctypes (no torch headers, builds in a second).
 
 ``make setup`` (or ``make fast``) compiles ``cached_mol.c`` into ``libpwnfast.so`` beside this file with the
 system C compiler. :func:`library` returns it, or None when it has not been built; callers then say so.
