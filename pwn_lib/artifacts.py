@@ -1,13 +1,15 @@
 """Shipped artifacts: ``model.safetensors`` + ``config.json`` + ``metrics.json``, written atomically.
 
-Every file goes through a temporary sibling and ``os.replace``, so a crash or a full disk
-never leaves a half-written checkpoint or ratings file behind.
+Every file goes through a temporary sibling, ``fsync`` and ``os.replace`` (then its folder is fsynced), so a crash,
+a power cut or a full disk never leaves a half-written checkpoint or ratings file behind, nor a temporary one.
 
 A training checkpoint is several files (the artifact and the resume state), and a process killed between
 two of them must not leave a mix of two steps. :func:`commit_checkpoint` therefore writes all of them into
 a fresh directory ``ckpt-<step>-<n>``, renames it into place, and only then swaps the one-line pointer file
-``LATEST`` (atomically, with ``os.replace``); older checkpoint directories are deleted after the swap.
-Whatever moment a SIGKILL hits, ``LATEST`` names a complete checkpoint (notebook 08).
+``LATEST`` (atomically, with ``os.replace``); the checkpoint before it is kept, so a damaged one can be stepped over
+(:func:`resume_candidates`), and older ones are deleted after the swap. Whatever moment a SIGKILL hits, ``LATEST``
+names a complete checkpoint (notebook 08). A training run holds :func:`lock_run` on its folder for its whole life,
+and temporary files of dead runs are swept away (:func:`sweep_stale`).
 
 Loading refuses, with a :class:`CheckpointError` naming the file and key, what would load wrong or hang: a
 ``LATEST`` naming anything but a ``ckpt-*`` folder of its own run, cut or corrupt JSON, a model config out of
@@ -17,11 +19,15 @@ hold (estimated from the config before any model is built), and NaN or infinite 
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import itertools
 import json
 import os
+import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,21 +36,40 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 WEIGHTS, CONFIG, METRICS = "model.safetensors", "config.json", "metrics.json"
-POINTER, CHECKPOINT_PREFIX = "LATEST", "ckpt-"
+POINTER, CHECKPOINT_PREFIX, LOCK = "LATEST", "ckpt-", ".lock"
+# The temporary names this module writes, each ending in the writer's pid: a checkpoint being written
+# (.ckpt-tmp-<pid>), a file being replaced (.<name>.tmp-<pid>) and an artifact file being linked (.<name>.link-<pid>).
+TEMPORARY = re.compile(r"^\.(?:ckpt-tmp|.+\.tmp|.+\.link)-(\d+)$")
+CHECKPOINT_NAME = re.compile(r"^ckpt-(\d+)-(\d+)$")
 
 
 class CheckpointError(ValueError):
     """A checkpoint that would load wrong or not at all; the message names the file, the key and what to do."""
 
 
+class RunLocked(RuntimeError):
+    """Another live process is training into the same folder; the message names the folder and its pid."""
+
+
+def fsync(path: Path) -> None:
+    """Flush a file's bytes, or a folder's entries (names created, renamed or deleted in it), to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write ``path`` through a temporary sibling and a rename, so a crash never leaves half a file."""
+    """Write ``path`` through a temporary sibling, fsync and a rename, so a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
         os.chmod(tmp, 0o644)
+        fsync(tmp)
         os.replace(tmp, path)
+        fsync(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -97,46 +122,147 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return target
 
 
+def checkpoints(directory: Path) -> list[Path]:
+    """The ``ckpt-<step>-<n>`` folders in ``directory``, newest (highest step, then n) first."""
+    found = []
+    for path in Path(directory).iterdir():
+        match = CHECKPOINT_NAME.match(path.name)
+        if match and path.is_dir():
+            found.append(((int(match[1]), int(match[2])), path))
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def resume_candidates(directory: Path) -> list[Path]:
+    """The checkpoints a run may resume from, in order: the one ``LATEST`` names, then the older ones, newest
+    first (a kill or a disk error may have damaged the latest); empty without ``LATEST``."""
+    latest = latest_checkpoint(directory)
+    if latest is None:
+        return []
+    older = checkpoints(directory)
+    return [latest, *older[older.index(latest) + 1 :]] if latest in older else [latest]
+
+
+def point_to(directory: Path, checkpoint: Path) -> None:
+    """Make ``LATEST`` name ``checkpoint`` (atomically) and publish its artifact files in ``directory``."""
+    _atomic(Path(directory) / POINTER, lambda t: t.write_text(Path(checkpoint).name + "\n"))
+    publish(checkpoint, directory)
+
+
 def commit_checkpoint(directory: Path, step: int, write: Callable[[Path], None]) -> Path:
     """Write a multi-file checkpoint with ``write(fresh_dir)``, then make it the one ``LATEST`` names.
 
-    Order: write into ``.ckpt-tmp-<pid>``, rename it to ``ckpt-<step>-<n>``, swap ``LATEST`` with
-    ``os.replace``, delete every other checkpoint directory, then hard-link the artifact's three files
-    into ``directory`` itself for the tools that read a flat checkpoint. A kill before the swap leaves the
-    previous checkpoint current; a kill after it leaves the new one current. Returns the new checkpoint.
+    Order: write into ``.ckpt-tmp-<pid>`` and fsync it, rename it to ``ckpt-<step>-<n>``, swap ``LATEST`` with
+    ``os.replace``, delete every checkpoint directory but this one and the one ``LATEST`` named before, then
+    hard-link the artifact's three files into ``directory`` itself for the tools that read a flat checkpoint.
+    A kill before the swap leaves the previous checkpoint current; a kill after it leaves the new one current.
+    A failed write (a full disk) removes its temporary directory and re-raises. Returns the new checkpoint.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    sweep_stale(directory)
     tmp = directory / f".{CHECKPOINT_PREFIX}tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    write(tmp)
-    final = next(
-        directory / f"{CHECKPOINT_PREFIX}{step:08d}-{n}"
-        for n in itertools.count()
-        if not (directory / f"{CHECKPOINT_PREFIX}{step:08d}-{n}").exists()
-    )
-    os.rename(tmp, final)
+    try:
+        tmp.mkdir()
+        write(tmp)
+        for folder in (*(p for p in tmp.rglob("*") if p.is_dir()), tmp):
+            fsync(folder)
+        final = next(
+            directory / f"{CHECKPOINT_PREFIX}{step:08d}-{n}"
+            for n in itertools.count()
+            if not (directory / f"{CHECKPOINT_PREFIX}{step:08d}-{n}").exists()
+        )
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync(directory)
+    previous = None
+    with contextlib.suppress(CheckpointError, FileNotFoundError):  # a LATEST edited by hand is replaced
+        previous = latest_checkpoint(directory)
     _atomic(directory / POINTER, lambda t: t.write_text(final.name + "\n"))
-    for old in directory.iterdir():
-        if old.is_dir() and old.name.lstrip(".").startswith(CHECKPOINT_PREFIX) and old != final:
+    for old in checkpoints(directory):
+        if old not in (final, previous):
             shutil.rmtree(old, ignore_errors=True)
     publish(final, directory)
     return final
 
 
 def publish(checkpoint: Path, directory: Path) -> None:
-    """Hard-link (or copy) a checkpoint's artifact files into ``directory``, each replaced atomically."""
+    """Hard-link (or copy) a checkpoint's artifact files into ``directory``, each replaced atomically; files
+    already linked to the checkpoint are left as they are (a resume republishes its checkpoint)."""
     for name in (WEIGHTS, CONFIG, METRICS):
-        source, tmp = checkpoint / name, directory / f".{name}.link-{os.getpid()}"
-        if not source.is_file():
+        source, target, tmp = checkpoint / name, directory / name, directory / f".{name}.link-{os.getpid()}"
+        if not source.is_file() or (target.is_file() and os.path.samefile(source, target)):
             continue
         tmp.unlink(missing_ok=True)
         try:
-            os.link(source, tmp)
-        except OSError:  # another file system, or one without hard links
-            shutil.copy2(source, tmp)
-        os.replace(tmp, directory / name)
+            try:
+                os.link(source, tmp)
+            except OSError:  # another file system, or one without hard links
+                shutil.copy2(source, tmp)
+                fsync(tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+    fsync(directory)
+
+
+def _alive(pid: int) -> bool:
+    """Whether another process with this pid runs (this process's own leftovers count as dead)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def sweep_stale(directory: Path) -> list[str]:
+    """Delete the temporary files and folders (:data:`TEMPORARY`) that runs killed mid-write left in ``directory``;
+    those of live processes are kept. Returns the names deleted."""
+    swept = []
+    for entry in Path(directory).iterdir():
+        match = TEMPORARY.match(entry.name)
+        if match is None or _alive(int(match[1])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        swept.append(entry.name)
+    return swept
+
+
+@contextlib.contextmanager
+def lock_run(directory: Path) -> Iterator[Path]:
+    """Hold an exclusive lock on a run folder (``fcntl.flock`` on ``directory/.lock``, which records the holder's
+    pid) while the ``with`` block runs; raise :class:`RunLocked` at once if another process holds it. The lock
+    dies with its process, so a killed run never leaves its folder locked. Stale temporary files are swept first.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise RunLocked(
+                f"{directory} is in use by another training run (pid {holder}, lock file {path}); wait for it to "
+                "end or stop it, or train into another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        sweep_stale(directory)
+        yield directory
+    finally:
+        os.close(fd)
 
 
 def load_artifact(
@@ -154,15 +280,15 @@ def load_artifact(
             f"{directory} is not a pwn_lib checkpoint: missing {missing}. Train one with "
             "`python -m pwn_lib.train teacher|student --out DIR` or point at data/checkpoints/<name>."
         )
-    config = _read_json(directory / CONFIG)
-    metrics = _read_json(directory / METRICS) if (directory / METRICS).is_file() else {}
+    config = read_json(directory / CONFIG)
+    metrics = read_json(directory / METRICS) if (directory / METRICS).is_file() else {}
     model = _checked_model_config(config, directory / CONFIG)
     if model is not None and check is not None:
         check(model, directory / CONFIG, directory / WEIGHTS)
-    return _read_weights(directory / WEIGHTS), config, metrics
+    return read_weights(directory / WEIGHTS), config, metrics
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
     except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
@@ -192,7 +318,7 @@ def _checked_model_config(config: dict, path: Path) -> Any:
     return model
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """The weights, refused when unreadable or when any floating-point tensor holds NaN or infinity."""
     try:
         state = load_file(str(path))
@@ -214,7 +340,7 @@ def read_config(directory: Path) -> dict:
         raise FileNotFoundError(
             f"{path}: missing, so {directory} is not a pwn_lib checkpoint; point at data/checkpoints/<name>"
         )
-    return _read_json(path)
+    return read_json(path)
 
 
 def checkpoint_config(kind: str, model: Any, audio: Any, train: Any | None = None, **extra: Any) -> dict:

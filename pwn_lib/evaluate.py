@@ -21,6 +21,7 @@ import argparse
 import io
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -57,6 +58,9 @@ from pwn_lib.vocoders import Vocoder, crop_to_hops
 MIN_SECONDS, MAX_SECONDS = 1.0, 4.0  # default utterance range: long enough to judge, short enough to generate
 EVAL_SEED = 0
 RESULTS_DIR = DATA_DIR / "eval"
+# The rows evaluate_systems adds beside the checkpoints' own; a checkpoint's row may not take one of these names.
+REFERENCE_ROWS = ("real", "noise", "silence", "espeak")
+ROW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 # ----------------------------------------------------------------------------- reference rows
@@ -98,6 +102,28 @@ def reference_systems(clips: list[np.ndarray], seed: int = EVAL_SEED) -> dict[st
         (rng.standard_normal(len(x)) * np.sqrt(np.mean(x.astype(np.float64) ** 2))).astype(np.float32) for x in clips
     ]
     return {"real": clips, "noise": noise, "silence": [np.zeros_like(x) for x in clips]}
+
+
+def unique_names(kinds: list[str]) -> list[str]:
+    """Default row names: each checkpoint's kind, numbered (``teacher_1``, ``teacher_2``) where kinds repeat."""
+    return [kind if kinds.count(kind) == 1 else f"{kind}_{kinds[:i].count(kind) + 1}" for i, kind in enumerate(kinds)]
+
+
+def check_names(names: list[str]) -> None:
+    """Row names must be plain identifiers (they name files under ``--out`` and ``--audio-dir``), distinct, and
+    none of :data:`REFERENCE_ROWS`; a ValueError names the offending ones."""
+    bad = [n for n in names if not ROW_NAME.match(n)]
+    if bad:
+        raise ValueError(
+            f"--names {bad}: a row name must be 1-64 letters, digits, '_' or '-' and start with a letter or digit "
+            "(it names files); choose e.g. teacher_a,teacher_b"
+        )
+    taken = sorted({n for n in names if n in REFERENCE_ROWS})
+    if taken:
+        raise ValueError(f"--names {taken}: {list(REFERENCE_ROWS)} are the reference rows; choose other names")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"--names {repeated}: each checkpoint needs its own row name; give distinct names")
 
 
 def evaluate_systems(
@@ -206,11 +232,12 @@ def run(
     """Score ``checkpoints`` and the reference rows on ``split``; returns the JSON-ready results.
 
     ``temperature`` overrides every teacher's recorded sampling temperature (see :func:`pwn_lib.vocoders.load`).
+    ``names`` (default: :func:`unique_names` of the checkpoints' kinds) are checked by :func:`check_names` before
+    anything is loaded.
     """
-    systems = [
-        vocoders.load(p, n, device, temperature)
-        for p, n in zip(checkpoints, names or [None] * len(checkpoints), strict=True)
-    ]
+    names = names or unique_names([vocoders.checkpoint_kind(p) for p in checkpoints])
+    check_names(names)
+    systems = [vocoders.load(p, n, device, temperature) for p, n in zip(checkpoints, names, strict=True)]
     audio = _audio_config(systems)
     utterances = pick_utterances(split, count)
     max_samples = int(max_seconds * audio.sample_rate) if max_seconds else None
@@ -371,7 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m pwn_lib.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("checkpoints", nargs="+", type=Path, help="teacher and/or student checkpoint directories")
-    parser.add_argument("--names", help="comma-separated row names for the checkpoints (default: their kinds)")
+    parser.add_argument(
+        "--names",
+        help="comma-separated row names for the checkpoints: letters, digits, '_', '-'; not real, noise, silence or "
+        "espeak (default: their kinds, numbered where they repeat)",
+    )
     parser.add_argument("--split", default="test", choices=("train", "valid", "test"))
     parser.add_argument(
         "--utterances",
@@ -405,6 +436,11 @@ def main(argv: list[str] | None = None) -> int:
     names = args.names.split(",") if args.names else None
     if names is not None and len(names) != len(args.checkpoints):
         raise SystemExit(f"--names has {len(names)} names for {len(args.checkpoints)} checkpoints")
+    if names is not None:
+        try:
+            check_names(names)
+        except ValueError as error:
+            raise SystemExit(f"error: {error}") from None
     count = args.utterances if args.utterances is not None else (2 if fast_mode() else None)
     max_seconds = args.max_seconds if args.max_seconds is not None else (0.5 if fast_mode() else None)
     results = run(

@@ -16,6 +16,11 @@ stored them (:func:`pwn_lib.features.corpus_statistics`), and every key, type an
     python -m pwn_lib.train phones --config configs/phones_course.yaml
     python -m pwn_lib.train ablation --config configs/ablation_course.yaml --teacher data/checkpoints/teacher_course
 
+A run holds a lock on its ``--out`` folder for its whole life (rank 0 under torchrun;
+:func:`pwn_lib.artifacts.lock_run`), so a second run on it stops at once naming the first one's pid; a resume under
+changed settings, or from a folder whose checkpoints are all damaged, stops with the keys or files named
+(:class:`pwn_lib.trainer.ResumeError`).
+
 The same command runs under torchrun, one process per GPU (notebook 08; scripts/slurm_train.sh for clusters):
 
     torchrun --nproc_per_node 8 -m pwn_lib.train teacher --config configs/teacher_paper.yaml \
@@ -25,7 +30,9 @@ The same command runs under torchrun, one process per GPU (notebook 08; scripts/
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,7 +41,7 @@ import torch
 
 from pwn_lib import distributed
 from pwn_lib.ablation import ABLATION_DIR, AblationConfig, run_ablation, shown
-from pwn_lib.artifacts import config_section, load_artifact, read_config, write_json
+from pwn_lib.artifacts import RunLocked, config_section, load_artifact, lock_run, read_config, write_json
 from pwn_lib.audio import log_mel_distance, save_audio
 from pwn_lib.config import (
     AUDIO_PRESETS,
@@ -84,7 +91,7 @@ from pwn_lib.phones import (
 )
 from pwn_lib.phones import evaluate as phone_scores
 from pwn_lib.student import IAFStudent
-from pwn_lib.trainer import Trainer
+from pwn_lib.trainer import ResumeError, Trainer
 from pwn_lib.vocoders import render
 from pwn_lib.wavenet import WaveNet, teacher_loss
 
@@ -247,7 +254,7 @@ def teacher_run(args: argparse.Namespace, resolved: dict[str, Any]) -> Path:
     """Train the teacher on the corpus's train split; record held-out NLL, log-mel distance and PER."""
     audio = resolved["audio"]
     device = args.torch_device
-    out = args.out or CHECKPOINT_DIR / f"teacher_{args.preset}"
+    out = args.out
     seed_everything(resolved["train"].seed)
     trainer, dataset = make_trainer(args, WaveNet(resolved["model"]), teacher_loss, resolved, out, device)
     windows = heldout_windows(audio) if args.world.main and not args.no_eval else []
@@ -283,7 +290,7 @@ def student_run(args: argparse.Namespace, resolved: dict[str, Any]) -> Path:
     if args.teacher is None:
         raise SystemExit("student training needs --teacher DIR (e.g. data/checkpoints/teacher_course)")
     device = args.torch_device
-    out = args.out or CHECKPOINT_DIR / f"student_{args.preset}"
+    out = args.out
     seed_everything(resolved["train"].seed)
     # The frozen teacher: loaded on every rank, outside the Trainer's DDP module, with no gradients of its own.
     teacher = WaveNet.from_checkpoint(args.teacher, device).requires_grad_(False)
@@ -322,7 +329,7 @@ def phones_run(args: argparse.Namespace, resolved: dict[str, Any]) -> Path:
     """Train the CTC phone classifier (the machine listener and the perceptual loss's feature extractor)."""
     model_cfg, audio, train_cfg = resolved["model"], resolved["audio"], resolved["train"]
     device = args.torch_device
-    out = args.out or CHECKPOINT_DIR / f"phones_{args.preset}"
+    out = args.out
     seed_everything(train_cfg.seed)
     targets = load_targets()
     train_set, valid_set, test_set = (make_examples(s, targets, audio) for s in ("train", "valid", "test"))
@@ -450,6 +457,15 @@ def build_parser() -> argparse.ArgumentParser:
 RUNS = {"teacher": teacher_run, "student": student_run, "phones": phones_run, "ablation": ablation_run}
 
 
+def run_lock(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """The lock on ``--out`` (default data/checkpoints/<kind>_<preset>) for the run's life: taken by the one process
+    that writes checkpoints (rank 0 under torchrun, before the process group forms); the ablation writes one
+    JSON file and takes none."""
+    if args.kind == "ablation" or int(os.environ.get("RANK", "0")) != 0:
+        return contextlib.nullcontext()
+    return lock_run(args.out)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
@@ -462,11 +478,17 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: {error}") from None
     if args.threads:
         torch.set_num_threads(args.threads)
-    args.world, args.torch_device = distributed.init(args.device)
+    if args.kind != "ablation":
+        args.out = args.out or CHECKPOINT_DIR / f"{args.kind}_{args.preset}"
     try:
-        say(args, f"artifact written to {RUNS[args.kind](args, resolved)}")
-    finally:
-        distributed.shutdown()
+        with run_lock(args):
+            args.world, args.torch_device = distributed.init(args.device)
+            try:
+                say(args, f"artifact written to {RUNS[args.kind](args, resolved)}")
+            finally:
+                distributed.shutdown()
+    except (RunLocked, ResumeError) as error:
+        raise SystemExit(f"error: {error}") from None
     return 0
 
 

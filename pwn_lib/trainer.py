@@ -4,7 +4,9 @@ ablation arm (notebook 04 teaches it; notebooks 06 and 07 use it).
 Adam with warm-up and a step or cosine schedule, gradient clipping, EMA (Polyak) weights, bf16 or fp16
 (GradScaler) autocast, TF32, torch.compile, gradient accumulation, DistributedDataParallel under torchrun
 (notebook 08), tqdm progress, TensorBoard scalars, kill-safe safetensors checkpoints, exact resume, and a
-hard stop on a non-finite loss. What differs between models is only the loss function handed to it, which
+hard stop on a non-finite loss or gradient (no checkpoint with non-finite weights, EMA or optimiser state is
+ever written; a damaged latest checkpoint is stepped over on resume, and a resume under changed settings is
+refused). What differs between models is only the loss function handed to it, which
 sits next to its model: :func:`pwn_lib.wavenet.teacher_loss`, :func:`pwn_lib.losses.student_loss` (a
 :class:`pwn_lib.config.DistillLoss` recipe) and :func:`pwn_lib.phones.phone_loss`.
 
@@ -20,20 +22,34 @@ import contextlib
 import copy
 import json
 import math
+import reprlib
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from pwn_lib import distributed
-from pwn_lib.artifacts import commit_checkpoint, latest_checkpoint, publish, save_artifact, write_json, write_tensors
+from pwn_lib.artifacts import (
+    CONFIG,
+    CheckpointError,
+    commit_checkpoint,
+    latest_checkpoint,
+    point_to,
+    publish,
+    read_json,
+    read_weights,
+    resume_candidates,
+    save_artifact,
+    write_json,
+    write_tensors,
+)
 from pwn_lib.config import AUDIO_PRESETS, TrainConfig, to_dict
 from pwn_lib.data import AudioWindows, load_corpus
 from pwn_lib.distributed import World
@@ -41,6 +57,15 @@ from pwn_lib.losses import LossFn
 from pwn_lib.wavenet import WaveNet, build_teacher, teacher_loss
 
 RESUME_DIR = "resume"
+# TrainConfig keys a resumed run may change: how often it logs and saves, how it loads and compiles, and where it
+# stops (``steps`` may only grow). Any other change would continue the run under another recipe.
+FREE_ON_RESUME = ("steps", "stop_at", "log_every", "checkpoint_every", "num_workers", "compile")
+STATE_KEYS = ("step", "ema_updates", "history", "train_seconds", "optimizer")
+
+
+class ResumeError(ValueError):
+    """A run folder that cannot be continued as asked: every checkpoint in it is damaged, or it was trained with
+    other settings; the message names the folder, the checkpoints or keys, and what to do."""
 
 
 # ----------------------------------------------------------------------------- optimisation
@@ -263,13 +288,42 @@ class Trainer:
         }
 
     # -- persistence ----------------------------------------------------------------
+    def last_good(self) -> str:
+        """The checkpoint a rerun would resume from, for error messages."""
+        if self.out_dir is None:
+            return "nowhere (out_dir=None)"
+        checkpoint = latest_checkpoint(self.out_dir)
+        return str(checkpoint) if checkpoint is not None else f"none yet in {self.out_dir}"
+
+    def non_finite(self) -> list[str]:
+        """The names of the raw weights, EMA weights and optimiser tensors that hold NaN or infinity."""
+        tensors = {
+            **{f"model.{k}": v for k, v in self.model.state_dict().items()},
+            **{f"ema.{k}": v for k, v in self.ema.shadow.items()},
+            **_flatten_optimizer(self.optimizer)[0],
+        }
+        return [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+
+    def assert_finite(self) -> None:
+        """Raise FloatingPointError, before anything is written, when the state to save holds NaN or infinity."""
+        bad = self.non_finite()
+        if bad:
+            raise FloatingPointError(
+                f"step {self.step}: {len(bad)} weight, EMA or optimiser tensor(s) hold NaN or infinity, e.g. "
+                f"{bad[:3]}; not saving them. The last good checkpoint is {self.last_good()}: lower the learning "
+                f"rate (now {self.cfg.lr:g} at its peak) and warm-start a new run from it (--init), or start over "
+                "with --fresh"
+            )
+
     def save(self, metrics: dict | None = None) -> Path | None:
         """Write the resume state and the artifact (EMA weights) as one checkpoint that a kill at any moment
-        leaves whole (:func:`pwn_lib.artifacts.commit_checkpoint`); rank 0 only; None without out_dir."""
+        leaves whole (:func:`pwn_lib.artifacts.commit_checkpoint`); rank 0 only; None without out_dir.
+        Raises FloatingPointError, writing nothing, when any of it holds NaN or infinity."""
         if self.out_dir is None:
             return None
         if not self.world.main:
             return self.out_dir
+        self.assert_finite()
         optim_tensors, optim_meta = _flatten_optimizer(self.optimizer)
         raw = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         ema = {f"ema.{k}": v for k, v in self.ema.shadow.items()}
@@ -301,22 +355,54 @@ class Trainer:
         commit_checkpoint(self.out_dir, self.step, write)
         return self.out_dir
 
-    def resume_dir(self) -> Path | None:
-        """Where the resume state is: in the checkpoint ``LATEST`` names, else a flat ``out_dir/resume`` (older
-        runs and committed resume states); None when there is neither."""
-        if self.out_dir is None:
-            return None
-        checkpoint = latest_checkpoint(self.out_dir)
-        resume = (checkpoint or self.out_dir) / RESUME_DIR
-        return resume if (resume / "state.json").is_file() else None
-
     def resume(self) -> bool:
-        """Continue from the latest checkpoint in ``out_dir`` if there is one, on every rank alike; True if it did."""
-        resume = self.resume_dir()
-        if resume is None:
+        """Continue from the latest checkpoint in ``out_dir`` if there is one, on every rank alike; True if it did.
+
+        A damaged checkpoint (a resume state cut short, unreadable, or holding NaN) is stepped over with a warning
+        naming it, for the one before it (:func:`pwn_lib.artifacts.resume_candidates`), which then becomes
+        ``LATEST``. Raises :class:`ResumeError` when no checkpoint can be read or when the run was trained with
+        other settings (:meth:`changed_settings`). A folder without ``LATEST`` may hold a flat ``resume/``
+        (older runs and committed resume states)."""
+        if self.out_dir is None:
             return False
-        meta = json.loads((resume / "state.json").read_text())
-        tensors = load_file(str(resume / "state.safetensors"), device=str(self.device))
+        candidates = resume_candidates(self.out_dir)
+        if not candidates:
+            candidates = [self.out_dir] if (self.out_dir / RESUME_DIR / "state.json").is_file() else []
+        damaged: list[str] = []
+        for checkpoint in candidates:
+            try:
+                meta, tensors = read_resume_state(checkpoint / RESUME_DIR)
+                break
+            except CheckpointError as err:
+                damaged.append(str(err))
+        else:
+            if not damaged:
+                return False
+            raise ResumeError(
+                f"{self.out_dir}: no checkpoint can be resumed: {' | '.join(damaged)}. Start over with --fresh or "
+                "train into a new --out"
+            )
+        changed = self.changed_settings(meta, checkpoint)
+        if changed:
+            raise ResumeError(
+                f"{self.out_dir} holds a run trained with other settings (recorded -> now): {'; '.join(changed)}. "
+                "Resuming would continue it under a different recipe: use a new --out, or --fresh to start over "
+                "in this folder (steps and stop_at may grow)"
+            )
+        if damaged:
+            warnings.warn(
+                f"stepped over damaged checkpoint(s): {' | '.join(damaged)}; resuming from {checkpoint}",
+                stacklevel=2,
+            )
+        self._load_state(meta, {k: v.to(self.device) for k, v in tensors.items()})
+        if self.world.main and checkpoint != self.out_dir:
+            if damaged:  # the good checkpoint becomes LATEST, and its files the published ones
+                point_to(self.out_dir, checkpoint)
+            else:  # a kill may have stopped the linking of the artifact
+                publish(checkpoint, self.out_dir)
+        return True
+
+    def _load_state(self, meta: dict, tensors: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         self.ema.shadow = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
         self.ema.updates = meta["ema_updates"]
@@ -324,9 +410,23 @@ class Trainer:
         if meta.get("scaler"):
             self.scaler.load_state_dict(meta["scaler"])
         self.step, self.history, self.train_seconds = meta["step"], meta["history"], meta["train_seconds"]
-        if self.world.main and resume.parent != self.out_dir:  # a kill may have stopped the linking of the artifact
-            publish(resume.parent, self.out_dir)
-        return True
+
+    def changed_settings(self, meta: dict, checkpoint: Path) -> list[str]:
+        """What differs between the checkpoint's recorded run and this one, as ``"key: recorded -> now"``: every
+        TrainConfig key but :data:`FREE_ON_RESUME` (``steps`` may grow; ``grad_accum`` counts over all processes,
+        so a run may move to more GPUs with less accumulation), the model config and the extra config sections."""
+        recorded, now = dict(meta.get("train_config", {})), to_dict(self.cfg)
+        recorded["grad_accum x processes"] = recorded.pop("grad_accum", 1) * meta.get("world_size", 1)
+        now["grad_accum x processes"] = now.pop("grad_accum") * self.world.size
+        if now["steps"] >= recorded.get("steps", 0):
+            recorded["steps"] = now["steps"]
+        free = {k: None for k in FREE_ON_RESUME if k != "steps"}
+        changed = _differences("train", {**recorded, **free}, {**now, **free})
+        config = read_json(checkpoint / CONFIG) if (checkpoint / CONFIG).is_file() else {}
+        for key, value in {"model": self.model_config, **self.extra_config}.items():
+            if key in config:  # as config.json holds it: tuples become lists
+                changed += _differences(key, config[key], json.loads(json.dumps(value)))
+        return changed
 
     # -- training -------------------------------------------------------------------
     def _steps(self, dataset: torch.utils.data.Dataset, stop: int) -> Iterator[list[dict[str, torch.Tensor]]]:
@@ -373,7 +473,7 @@ class Trainer:
                 f"non-finite loss ({shared.item()}) at step {self.step}, batch of dataset items "
                 f"{first}..{first + self.cfg.batch_size - 1}; stopping instead of training on NaN. "
                 f"Lower the learning rate (now {lr:g}) or check those inputs; the last good checkpoint "
-                f"is in {self.out_dir or 'nowhere (out_dir=None)'}."
+                f"is {self.last_good()}."
             )
         return shared
 
@@ -398,6 +498,12 @@ class Trainer:
             extras.append(extra)
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        if not self.scaler.is_enabled() and not torch.isfinite(grad_norm):  # fp16's GradScaler skips such steps
+            raise FloatingPointError(
+                f"non-finite gradient norm ({grad_norm.item()}) at step {self.step} with a finite loss; stopping "
+                f"before the update, so the weights stay finite. Lower the learning rate (now {lr:g}); the last good "
+                f"checkpoint is {self.last_good()}."
+            )
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.ema.update(self.model)
@@ -408,7 +514,9 @@ class Trainer:
         return StepRecord(self.step, torch.stack(losses).mean().item(), lr, grad_norm.item(), seconds, extra)
 
     def _checkpoint(self, on_checkpoint: Callable[[Trainer], dict] | None, step: int) -> None:
-        """Rank 0 evaluates and saves while the other ranks wait at the barriers around it."""
+        """Rank 0 evaluates and saves while the other ranks wait at the barriers around it; every rank checks first
+        that the (identical) state is finite, so a non-finite one stops them all instead of leaving some waiting."""
+        self.assert_finite()
         distributed.barrier()
         if self.world.main:
             metrics = on_checkpoint(self) if on_checkpoint else {}
@@ -460,6 +568,31 @@ class Trainer:
         return self.ema.averaged_model(copy.deepcopy(self.model)).eval()
 
 
+def _differences(name: str, recorded: Any, now: Any) -> list[str]:
+    """``"name.key: recorded -> now"`` for each key of two config dicts that differs (``"name: ..."`` for others)."""
+    if not (isinstance(recorded, dict) and isinstance(now, dict)):
+        return [] if recorded == now else [f"{name}: {reprlib.repr(recorded)} -> {reprlib.repr(now)}"]
+    keys = sorted(set(recorded) | set(now))
+    return [
+        f"{name}.{key}: {reprlib.repr(recorded.get(key))} -> {reprlib.repr(now.get(key))}"
+        for key in keys
+        if recorded.get(key) != now.get(key)
+    ]
+
+
+def read_resume_state(resume: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """A checkpoint's resume state (``state.json`` and ``state.safetensors``, on the CPU), read whole and checked;
+    :class:`pwn_lib.artifacts.CheckpointError` naming the file when it is missing, cut, corrupt or not finite."""
+    for name in ("state.json", "state.safetensors"):
+        if not (resume / name).is_file():
+            raise CheckpointError(f"{resume / name}: missing")
+    meta = read_json(resume / "state.json")
+    missing = [key for key in STATE_KEYS if key not in meta]
+    if missing:
+        raise CheckpointError(f"{resume / 'state.json'}: lacks {missing}; the file is damaged")
+    return meta, read_weights(resume / "state.safetensors")
+
+
 def fit_tiny_teacher(
     steps: int = 60, batch_size: int = 2, window: int = 1_024, lr: float = 3e-3, seed: int = 0, progress: bool = False
 ) -> WaveNet:
@@ -490,6 +623,7 @@ __all__ = [
     "LossFn",
     "MicroBatches",
     "Objective",
+    "ResumeError",
     "Trainer",
     "autocast_dtype",
     "fit_tiny_teacher",

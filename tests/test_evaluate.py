@@ -214,9 +214,11 @@ def test_espeak_reading():
 
 
 def test_cli_scores_the_shipped_student(tmp_path, capsys):
+    """Two checkpoints of one kind without --names get a row each (student_1, student_2), not one shared row."""
     out = tmp_path / "eval.json"
     ev.main(
         [
+            str(CHECKPOINT_DIR / "student_course"),
             str(CHECKPOINT_DIR / "student_course"),
             "--utterances",
             "2",
@@ -230,13 +232,40 @@ def test_cli_scores_the_shipped_student(tmp_path, capsys):
         ]
     )
     results = json.loads(out.read_text())
-    assert set(results["systems"]) == {"real", "noise", "silence", "student"}
+    assert set(results["systems"]) == {"real", "noise", "silence", "student_1", "student_2"}
     assert results["systems"]["real"]["mcd"]["mean"] == 0.0
     assert results["systems"]["noise"]["mcd"]["mean"] > 3.0
-    assert set(results["systems"]["student"]) == set(metrics.METRICS)
-    assert len(list((tmp_path / "wav" / "student").glob("*.wav"))) == 2
+    assert set(results["systems"]["student_1"]) == set(metrics.METRICS)
+    assert results["systems"]["student_1"]["mcd"] == results["systems"]["student_2"]["mcd"], "same seed, same audio"
+    assert len(list((tmp_path / "wav" / "student_2").glob("*.wav"))) == 2
     printed = capsys.readouterr().out
-    assert "student" in printed and "mcd" in printed
+    assert "student_2" in printed and "mcd" in printed
+
+
+def test_default_row_names_are_the_kinds_numbered_where_they_repeat():
+    assert ev.unique_names(["teacher", "student"]) == ["teacher", "student"]
+    assert ev.unique_names(["teacher", "student", "teacher"]) == ["teacher_1", "student", "teacher_2"]
+
+
+@pytest.mark.parametrize(
+    ("names", "complaint"),
+    [
+        ("real,student", r"\['real'\]: \['real', 'noise', 'silence', 'espeak'\] are the reference rows"),
+        ("teacher,espeak", r"\['espeak'\]: .* are the reference rows"),
+        ("twin,twin", r"\['twin'\]: each checkpoint needs its own row name"),
+        ("../../../x,student", r"\['../../../x'\]: a row name must be"),
+        ("ok,a/b", r"\['a/b'\]: a row name must be"),
+    ],
+)
+def test_cli_refuses_row_names_that_collide_or_escape_before_loading_anything(tmp_path, names, complaint):
+    """A reference row's name would overwrite that row (and, with --record, metrics.json's); a path escapes
+    data/eval. Refused before any checkpoint is read (these paths do not even exist), with nothing written."""
+    missing = [str(tmp_path / "no_such_checkpoint_a"), str(tmp_path / "no_such_checkpoint_b")]
+    with pytest.raises(SystemExit, match=complaint):
+        ev.main([*missing, "--names", names, "--no-espeak", "--out", str(tmp_path / "eval.json")])
+    with pytest.raises(ValueError, match=complaint):
+        ev.run(missing, names=names.split(","))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_cli_refuses_a_directory_that_is_not_a_checkpoint(tmp_path):

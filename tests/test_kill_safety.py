@@ -1,5 +1,7 @@
 """Kill safety: a training process killed with SIGKILL at 20 random moments, half of them inside checkpoint
-writes, always resumes, and the resumed run ends bit-equal to one that was never killed.
+writes, always resumes, and the resumed run ends bit-equal to one that was never killed. A kill while the oldest
+checkpoint is being deleted leaves a run that resumes and tidies up, and of two runs started on one folder the
+second is refused at once while the first runs undisturbed.
 
 A checkpoint is six files (resume state, artifact, pointer); pwn_lib.artifacts.commit_checkpoint writes them into
 a fresh directory and swaps a pointer, so a kill between any two leaves a whole one. The child processes are
@@ -11,6 +13,7 @@ import json
 import multiprocessing
 import os
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,6 +90,15 @@ def assert_whole(out) -> int:
     return meta["step"]
 
 
+def assert_tidy(out, checkpoints: list[str]) -> None:
+    """Exactly these checkpoint folders (the last two) and no temporary file or folder are left in ``out``."""
+    left = sorted(d.name for d in out.iterdir() if "ckpt-" in d.name)
+    assert left == checkpoints, f"killed writes left directories behind: {left}"
+    stray = [d.name for d in out.iterdir() if artifacts.TEMPORARY.match(d.name)]
+    assert not stray, f"temporary files left behind: {stray}"
+    assert artifacts.latest_checkpoint(out).name == checkpoints[-1]
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="forks the training process")
 def test_sigkill_at_twenty_moments_always_resumes_to_the_uninterrupted_run(tmp_path):
     import torch.utils.tensorboard  # noqa: F401  (imported once here, not in every child)
@@ -113,8 +125,7 @@ def test_sigkill_at_twenty_moments_always_resumes_to_the_uninterrupted_run(tmp_p
     finisher.start()
     finisher.join()
     assert finisher.exitcode == 0 and assert_whole(out) == STEPS
-    left = sorted(d.name for d in out.iterdir() if "ckpt-" in d.name)
-    assert left == [artifacts.latest_checkpoint(out).name], f"killed writes left directories behind: {left}"
+    assert_tidy(out, [f"ckpt-{STEPS - 1:08d}-0", f"ckpt-{STEPS:08d}-0"])
 
     straight = trainer(tmp_path / "straight")
     straight.fit(Toy(), progress=False)
@@ -128,3 +139,77 @@ def test_sigkill_at_twenty_moments_always_resumes_to_the_uninterrupted_run(tmp_p
     for index, slots in moments.items():
         assert all(torch.equal(slots[k], resumed_moments[index][k]) for k in ("exp_avg", "exp_avg_sq")), index
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
+
+
+def train_dying_in_deletion(out, budget: int) -> None:
+    """Train ``budget`` more steps, but SIGKILL this process half-way through deleting the oldest checkpoint."""
+
+    def half_then_die(path, *args, **kwargs):
+        files = sorted(p for p in Path(path).rglob("*") if p.is_file())
+        for file in files[: len(files) // 2]:
+            file.unlink()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    artifacts.shutil.rmtree = half_then_die
+    train(out, None, budget)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks the training process")
+def test_a_kill_while_deleting_the_oldest_checkpoint_resumes_and_tidies_up(tmp_path):
+    fork = multiprocessing.get_context("fork")
+    out = tmp_path / "run"
+    for target, args in ((train, (out, None, 3)), (train_dying_in_deletion, (out, 2))):
+        child = fork.Process(target=target, args=args)
+        child.start()
+        child.join()
+    assert child.exitcode == -signal.SIGKILL, "the kill inside the deletion did not happen"
+    names = sorted(d.name for d in out.iterdir() if d.name.startswith("ckpt-"))
+    assert names == [f"ckpt-{s:08d}-0" for s in (2, 3, 4)], names  # step 2 half deleted, after LATEST named step 4
+    assert assert_whole(out) == 4
+
+    # the latest checkpoint damaged as well: the resume steps over it to step 3, never to the half-deleted step 2
+    (out / "ckpt-00000004-0" / "resume" / "state.json").write_text('{"step": 4, "hist')
+    with pytest.warns(UserWarning, match="ckpt-00000004-0/resume/state.json"):
+        assert trainer(out).resume()
+    assert assert_whole(out) == 3
+
+    finisher = fork.Process(target=train, args=(out, None, 2))
+    finisher.start()
+    finisher.join()
+    assert finisher.exitcode == 0 and assert_whole(out) == 5
+    assert_tidy(out, ["ckpt-00000004-1", "ckpt-00000005-0"])
+
+
+def contend(out, attempted, budget: int) -> None:
+    """Take the run lock on ``out`` and train ``budget`` steps; if another process holds it, write the refusal to
+    ``out/../refused.txt`` and exit 3. Both contenders wait at ``attempted`` after trying, so they overlap."""
+    try:
+        with artifacts.lock_run(out):
+            attempted.wait()
+            train(out, None, budget)
+    except artifacts.RunLocked as refusal:
+        (out.parent / "refused.txt").write_text(str(refusal))
+        attempted.wait()
+        os._exit(3)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks the training process")
+def test_two_runs_started_on_one_folder_one_is_refused_at_once(tmp_path):
+    import torch.utils.tensorboard  # noqa: F401  (imported once here, not in every child)
+
+    fork = multiprocessing.get_context("fork")
+    out, attempted = tmp_path / "run", fork.Barrier(2, timeout=60)
+    children = [fork.Process(target=contend, args=(out, attempted, 6)) for _ in range(2)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join()
+    codes = sorted(child.exitcode for child in children)
+    assert codes == [0, 3], f"exit codes {codes}: both ran, or one crashed"
+    winner = next(child for child in children if child.exitcode == 0)
+    refusal = (tmp_path / "refused.txt").read_text()
+    assert str(out) in refusal and f"pid {winner.pid}" in refusal, refusal
+    assert assert_whole(out) == 6
+    assert_tidy(out, ["ckpt-00000005-0", "ckpt-00000006-0"])
+    with artifacts.lock_run(out):  # a finished (or killed) run leaves its folder unlocked
+        pass
