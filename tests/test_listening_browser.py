@@ -82,6 +82,8 @@ def lab(tmp_path):
     env = {
         **os.environ,
         "PWN_FAST": "1",
+        # the kernel imports this checkout's pwn_lib, not the one an editable install points at
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
         "PWN_LISTENING_DB": str(tmp_path / "ratings.sqlite"),
         "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
         "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
