@@ -82,6 +82,8 @@ def lab(tmp_path):
     env = {
         **os.environ,
         "PWN_FAST": "1",
+        # the kernel imports this checkout's pwn_lib, not the one an editable install points at
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
         "PWN_LISTENING_DB": str(tmp_path / "ratings.sqlite"),
         "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
         "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
@@ -173,6 +175,22 @@ def _click(driver, element, what: str) -> None:
     _wait_for(clicked, 10, f"{what} to be clickable")
 
 
+PLAYER_LAYOUT = """
+return Array.from(arguments[0].querySelectorAll('.pwn-clip-player')).map(player => {
+  const label = player.querySelector('.pwn-clip-label').getBoundingClientRect();
+  const audio = player.querySelector('audio.pwn-clip').getBoundingClientRect();
+  return {text: player.querySelector('.pwn-clip-label').textContent,
+          label: [label.left, label.top, label.right, label.bottom],
+          audio: [audio.left, audio.top, audio.right, audio.bottom]};
+});
+"""
+
+
+def _players_layout(driver, page) -> list[dict]:
+    """Each player's label and ``<audio>`` rectangles, ``[left, top, right, bottom]`` in CSS px, as laid out."""
+    return driver.execute_script(PLAYER_LAYOUT, page)
+
+
 def test_notebook_09_in_jupyterlab_plays_a_clip_and_stores_the_rating(lab, browser):
     from selenium.webdriver.common.by import By
 
@@ -193,6 +211,15 @@ def test_notebook_09_in_jupyterlab_plays_a_clip_and_stores_the_rating(lab, brows
         return s["unrun"] == 0 and s["status"] == "idle"
 
     _wait_for(finished, 240, "Run All to finish")
+    ab_page = browser.find_element(By.CSS_SELECTOR, ".pwn-ab-page")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", ab_page)
+    players = _players_layout(browser, ab_page)
+    print("A/B players as laid out:", players)
+    assert [p["text"] for p in players] == ["A", "B"], players
+    for p in players:
+        label_centre, audio_centre = (p["label"][1] + p["label"][3]) / 2, (p["audio"][1] + p["audio"][3]) / 2
+        assert abs(label_centre - audio_centre) <= 2, f"label {p['text']} is {label_centre - audio_centre:+.1f} px off"
+        assert p["label"][2] <= p["audio"][0], f"label {p['text']} is not left of its player: {p}"
     page = browser.find_element(By.CSS_SELECTOR, ".pwn-mos-page")
     progress = page.find_element(By.CSS_SELECTOR, ".pwn-progress").text
     assert progress.startswith("trial ") and progress.endswith(" of 33"), progress

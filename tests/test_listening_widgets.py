@@ -66,6 +66,40 @@ def test_a_whole_mos_session_then_resume_after_a_break(setup):
         answer_from_code(resumed, 3)
 
 
+def _from_browser(player, event: str, clip: int) -> None:
+    """Deliver a browser event the way the comm does: a custom message to the widget."""
+    player._handle_custom_msg({"event": event, "clip": clip}, [])
+
+
+def test_a_late_event_of_the_previous_clip_does_not_count_for_the_next(setup):
+    test, store = setup
+    page = ABPage(test, store, "r1")
+    a, b = page.players
+    first = a.clip
+    for player in page.players:
+        _from_browser(player, "play", player.clip)
+        _from_browser(player, "ended", player.clip)
+    assert (a.plays, a.ended, b.plays, b.ended) == (1, 1, 1, 1)
+    _from_browser(a, "play", first)  # the rater replays A while answering ...
+    page.answer_buttons["A"].click()
+    page.next_button.click()
+    assert page.current.index == page.trials[1].index and a.clip == first + 1
+    _from_browser(a, "ended", first)  # ... and A's "ended" crosses the next trial's reset
+    _from_browser(b, "ended", b.clip - 1)
+    assert (a.plays, a.ended, b.plays, b.ended) == (0, 0, 0, 0)
+    assert all(button.disabled for button in page.answer_buttons.values())
+    for player in page.players:  # the new clips' own events do count
+        _from_browser(player, "ended", player.clip)
+    assert (a.ended, b.ended) == (1, 1) and not any(button.disabled for button in page.answer_buttons.values())
+    assert store.ratings()[["plays", "ended", "plays_b", "ended_b"]].values.tolist() == [[2, 1, 1, 1]]
+
+
+def test_a_player_refuses_an_event_it_does_not_know(setup):
+    page = MOSPage(*setup, "r1")
+    with pytest.raises(ValueError, match="'pause'"):
+        page.players[0].receive("pause", page.players[0].clip)
+
+
 def test_ab_page_stores_choice_sides_and_both_play_counts(setup):
     test, store = setup
     page = ABPage(test, store, "r2", listening="loudspeakers")

@@ -1,7 +1,8 @@
 """Rating pages (ipywidgets 8): a MOS page on the ACR scale and an A/B preference page, writing to a RatingStore.
 
-* :class:`ClipPlayer` is a small anywidget around an HTML ``<audio>`` element. The browser reports the element's
-  ``play`` and ``ended`` events back to Python as the counters ``plays`` and ``ended``.
+* :class:`ClipPlayer` is a small anywidget around an HTML ``<audio>`` element. The browser reports each of the
+  element's ``play`` and ``ended`` events to Python, tagged with the clip it was playing; Python counts them in
+  ``plays`` and ``ended`` and drops an event of an earlier clip that arrives after the next clip was loaded.
 * The answer buttons stay disabled until every clip of the trial has played to the end.
 * "Submit and next" commits one row (score or choice, play counts, response time) and loads the next trial.
   The header reads "trial k of n". A rater who reopens the page resumes at their first unrated trial.
@@ -11,7 +12,8 @@
 * :class:`ListeningSession` is what a class uses: nickname and listening device, then the MOS page, then A/B.
 
 Without a browser (tests, fast mode) drive a page from code exactly as a browser would:
-:func:`answer_from_code` bumps the players' counters, clicks an answer button and clicks "Submit and next".
+:func:`answer_from_code` sends the players' ``play`` and ``ended`` events, clicks an answer button and clicks
+"Submit and next".
 """
 
 from __future__ import annotations
@@ -42,6 +44,12 @@ TRAP_NOTE = (
 
 _ESM = r"""
 function render({ model, el }) {
+  // The label and player sit in their own flex row: ipywidgets' Layout strips inline display and
+  // align-items from `el` itself, which left the label on the player's baseline, 22 px below its centre.
+  const row = document.createElement("div");
+  row.className = "pwn-clip-player";
+  row.style.display = "flex";
+  row.style.alignItems = "center";
   const label = document.createElement("span");
   label.className = "pwn-clip-label";
   label.style.marginRight = "0.6em";
@@ -57,18 +65,15 @@ function render({ model, el }) {
     audio.dataset.clip = String(model.get("clip"));
     label.textContent = model.get("label");
   }
-  function bump(name) {
-    model.set(name, model.get(name) + 1);
-    model.save_changes();
+  function report(event) {
+    model.send({ event, clip: Number(audio.dataset.clip) });
   }
-  audio.addEventListener("play", () => bump("plays"));
-  audio.addEventListener("ended", () => bump("ended"));
+  audio.addEventListener("play", () => report("play"));
+  audio.addEventListener("ended", () => report("ended"));
   model.on("change:clip", load);
   load();
-  el.classList.add("pwn-clip-player");
-  el.style.display = "flex";
-  el.style.alignItems = "center";
-  el.append(label, audio);
+  row.append(label, audio);
+  el.append(row);
   return () => { if (url) URL.revokeObjectURL(url); };
 }
 export default { render };
@@ -86,20 +91,39 @@ class ClipPlayer(anywidget.AnyWidget):
     """An ``<audio controls>`` element whose ``play`` and ``ended`` events count up ``plays`` and ``ended``.
 
     :meth:`load` swaps the clip and resets both counters; ``clip`` increments with every load, so the browser
-    (and a browser test) can tell which clip it is showing.
+    (and a browser test) can tell which clip it is showing. The browser sends each event as a message
+    ``{"event": "play" | "ended", "clip": id}`` (see :meth:`receive`), not as a new counter value, so an event of
+    the previous clip that crosses the reset on its way cannot count for the new clip.
     """
 
     _esm = _ESM
     wav = traitlets.Bytes(b"").tag(sync=True)
     label = traitlets.Unicode("").tag(sync=True)
     clip = traitlets.Int(0).tag(sync=True)
-    plays = traitlets.Int(0).tag(sync=True)
-    ended = traitlets.Int(0).tag(sync=True)
+    plays = traitlets.Int(0)
+    ended = traitlets.Int(0)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.on_msg(lambda _, content, buffers: self.receive(content.get("event"), content.get("clip")))
 
     def load(self, wav: bytes, label: str = "") -> None:
         with self.hold_sync():
             self.wav, self.label, self.plays, self.ended = wav, label, 0, 0
             self.clip += 1
+
+    def receive(self, event: str, clip: int) -> bool:
+        """Count one browser ``event`` ("play" or "ended") of clip ``clip``; return whether it was counted.
+
+        An event of another clip (one loaded before the current one) is stale and ignored.
+        """
+        if event not in ("play", "ended"):
+            raise ValueError(f"ClipPlayer got the browser event {event!r}; expected 'play' or 'ended'")
+        if clip != self.clip:
+            return False
+        counter = "plays" if event == "play" else "ended"
+        setattr(self, counter, getattr(self, counter) + 1)
+        return True
 
 
 class TrialPage(widgets.VBox):
@@ -398,7 +422,7 @@ class ListeningSession(widgets.VBox):
 def answer_from_code(page: TrialPage, answer: int | str, plays: int = 1) -> int | None:
     """Do what a listener does, from code: play every clip to the end ``plays`` times, pick ``answer``, submit.
 
-    Sets the counters that the browser's ``play``/``ended`` events set, then clicks the page's buttons.
+    Sends each player the ``play`` and ``ended`` events the browser sends, then clicks the page's buttons.
     Returns the committed row id (None if the trial had already been rated elsewhere).
     """
     if page.error is not None:
@@ -406,8 +430,9 @@ def answer_from_code(page: TrialPage, answer: int | str, plays: int = 1) -> int 
     if page.finished:
         raise RuntimeError(f"rater {page.rater} has rated all {len(page.trials)} {page.kind} trials already")
     for player in page.players:
-        player.plays += plays
-        player.ended += plays
+        for _ in range(plays):
+            player.receive("play", player.clip)
+            player.receive("ended", player.clip)
     page.answer_buttons[answer].click()
     if page.next_button.disabled:
         raise RuntimeError(f"answer {answer!r} did not enable 'Submit and next'; the page says: {page.message.value}")
