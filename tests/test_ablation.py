@@ -43,6 +43,7 @@ def test_power_db_and_loudest_window() -> None:
     assert len(window) == 256 and window.sum() == 100.0
 
 
+@pytest.mark.slow
 def test_recipe_loss_is_kl_plus_weighted_terms() -> None:
     torch.manual_seed(0)
     student, teacher = build_student("tiny"), build_teacher("tiny")
@@ -69,6 +70,7 @@ def test_recipe_loss_is_kl_plus_weighted_terms() -> None:
         recipe_terms(DistillLoss(perceptual_weight=1.0), student, teacher, batch, None, torch.Generator())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gamma", [0.0, 0.3])
 def test_recipe_teacher_temperature_reaches_the_kl(gamma) -> None:
     torch.manual_seed(0)
@@ -91,6 +93,7 @@ def test_recipe_teacher_temperature_reaches_the_kl(gamma) -> None:
     assert abs(got["kl"].item() - plain["kl"].item()) > 1e-3
 
 
+@pytest.mark.slow
 def test_tiny_ablation_runs_every_arm_on_the_same_budget() -> None:
     cfg = dataclasses.replace(ABLATION_PRESETS["tiny"], steps=4, log_every=2, curve_every=2)
     torch.manual_seed(0)
@@ -110,6 +113,7 @@ def test_tiny_ablation_runs_every_arm_on_the_same_budget() -> None:
     assert len(result["test"]["utterances"]) == cfg.test_utterances
 
 
+@pytest.mark.slow
 def test_a_stopped_arm_resumes_to_the_same_result(tmp_path, monkeypatch) -> None:
     cfg = dataclasses.replace(ABLATION_PRESETS["tiny"], steps=4, log_every=1, curve_every=2, work_dir=str(tmp_path))
     arms = paper_arms(cfg)[1:2]

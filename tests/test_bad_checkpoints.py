@@ -211,6 +211,7 @@ except CheckpointError as err:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("sizes", "culprit"),
     [

@@ -46,6 +46,7 @@ def test_targets_table_says_met_or_by_how_much_each_falls_short():
     assert "not measured in this run (pass --peer r9y9 PATH)" in without_peer and "course" not in without_peer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["tiny"])
 def test_quick_benchmark_runs_and_writes_its_tables(tmp_path, preset, capsys):
     out = tmp_path / "bench.md"

@@ -66,6 +66,7 @@ def test_ranks_draw_different_windows_and_one_process_can_draw_them_all():
     assert micro_batch_index(5, 0, 1, World()) == 5, "one process without accumulation: micro-batch k is step k"
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_process_with_the_same_global_batch(two_processes, tmp_path):
     main([*TINY, "--grad-accum", "2", "--out", str(tmp_path / "one")])
     ddp, ddp_meta = state(two_processes)
@@ -81,6 +82,7 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(two_processe
     assert metrics["speed"]["world_size"] == 2 and metrics["speed"]["global_batch"] == 4
 
 
+@pytest.mark.slow
 def test_a_two_process_resume_is_bit_exact(two_processes, tmp_path):
     torchrun(tmp_path / "split", "--steps", "2")
     torchrun(tmp_path / "split")

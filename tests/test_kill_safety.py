@@ -24,6 +24,8 @@ from pwn_lib import artifacts
 from pwn_lib.config import TrainConfig
 from pwn_lib.trainer import Trainer
 
+pytestmark = pytest.mark.slow  # SIGKILLed training subprocesses: over 10 s each
+
 STEPS = 300  # more than 20 kills can reach: each child trains at most 12 steps (below), so none finishes
 KILLS = 20
 

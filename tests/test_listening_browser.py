@@ -191,6 +191,7 @@ def _players_layout(driver, page) -> list[dict]:
     return driver.execute_script(PLAYER_LAYOUT, page)
 
 
+@pytest.mark.slow
 def test_notebook_09_in_jupyterlab_plays_a_clip_and_stores_the_rating(lab, browser):
     from selenium.webdriver.common.by import By
 

@@ -215,6 +215,7 @@ def _writer(path, index: int, start) -> None:
             store.add(rating(rater=f"w{index}", trial=trial, score=(index + trial) % 5 + 1))
 
 
+@pytest.mark.slow
 def test_eight_processes_write_800_ratings_none_lost_or_duplicated(tmp_path):
     path = tmp_path / "class.sqlite"
     start = FORK.Event()

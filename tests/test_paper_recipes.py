@@ -79,6 +79,7 @@ def on_this_cpu(kind: str, tmp_path) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_two_steps_of_the_paper_teacher_then_the_paper_student(tmp_path):
     main(
         [

@@ -90,6 +90,7 @@ def check_recomputed(directory, batches):
     return recorded, got
 
 
+@pytest.mark.slow
 def test_shipped_student_recomputes_its_headline_metrics():
     """Every utterance: the student is one parallel pass, so the whole table is recomputed."""
     recorded, got = check_recomputed(STUDENT, batches=None)
@@ -97,6 +98,7 @@ def test_shipped_student_recomputes_its_headline_metrics():
         assert np.mean(got[key]) == pytest.approx(recorded["rows"]["student"][key]["mean"], abs=TOLERANCE[key])
 
 
+@pytest.mark.slow
 def test_shipped_teacher_recomputes_its_metrics_on_the_first_batch():
     """The teacher samples one step at a time, so only the first batch (the 8 shortest utterances) is redone."""
     check_recomputed(TEACHER, batches=1)

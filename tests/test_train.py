@@ -182,6 +182,7 @@ def test_load_artifact_names_the_missing_file(tmp_path):
         artifacts.load_artifact(tmp_path)
 
 
+@pytest.mark.slow
 def test_ten_step_teacher_and_student_runs_on_the_corpus(tmp_path):
     """The integration test: `python -m pwn_lib.train` for 10 steps each, then reload both artifacts."""
     from pwn_lib.student import IAFStudent
@@ -256,6 +257,7 @@ def test_cosine_schedule_runs_from_lr_to_the_final_fraction():
         learning_rate(0, small_config(lr_schedule="linear"))
 
 
+@pytest.mark.slow
 def test_the_phone_classifier_trains_through_the_same_loop(tmp_path):
     from pwn_lib.config import REPO_ROOT
     from pwn_lib.phones import PhoneClassifier
