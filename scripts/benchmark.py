@@ -1,4 +1,4 @@
-"""Speed of the course's models on this machine, against the matmul peak measured in the same run and the course's speed targets.
+"""Speed of the course's models on this machine against the same run's matmul peak, and the speed targets.
 
     python scripts/benchmark.py                          # course and paper presets (several minutes on 2 cores)
     python scripts/benchmark.py --quick                  # a smoke run: fewer, shorter repeats
