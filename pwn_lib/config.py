@@ -108,6 +108,10 @@ class WaveNetConfig:
     cond_channels: int = 80  # n_mels; 0 turns local conditioning off
     hop_length: int = 256
     upsample: str = "transpose"  # "transpose" (learned) or "repeat" (repeat, then conv)
+    # A conditioning network before the upsampler (layers.ConditionContext): cond_layers non-causal convs of
+    # kernel 5 and cond_hidden channels over the log-mel frames, residual and starting as the identity; 0 is none.
+    cond_layers: int = 0
+    cond_hidden: int = 128
     n_speakers: int = 0  # > 0 turns on global conditioning through a speaker embedding
     speaker_dim: int = 16
     # The conditioning is standardised with the training data's log-mel mean and std (pwn_lib.features);
@@ -485,6 +489,7 @@ _POSITIVE_SIZES = {
         "bits",
         "hop_length",
         "speaker_dim",
+        "cond_hidden",
     ),
     StudentConfig: ("channels", "kernel_size", "max_dilation", "hop_length", "speaker_dim"),
 }
@@ -534,6 +539,8 @@ def check_model_config(cfg: WaveNetConfig | StudentConfig, where: str = "model")
             refuse("layers", f"must be a multiple of stacks={cfg.stacks}")
         if cfg.gate_channels % 2:
             refuse("gate_channels", "must be even (a filter half and a gate half)")
+        if not _whole(cfg.cond_layers) or cfg.cond_layers < 0:
+            refuse("cond_layers", "must be a whole number >= 0 (0: no conditioning network)")
     elif not (
         isinstance(cfg.flow_layers, tuple) and cfg.flow_layers and all(_whole(n) and n >= 1 for n in cfg.flow_layers)
     ):

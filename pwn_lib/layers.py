@@ -4,7 +4,8 @@
 2. :class:`ResidualBlock`: gated ``tanh * sigmoid`` unit, residual path, optional skip path, local
    conditioning (upsampled log-mel) and optional global conditioning (speaker) (notebook 02, section 3).
 3. :class:`ConditionUpsampler`: standardised log-mel frames ``(B, n_mels, F)`` to one vector per sample
-   (notebook 02, section 4).
+   (notebook 02, section 4), optionally after :class:`ConditionContext`, a few non-causal convolutions that give
+   each frame its neighbours' context.
 
 Shapes: ``B`` batch, ``T`` samples, ``F = T // hop_length`` frames, ``R`` residual channels,
 ``S`` skip channels, ``G`` gate channels (``G // 2`` after gating).
@@ -126,6 +127,35 @@ def stride_factors(hop_length: int, max_factor: int = 16) -> list[int]:
     return factors + [current] if current > 1 else factors
 
 
+class ConditionContext(nn.Module):
+    """A residual conditioning network over log-mel frames: ``c + W_out relu(conv_L(... relu(conv_1(c))))``.
+
+    Each conv has kernel ``kernel_size`` and no causal mask (the whole log-mel is known before synthesis), so
+    ``layers`` of them give each frame ``layers * (kernel_size // 2)`` frames of context on either side. ``W_out``
+    starts at zero: the network starts as the identity, and a teacher trained without it warm-starts unchanged.
+    A course addition, not in the paper (WaveRNN and LPCNet put such a network before their upsamplers).
+    """
+
+    def __init__(self, n_mels: int, layers: int, hidden: int, kernel_size: int = 5):
+        super().__init__()
+        widths = [n_mels] + [hidden] * layers
+        self.convs = nn.ModuleList(
+            nn.Conv1d(a, b, kernel_size, padding=kernel_size // 2, padding_mode="replicate")
+            for a, b in zip(widths[:-1], widths[1:], strict=True)
+        )
+        self.out = nn.Conv1d(hidden, n_mels, 1)
+        with torch.no_grad():
+            self.out.weight.zero_()
+            self.out.bias.zero_()
+
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        """c: (B, n_mels, F) standardised log-mel -> (B, n_mels, F), the same frames with context mixed in."""
+        h = c
+        for conv in self.convs:
+            h = torch.relu(conv(h))
+        return c + self.out(h)
+
+
 class ConditionUpsampler(nn.Module):
     """Log-mel frames to one conditioning vector per sample: ``(B, n_mels, F) -> (B, n_mels, F * hop)``.
 
@@ -133,12 +163,23 @@ class ConditionUpsampler(nn.Module):
     strides multiply to ``hop_length``; each starts as linear interpolation between neighbouring
     frames (edge frames are replicated, so the ends hold their value). ``mode="repeat"``: repeat each frame
     ``hop_length`` times, then a learned 3-tap conv (initialised to the identity).
-    Frame k lands on samples [k * hop, (k + 1) * hop).
+    Frame k lands on samples [k * hop, (k + 1) * hop). ``context_layers > 0`` runs a :class:`ConditionContext`
+    of that depth and ``context_channels`` hidden channels over the standardised frames first.
     """
 
-    def __init__(self, n_mels: int, hop_length: int, mode: str = "transpose", mean: float = 0.0, std: float = 1.0):
+    def __init__(
+        self,
+        n_mels: int,
+        hop_length: int,
+        mode: str = "transpose",
+        mean: float = 0.0,
+        std: float = 1.0,
+        context_layers: int = 0,
+        context_channels: int = 128,
+    ):
         super().__init__()
         self.mean, self.std = mean, std
+        self.context = ConditionContext(n_mels, context_layers, context_channels) if context_layers else None
         if mode not in ("transpose", "repeat"):
             raise ValueError(f"upsample mode {mode!r} unknown; use 'transpose' or 'repeat'")
         self.mode, self.hop_length = mode, hop_length
@@ -164,6 +205,8 @@ class ConditionUpsampler(nn.Module):
         training data's statistics (:mod:`pwn_lib.features`), stored in the model's config.
         """
         c = (c - self.mean) / self.std
+        if self.context is not None:
+            c = self.context(c)
         if self.mode == "repeat":
             return self.layers[0](c.repeat_interleave(self.hop_length, dim=-1))
         for s, layer in zip(self.strides, self.layers, strict=True):
@@ -195,6 +238,7 @@ def receptive_field(kernel_size: int, dilation_list: list[int]) -> int:
 __all__ = [
     "RESIDUAL_SCALE",
     "CausalConv1d",
+    "ConditionContext",
     "ConditionUpsampler",
     "ResidualBlock",
     "pointwise",

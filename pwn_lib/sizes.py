@@ -61,6 +61,10 @@ def estimated_parameters(model: Any) -> int:
 
     if isinstance(model, WaveNetConfig):
         outputs = output_channels(model)
+        if cond and model.cond_layers:  # layers.ConditionContext: kernel-5 convs, then a 1x1 back to the mels
+            hidden = model.cond_hidden
+            shared += (5 * cond + 1) * hidden + (model.cond_layers - 1) * (5 * hidden + 1) * hidden
+            shared += (hidden + 1) * cond
         return shared + network(
             model.layers, model.residual_channels, model.gate_channels, model.skip_channels, outputs
         )

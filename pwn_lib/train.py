@@ -212,13 +212,7 @@ def make_trainer(
     """
     model_cfg, train_cfg, audio = resolved["model"], resolved["train"], resolved["audio"]
     if args.init:
-        state, config, _ = load_artifact(args.init)
-        if from_dict(type(model_cfg), config_section(config, "model", args.init), str(args.init)) != model_cfg:
-            raise SystemExit(
-                f"--init {args.init}: its model config {config.get('model')} differs from this run's "
-                f"{to_dict(model_cfg)}; warm starts need the same architecture"
-            )
-        model.load_state_dict(state)
+        warm_start(model, model_cfg, args.init)
     trainer = Trainer(
         model,
         loss_fn,
@@ -242,6 +236,25 @@ def make_trainer(
         return trainer, CachedWindows(args.data, train_cfg.window, audio, seed=train_cfg.seed, length=length)
     utterances = load_corpus("train", sample_rate=audio.sample_rate)
     return trainer, AudioWindows(utterances, train_cfg.window, audio, seed=train_cfg.seed, length=length)
+
+
+def warm_start(model: torch.nn.Module, model_cfg: Any, init: Path) -> None:
+    """Load ``init``'s weights into ``model``: the same architecture, or the same with a conditioning network
+    added (``cond_layers`` 0 in ``init``). The added network starts as the identity
+    (:class:`pwn_lib.layers.ConditionContext`), so the grown model computes exactly what ``init`` did."""
+    state, config, _ = load_artifact(init)
+    init_cfg = from_dict(type(model_cfg), config_section(config, "model", init), str(init))
+    grows = getattr(init_cfg, "cond_layers", None) == 0 and getattr(model_cfg, "cond_layers", 0) > 0
+    if grows:
+        init_cfg = dataclasses.replace(init_cfg, cond_layers=model_cfg.cond_layers, cond_hidden=model_cfg.cond_hidden)
+    if init_cfg != model_cfg:
+        raise SystemExit(
+            f"--init {init}: its model config {config.get('model')} differs from this run's "
+            f"{to_dict(model_cfg)}; warm starts need the same architecture (or one that adds cond_layers)"
+        )
+    missing, unexpected = model.load_state_dict(state, strict=not grows)
+    if unexpected or any(not key.startswith("upsample.context.") for key in missing):
+        raise SystemExit(f"--init {init}: weights do not fit this model (missing {missing}, unexpected {unexpected})")
 
 
 def say(args: argparse.Namespace, message: str) -> None:

@@ -56,7 +56,9 @@ class WaveNet(Checkpointed, nn.Module):
         self.dilations = dilations(cfg)
         self.input = nn.Conv1d(1, cfg.residual_channels, 1)
         self.upsample = (
-            ConditionUpsampler(cfg.cond_channels, cfg.hop_length, cfg.upsample, *standardisation(cfg))
+            ConditionUpsampler(
+                cfg.cond_channels, cfg.hop_length, cfg.upsample, *standardisation(cfg), cfg.cond_layers, cfg.cond_hidden
+            )
             if cfg.cond_channels
             else None
         )

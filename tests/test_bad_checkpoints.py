@@ -184,6 +184,7 @@ def test_nan_or_infinite_weights_are_refused_naming_the_tensor(teacher, bad):
         *(STUDENT_PRESETS[n] for n in PRESET_NAMES),
         dataclasses.replace(TEACHER_PRESETS["tiny"], n_speakers=3, upsample="repeat", cond_channels=7, output="mulaw"),
         dataclasses.replace(TEACHER_PRESETS["tiny"], output="gaussian", cond_channels=0, hop_length=300),
+        dataclasses.replace(TEACHER_PRESETS["tiny"], cond_layers=2, cond_hidden=24, cond_channels=7),
         dataclasses.replace(STUDENT_PRESETS["tiny"], n_speakers=2, upsample="repeat", cond_channels=5, kernel_size=2),
     ],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -10,6 +11,7 @@ from torch import nn
 
 from pwn_lib import artifacts
 from pwn_lib.config import TEACHER_PRESETS, TrainConfig
+from pwn_lib.train import warm_start
 from pwn_lib.trainer import EMA, Trainer, learning_rate
 from pwn_lib.wavenet import WaveNet
 
@@ -270,3 +272,22 @@ def test_the_phone_classifier_trains_through_the_same_loop(tmp_path):
     assert metrics["steps"] == 3 and metrics["command"].endswith(str(out))
     assert metrics["test_per"] > 0.5, "three steps cannot teach it to transcribe: the PER must show that"
     assert PhoneClassifier.from_checkpoint(out).audio.n_mels == 80
+
+
+def test_a_warm_start_may_add_a_conditioning_network_and_starts_from_the_same_function(tmp_path):
+    """--init with a checkpoint whose cond_layers is 0 grows the model: the added network is the identity, so the
+    grown teacher's output equals the checkpoint's; any other architecture change is refused."""
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(TEACHER_PRESETS["tiny"], log_mel_mean=-5.0, log_mel_std=2.0)
+    base = WaveNet(cfg)
+    base.save(tmp_path / "base")
+    grown_cfg = dataclasses.replace(cfg, cond_layers=2, cond_hidden=8)
+    grown = WaveNet(grown_cfg)
+    warm_start(grown, grown_cfg, tmp_path / "base")
+    x = torch.rand(1, 1, 4 * cfg.hop_length) - 0.5
+    c = torch.randn(1, cfg.cond_channels, 4) - 5.0
+    with torch.no_grad():
+        assert torch.equal(base(x, c), grown(x, c))
+    wider = dataclasses.replace(cfg, residual_channels=cfg.residual_channels + 2)
+    with pytest.raises(SystemExit, match="warm starts need the same architecture"):
+        warm_start(WaveNet(wider), wider, tmp_path / "base")

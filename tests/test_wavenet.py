@@ -292,3 +292,40 @@ def test_overfit_a_sine_then_generate_it():
     assert abs(peak_hz(y) - f0) <= rate / n  # within one FFT bin
     assert abs(y.std().item() - 0.5 / 2**0.5) < 0.05
     assert abs(peak_hz(untrained) - f0) > rate / n or abs(untrained.std().item() - 0.5 / 2**0.5) >= 0.05
+
+
+# ----- the conditioning network before the upsampler (layers.ConditionContext)
+def test_conditioning_network_starts_as_the_identity_and_sees_six_frames_each_side():
+    """At init a teacher with cond_layers equals one without (same weights); after a nudge of its output layer,
+    changing frame k moves the upsampled conditioning on frames k - 6 .. k + 6 (3 layers of kernel 5) only."""
+    torch.manual_seed(0)
+    plain = WaveNet(small_config())
+    grown = WaveNet(small_config(cond_layers=3, cond_hidden=6))
+    missing, unexpected = grown.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(key.startswith("upsample.context.") for key in missing)
+    frames = 20
+    c, _ = inputs(plain.cfg, 2, frames)
+    x = torch.rand(2, 1, frames * HOP) - 0.5
+    with torch.no_grad():
+        assert torch.equal(plain(x, c), grown(x, c))
+        grown.upsample.context.out.weight.normal_()
+        k = 10
+        moved = c.clone()
+        moved[:, :, k] += 1.0
+        changed = (grown.upsample.context(moved) - grown.upsample.context(c)).abs().amax(dim=(0, 1))
+    assert (changed[k - 6 : k + 7] > 0).all() and (changed[: k - 6] == 0).all() and (changed[k + 7 :] == 0).all()
+
+
+def test_cached_generation_equals_teacher_forced_pass_with_a_conditioning_network():
+    torch.manual_seed(7)
+    model = WaveNet(small_config(cond_layers=2, cond_hidden=6)).double()
+    with torch.no_grad():
+        model.upsample.context.out.weight.normal_()
+        model.head[-1].weight.mul_(30.0)
+    frames = -(-2 * model.receptive_field // HOP) + 1
+    c, _ = inputs(model.cfg, 2, frames)
+    x, params = model.generate(
+        c.double(), progress=False, return_params=True, generator=torch.Generator().manual_seed(1)
+    )
+    with torch.no_grad():
+        assert (params - model(x, c.double())).abs().max().item() < 1e-10
