@@ -380,6 +380,11 @@ class Checkpointed:
 
         state, config, _ = load_artifact(directory, check=getattr(cls, "check_fits", None))
         where = Path(directory) / CONFIG
+        if config.get("kind") != cls.checkpoint_kind:
+            raise CheckpointError(
+                f"{where}: kind {config.get('kind')!r}, but a {cls.checkpoint_kind} checkpoint is needed here; "
+                f"point at a {cls.checkpoint_kind} checkpoint (e.g. data/checkpoints/{cls.checkpoint_kind}_course)"
+            )
         model = cls(from_dict(cls.config_class, config_section(config, "model", directory), f"{where}: model"))
         model.load_state_dict(state)
         model.audio = from_dict(AudioConfig, config_section(config, "audio", directory), f"{where}: audio")

@@ -348,6 +348,8 @@ def _typed(value: Any, hint: Any, where: str) -> Any:
         return value
     if not ok(value):
         raise RecipeError(f"{where} = {value!r} ({type(value).__name__}) must be a {hint.__name__}")
+    if hint is float and not math.isfinite(value):
+        raise RecipeError(f"{where} = {value!r} must be a finite number")
     return float(value) if hint is float else value
 
 
