@@ -12,6 +12,7 @@ errors (:class:`RecipeError`) that name the file, the section and the key.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import os
@@ -381,6 +382,30 @@ def from_dict(cls: type[C], values: dict[str, Any], where: str = "", base: C | N
     return config
 
 
+def at_least_one(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
+    return value
+
+
+def at_least_zero(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 0")
+    return value
+
+
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{value} is not a finite number > 0")
+    return value
+
+
 # A recipe is a few dozen lines: anything far bigger is refused before it is parsed, and aliases (YAML's
 # "billion laughs": a 453-byte file that expands to gigabytes) before they are expanded.
 MAX_RECIPE_BYTES = 64 * 1024
@@ -456,6 +481,9 @@ __all__ = [
     "RANGES",
     "REPO_ROOT",
     "RecipeError",
+    "at_least_one",
+    "at_least_zero",
+    "positive_number",
     "STUDENT_PRESETS",
     "StudentConfig",
     "TEACHER_PRESETS",

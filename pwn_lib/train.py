@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import math
 import os
 import sys
 from pathlib import Path
@@ -65,8 +64,11 @@ from pwn_lib.config import (
     StudentConfig,
     TrainConfig,
     WaveNetConfig,
+    at_least_one,
+    at_least_zero,
     fast_mode,
     from_dict,
+    positive_number,
     read_recipe,
     seed_everything,
     to_dict,
@@ -420,30 +422,6 @@ def ablation_run(args: argparse.Namespace, resolved: dict[str, Any]) -> Path:
     return out
 
 
-def at_least_one(text: str) -> int:
-    """An argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
-    return value
-
-
-def positive_seconds(text: str) -> float:
-    """An argparse type: a finite number of seconds > 0."""
-    value = float(text)
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{value} is not a finite number of seconds > 0")
-    return value
-
-
-def at_least_zero(text: str) -> int:
-    """An argparse type: an integer >= 0."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is not >= 0")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pwn_lib.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -489,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--eval-seconds",
-        type=positive_seconds,
+        type=positive_number,
         default=1.0,
         help="length of the held-out clip generated for the log-mel distance",
     )

@@ -270,8 +270,8 @@ def test_flags_are_range_checked_like_the_recipe(flags, match):
         (["--threads", "-1"], "argument --threads: -1 is not >= 1"),
         (["--device", "foo"], "argument --device: invalid choice: 'foo'"),
         (["--steps", "2.5"], "argument --steps: invalid int value: '2.5'"),
-        (["--eval-seconds", "-1"], "argument --eval-seconds: -1.0 is not a finite number of seconds > 0"),
-        (["--eval-seconds", "nan"], "argument --eval-seconds: nan is not a finite number of seconds > 0"),
+        (["--eval-seconds", "-1"], "argument --eval-seconds: -1.0 is not a finite number > 0"),
+        (["--eval-seconds", "nan"], "argument --eval-seconds: nan is not a finite number > 0"),
         (["--phone-utterances", "-1"], "argument --phone-utterances: -1 is not >= 0"),
     ],
 )
