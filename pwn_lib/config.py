@@ -406,6 +406,14 @@ def positive_number(text: str) -> float:
     return value
 
 
+def finite_number(text: str) -> float:
+    """An argparse type: a finite number (e.g. a loudness in LUFS)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{value} is not a finite number")
+    return value
+
+
 # A recipe is a few dozen lines: anything far bigger is refused before it is parsed, and aliases (YAML's
 # "billion laughs": a 453-byte file that expands to gigabytes) before they are expanded.
 MAX_RECIPE_BYTES = 64 * 1024
@@ -483,6 +491,7 @@ __all__ = [
     "RecipeError",
     "at_least_one",
     "at_least_zero",
+    "finite_number",
     "positive_number",
     "STUDENT_PRESETS",
     "StudentConfig",
