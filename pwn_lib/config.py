@@ -459,7 +459,11 @@ def read_recipe(path: Path | None, sections: Sequence[str]) -> dict[str, Any]:
         raise RecipeError(
             f"{path}: {size} bytes; a recipe is at most {MAX_RECIPE_BYTES} bytes (is this the right file?)"
         )
-    loader = _RecipeLoader(path.read_text())
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise RecipeError(f"{path}: not UTF-8 text ({error}); a recipe is a YAML text file") from None
+    loader = _RecipeLoader(text)
     loader.name = str(path)
     try:
         recipe = loader.get_single_data()

@@ -291,6 +291,13 @@ def test_a_yaml_syntax_error_names_the_file(tmp_path):
     assert "<unicode string>" not in str(error.value) and f'in "{path}", line 2' in str(error.value)
 
 
+def test_a_recipe_that_is_not_utf8_text_is_refused_by_name(tmp_path):
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"\xff\xfe\x00train")
+    with pytest.raises(RecipeError, match=re.escape(str(path)) + ": not UTF-8 text"):
+        resolved("teacher", "--config", str(path))
+
+
 def test_a_missing_recipe_says_where_the_recipes_are(tmp_path):
     with pytest.raises(RecipeError, match="no such file; the course's recipes are in configs/"):
         resolved("teacher", "--config", str(tmp_path / "nope.yaml"))
