@@ -515,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
                 say(args, f"artifact written to {RUNS[args.kind](args, resolved)}")
             finally:
                 distributed.shutdown()
-    except (RunLocked, ResumeError, CheckpointError, RecipeError, FileNotFoundError) as error:
+    except (RunLocked, ResumeError, CheckpointError, RecipeError, FileNotFoundError, FloatingPointError) as error:
         raise SystemExit(f"error: {error}") from None
     return 0
 

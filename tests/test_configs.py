@@ -359,6 +359,17 @@ def test_an_out_that_is_a_file_or_a_student_as_teacher_or_init_is_refused_by_nam
     assert sorted(p.name for p in tmp_path.rglob("*") if p.name != ".lock") == ["afile", "s", "t"]
 
 
+def test_a_diverged_run_ends_with_its_message_as_one_line(tmp_path, monkeypatch):
+    from pwn_lib import train
+
+    def diverge(args, resolved):
+        raise FloatingPointError("non-finite loss at step 3; the last good checkpoint is ckpt-00000002-0")
+
+    monkeypatch.setitem(train.RUNS, "teacher", diverge)
+    with pytest.raises(SystemExit, match="^error: non-finite loss at step 3; the last good checkpoint is ckpt-0"):
+        train.main(["teacher", "--preset", "tiny", "--no-eval", "--out", str(tmp_path / "run")])
+
+
 def test_a_cuda_device_on_a_machine_without_one_is_refused_by_name():
     import torch
 
