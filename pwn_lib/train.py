@@ -492,6 +492,22 @@ def run_lock(args: argparse.Namespace) -> contextlib.AbstractContextManager:
     return lock_run(args.out)
 
 
+def check_checkpoint_kinds(args: argparse.Namespace) -> None:
+    """Refuse, before the run takes its lock, a ``--teacher`` that is not a teacher checkpoint and an ``--init`` of
+    another kind than the run's (each config.json's ``kind``)."""
+    wanted = {"teacher": "teacher" if args.kind in ("student", "ablation") else None, "init": args.kind}
+    for flag, kind in wanted.items():
+        path = getattr(args, flag)
+        if path is None or kind is None:
+            continue
+        try:
+            found = read_config(path).get("kind")
+        except (FileNotFoundError, CheckpointError) as error:
+            raise SystemExit(f"error: --{flag} {path}: {error}") from None
+        if found != kind:
+            raise SystemExit(f"error: --{flag} {path}: a {found!r} checkpoint; this {args.kind} run needs a {kind} one")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
@@ -502,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         resolved = resolve(args)
     except (RecipeError, FileNotFoundError) as error:
         raise SystemExit(f"error: {error}") from None
+    check_checkpoint_kinds(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.kind != "ablation":
