@@ -318,6 +318,32 @@ def _checked_model_config(config: dict, path: Path) -> Any:
     return model
 
 
+def check_state(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse weights that do not fit the model their config describes: missing or extra tensors, other shapes,
+    or integers where the model holds floating-point values (half precision is accepted and widened)."""
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    shapes = {
+        k: (list(state[k].shape), list(v.shape))
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    }
+    kinds = sorted(
+        k for k, v in expected.items() if k in state and state[k].is_floating_point() != v.is_floating_point()
+    )
+    if missing or extra or shapes or kinds:
+        found = {
+            "missing": missing[:3],
+            "extra": extra[:3],
+            "shape (stored, config)": dict(list(shapes.items())[:3]),
+            "dtype": kinds[:3],
+        }
+        raise CheckpointError(
+            f"{path}: the weights do not fit the model its config.json describes "
+            f"({', '.join(f'{name} {value}' for name, value in found.items() if value)}); "
+            "the weights and the config do not belong together: restore the pair saved together"
+        )
+
+
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """The weights, refused when unreadable or when any floating-point tensor holds NaN or infinity."""
     try:
@@ -380,7 +406,13 @@ class Checkpointed:
 
         state, config, _ = load_artifact(directory, check=getattr(cls, "check_fits", None))
         where = Path(directory) / CONFIG
+        if config.get("kind") != cls.checkpoint_kind:
+            raise CheckpointError(
+                f"{where}: kind {config.get('kind')!r}, but a {cls.checkpoint_kind} checkpoint is needed here; "
+                f"point at a {cls.checkpoint_kind} checkpoint (e.g. data/checkpoints/{cls.checkpoint_kind}_course)"
+            )
         model = cls(from_dict(cls.config_class, config_section(config, "model", directory), f"{where}: model"))
+        check_state(state, model.state_dict(), Path(directory) / WEIGHTS)
         model.load_state_dict(state)
         model.audio = from_dict(AudioConfig, config_section(config, "audio", directory), f"{where}: audio")
         return model.to(device).eval()

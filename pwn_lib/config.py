@@ -12,6 +12,7 @@ errors (:class:`RecipeError`) that name the file, the section and the key.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import os
@@ -348,6 +349,8 @@ def _typed(value: Any, hint: Any, where: str) -> Any:
         return value
     if not ok(value):
         raise RecipeError(f"{where} = {value!r} ({type(value).__name__}) must be a {hint.__name__}")
+    if hint is float and not math.isfinite(value):
+        raise RecipeError(f"{where} = {value!r} must be a finite number")
     return float(value) if hint is float else value
 
 
@@ -377,6 +380,38 @@ def from_dict(cls: type[C], values: dict[str, Any], where: str = "", base: C | N
         except ValueError as err:
             raise RecipeError(str(err)) from None
     return config
+
+
+def at_least_one(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
+    return value
+
+
+def at_least_zero(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 0")
+    return value
+
+
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{value} is not a finite number > 0")
+    return value
+
+
+def finite_number(text: str) -> float:
+    """An argparse type: a finite number (e.g. a loudness in LUFS)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{value} is not a finite number")
+    return value
 
 
 # A recipe is a few dozen lines: anything far bigger is refused before it is parsed, and aliases (YAML's
@@ -424,7 +459,11 @@ def read_recipe(path: Path | None, sections: Sequence[str]) -> dict[str, Any]:
         raise RecipeError(
             f"{path}: {size} bytes; a recipe is at most {MAX_RECIPE_BYTES} bytes (is this the right file?)"
         )
-    loader = _RecipeLoader(path.read_text())
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise RecipeError(f"{path}: not UTF-8 text ({error}); a recipe is a YAML text file") from None
+    loader = _RecipeLoader(text)
     loader.name = str(path)
     try:
         recipe = loader.get_single_data()
@@ -454,6 +493,10 @@ __all__ = [
     "RANGES",
     "REPO_ROOT",
     "RecipeError",
+    "at_least_one",
+    "at_least_zero",
+    "finite_number",
+    "positive_number",
     "STUDENT_PRESETS",
     "StudentConfig",
     "TEACHER_PRESETS",

@@ -35,10 +35,11 @@ import torch
 from tqdm.auto import tqdm
 
 from pwn_lib import vocoders
-from pwn_lib.artifacts import write_json
+from pwn_lib.artifacts import CheckpointError, write_json
 from pwn_lib.audio import power_db, save_audio
-from pwn_lib.config import DATA_DIR, AudioConfig, fast_mode
+from pwn_lib.config import DATA_DIR, AudioConfig, RecipeError, at_least_one, fast_mode, positive_number
 from pwn_lib.data import Utterance, load_corpus
+from pwn_lib.losses import MR_STFT_RESOLUTIONS
 from pwn_lib.metrics import (
     FRAME_HOP,
     FRAME_LENGTH,
@@ -241,6 +242,12 @@ def run(
     audio = _audio_config(systems)
     utterances = pick_utterances(split, count)
     max_samples = int(max_seconds * audio.sample_rate) if max_seconds else None
+    shortest = max(n_fft for n_fft, _, _ in MR_STFT_RESOLUTIONS)
+    if max_samples is not None and max_samples < shortest:
+        raise RecipeError(
+            f"--max-seconds {max_seconds:g}: {max_samples} samples, shorter than the {shortest} samples the M-STFT "
+            f"metric needs; crop to at least {shortest / audio.sample_rate:.3f} s"
+        )
     clips = [crop_to_hops(u.audio, audio.hop_length, max_samples) for u in utterances]
     signals = reference_systems(clips)
     timings = {}
@@ -406,18 +413,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="test", choices=("train", "valid", "test"))
     parser.add_argument(
         "--utterances",
-        type=int,
+        type=at_least_one,
         default=None,
         help=f"how many {MIN_SECONDS:g}-{MAX_SECONDS:g} s utterances (default: all; fast mode: 2)",
     )
-    parser.add_argument("--max-seconds", type=float, default=None, help="crop each utterance (fast mode: 0.5)")
+    parser.add_argument(
+        "--max-seconds", type=positive_number, default=None, help="crop each utterance (fast mode: 0.5)"
+    )
     parser.add_argument("--no-espeak", action="store_true", help="skip the espeak-ng reference row")
     parser.add_argument("--out", type=Path, help="JSON file for the results (default data/eval/<names>.json)")
     parser.add_argument("--audio-dir", type=Path, help="also write every system's clips here as WAV")
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--threads", type=at_least_one, help="torch CPU threads (>= 1)")
     parser.add_argument(
         "--temperature",
-        type=float,
+        type=positive_number,
         help="sample the teachers at this temperature instead of their config.json's "
         "sampling.temperature (1.0 if none): each chosen logistic's scale times it",
     )
@@ -443,16 +452,21 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"error: {error}") from None
     count = args.utterances if args.utterances is not None else (2 if fast_mode() else None)
     max_seconds = args.max_seconds if args.max_seconds is not None else (0.5 if fast_mode() else None)
-    results = run(
-        args.checkpoints,
-        args.split,
-        count,
-        names,
-        max_seconds,
-        not args.no_espeak,
-        args.audio_dir,
-        temperature=args.temperature,
-    )
+    if args.out is not None and args.out.is_dir():
+        raise SystemExit(f"error: --out {args.out} is a folder; name the JSON file to write, e.g. {args.out}/eval.json")
+    try:
+        results = run(
+            args.checkpoints,
+            args.split,
+            count,
+            names,
+            max_seconds,
+            not args.no_espeak,
+            args.audio_dir,
+            temperature=args.temperature,
+        )
+    except (FileNotFoundError, CheckpointError, RecipeError) as error:
+        raise SystemExit(f"error: {error}") from None
     results["command"] = " ".join(["python -m pwn_lib.evaluate", *(sys.argv[1:] if argv is None else argv)])
     out = args.out or RESULTS_DIR / f"{'_'.join(results['checkpoints'])}_{args.split}.json"
     results = json_safe(results)

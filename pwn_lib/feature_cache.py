@@ -28,8 +28,8 @@ import torch
 from tqdm.auto import tqdm
 
 from pwn_lib.artifacts import write_json
-from pwn_lib.audio import dequantize, load_audio, log_mel, quantize
-from pwn_lib.config import AUDIO_PRESETS, PRESET_NAMES, AudioConfig, from_dict, to_dict
+from pwn_lib.audio import AudioError, dequantize, load_audio, log_mel, quantize
+from pwn_lib.config import AUDIO_PRESETS, PRESET_NAMES, AudioConfig, at_least_one, from_dict, to_dict
 from pwn_lib.integrity import mismatches, require_intact, sha256
 
 MANIFEST = "manifest.json"
@@ -69,8 +69,12 @@ def build_cache(
     source, out = Path(source), Path(out)
     if audio.bits > 16:
         raise ValueError(f"AudioConfig.bits={audio.bits}: the cache stores uint16 codes, at most 16 bits")
-    out.mkdir(parents=True, exist_ok=True)
+    if shard_size < 1 or (limit is not None and limit < 1):
+        raise ValueError(f"shard_size={shard_size}, limit={limit}: both must be >= 1 (limit may be left out)")
     ids = ljspeech_clips(source, limit)
+    if not ids:
+        raise FileNotFoundError(f"{source / 'metadata.csv'}: lists no clips; point at the LJSpeech-1.1 folder")
+    out.mkdir(parents=True, exist_ok=True)
     clips, shards, codes, mels = [], [], [], []
     total, total_sq, count = 0.0, 0.0, 0
     audio_offset = mel_offset = 0
@@ -256,16 +260,19 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("source", type=Path)
     build.add_argument("out", type=Path)
     build.add_argument("--preset", default="paper", choices=PRESET_NAMES, help="the AudioConfig preset")
-    build.add_argument("--shard-size", type=int, default=500, help="clips per shard")
-    build.add_argument("--limit", type=int, help="the first LIMIT clips only")
+    build.add_argument("--shard-size", type=at_least_one, default=500, help="clips per shard")
+    build.add_argument("--limit", type=at_least_one, help="the first LIMIT clips only")
     check = sub.add_parser("verify", help="check every shard's SHA-256 against the manifest")
     check.add_argument("cache", type=Path)
     args = parser.parse_args(argv)
-    if args.command == "build":
-        manifest = build_cache(args.source, args.out, AUDIO_PRESETS[args.preset], args.shard_size, args.limit)
-        print(f"{len(manifest['clips'])} clips, {manifest['seconds']} s, {manifest['statistics']} -> {args.out}")
-        return 0
-    bad = verify(args.cache)
+    try:
+        if args.command == "build":
+            manifest = build_cache(args.source, args.out, AUDIO_PRESETS[args.preset], args.shard_size, args.limit)
+            print(f"{len(manifest['clips'])} clips, {manifest['seconds']} s, {manifest['statistics']} -> {args.out}")
+            return 0
+        bad = verify(args.cache)
+    except (FileNotFoundError, AudioError) as error:
+        raise SystemExit(f"error: {error}") from None
     print("intact" if not bad else f"differ from the manifest: {bad}")
     return 1 if bad else 0
 

@@ -28,6 +28,8 @@ MEMORY_FRACTION = 0.5
 BYTES_PER_LAYER = 16_384
 # A config may describe at most this many times the parameters its weights file holds (plus a small margin).
 WEIGHTS_SLACK = 2
+# Training holds float32 weights, gradients, two Adam moments, the EMA and a copy while saving.
+TRAINING_BYTES_PER_PARAMETER = 24
 
 
 def available_memory() -> int:
@@ -80,21 +82,32 @@ def _size_culprit(model: Any) -> str:
     return f"model.{key}={getattr(model, key)!r}"
 
 
+def check_memory(model: Any, where: str, bytes_per_parameter: int = 8, fix: str = "Fix the value") -> None:
+    """Refuse a config whose model needs more than :data:`MEMORY_FRACTION` of the available memory, counting
+    ``bytes_per_parameter`` (8 to load: the state dict and the module; :data:`TRAINING_BYTES_PER_PARAMETER` to
+    train) and :data:`BYTES_PER_LAYER`. Raises ValueError beginning with ``where`` and naming the largest size key."""
+    parameters = estimated_parameters(model)
+    layers = model.layers if isinstance(model, WaveNetConfig) else sum(model.flow_layers)
+    need, have = bytes_per_parameter * parameters + BYTES_PER_LAYER * layers, available_memory()
+    if need > MEMORY_FRACTION * have:
+        raise ValueError(
+            f"{where}: the model it describes ({parameters:,} parameters in {layers:,} layers) needs about "
+            f"{need / 1e9:,.1f} GB, more than {MEMORY_FRACTION:.0%} of the {have / 1e9:.1f} GB available; "
+            f"{_size_culprit(model)} is the largest size. {fix}"
+        )
+
+
 def check_fits(model: Any, config_path: Path, weights_path: Path) -> None:
     """Refuse a config whose model would not fit in memory, or that asks for far more than its weights hold."""
 
     try:
+        check_memory(model, str(config_path), fix="Fix the value, or restore the file")
         parameters = estimated_parameters(model)
-    except ValueError as err:  # a hop_length the upsampler cannot split into strides
-        raise CheckpointError(f"{config_path}: {err}") from None
-    layers = model.layers if isinstance(model, WaveNetConfig) else sum(model.flow_layers)
-    need, have = 8 * parameters + BYTES_PER_LAYER * layers, available_memory()
-    if need > MEMORY_FRACTION * have:
+    except ValueError as err:  # too large, or a hop_length the upsampler cannot split into strides
+        message = str(err)
         raise CheckpointError(
-            f"{config_path}: the model it describes ({parameters:,} parameters in {layers:,} layers) needs about "
-            f"{need / 1e9:,.1f} GB, more than {MEMORY_FRACTION:.0%} of the {have / 1e9:.1f} GB available; "
-            f"{_size_culprit(model)} is the largest size. Fix the value, or restore the file"
-        )
+            message if message.startswith(str(config_path)) else f"{config_path}: {message}"
+        ) from None
     stored = _stored_parameters(weights_path)
     if parameters > WEIGHTS_SLACK * stored + 1_000:
         raise CheckpointError(
@@ -113,4 +126,4 @@ def _stored_parameters(path: Path) -> int:
         raise CheckpointError(f"{path}: not a readable safetensors file ({err}); restore it") from None
 
 
-__all__ = ["available_memory", "check_fits", "estimated_parameters"]
+__all__ = ["TRAINING_BYTES_PER_PARAMETER", "available_memory", "check_fits", "check_memory", "estimated_parameters"]

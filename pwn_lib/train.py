@@ -41,7 +41,15 @@ import torch
 
 from pwn_lib import distributed
 from pwn_lib.ablation import ABLATION_DIR, AblationConfig, run_ablation, shown
-from pwn_lib.artifacts import RunLocked, config_section, load_artifact, lock_run, read_config, write_json
+from pwn_lib.artifacts import (
+    CheckpointError,
+    RunLocked,
+    config_section,
+    load_artifact,
+    lock_run,
+    read_config,
+    write_json,
+)
 from pwn_lib.audio import log_mel_distance, save_audio
 from pwn_lib.config import (
     AUDIO_PRESETS,
@@ -56,8 +64,11 @@ from pwn_lib.config import (
     StudentConfig,
     TrainConfig,
     WaveNetConfig,
+    at_least_one,
+    at_least_zero,
     fast_mode,
     from_dict,
+    positive_number,
     read_recipe,
     seed_everything,
     to_dict,
@@ -90,6 +101,7 @@ from pwn_lib.phones import (
     phone_loss,
 )
 from pwn_lib.phones import evaluate as phone_scores
+from pwn_lib.sizes import TRAINING_BYTES_PER_PARAMETER, check_memory
 from pwn_lib.student import IAFStudent
 from pwn_lib.trainer import ResumeError, Trainer
 from pwn_lib.vocoders import render
@@ -141,6 +153,10 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     if args.kind in ("teacher", "student"):
         resolved["model"] = with_feature_statistics(resolved["model"], resolved["audio"], args)
         check_audio(resolved["model"], resolved["audio"])
+        try:
+            check_memory(resolved["model"], f"{source}: model", TRAINING_BYTES_PER_PARAMETER, "Use a smaller value")
+        except ValueError as error:
+            raise RecipeError(str(error)) from None
     return resolved
 
 
@@ -212,7 +228,7 @@ def make_trainer(
     """
     model_cfg, train_cfg, audio = resolved["model"], resolved["train"], resolved["audio"]
     if args.init:
-        warm_start(model, model_cfg, args.init)
+        warm_start(model, model_cfg, args.init, args.kind)
     trainer = Trainer(
         model,
         loss_fn,
@@ -238,11 +254,13 @@ def make_trainer(
     return trainer, AudioWindows(utterances, train_cfg.window, audio, seed=train_cfg.seed, length=length)
 
 
-def warm_start(model: torch.nn.Module, model_cfg: Any, init: Path) -> None:
+def warm_start(model: torch.nn.Module, model_cfg: Any, init: Path, kind: str) -> None:
     """Load ``init``'s weights into ``model``: the same architecture, or the same with a conditioning network
     added (``cond_layers`` 0 in ``init``). The added network starts as the identity
     (:class:`pwn_lib.layers.ConditionContext`), so the grown model computes exactly what ``init`` did."""
     state, config, _ = load_artifact(init)
+    if config.get("kind") != kind:
+        raise SystemExit(f"--init {init}: a {config.get('kind')!r} checkpoint; warm-start a {kind} from a {kind} one")
     init_cfg = from_dict(type(model_cfg), config_section(config, "model", init), str(init))
     grows = getattr(init_cfg, "cond_layers", None) == 0 and getattr(model_cfg, "cond_layers", 0) > 0
     if grows:
@@ -404,14 +422,6 @@ def ablation_run(args: argparse.Namespace, resolved: dict[str, Any]) -> Path:
     return out
 
 
-def at_least_one(text: str) -> int:
-    """An argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pwn_lib.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -456,11 +466,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="cpu or cuda (default: cuda if available); under torchrun each rank takes cuda:LOCAL_RANK",
     )
     parser.add_argument(
-        "--eval-seconds", type=float, default=1.0, help="length of the held-out clip generated for the log-mel distance"
+        "--eval-seconds",
+        type=positive_number,
+        default=1.0,
+        help="length of the held-out clip generated for the log-mel distance",
     )
     parser.add_argument(
         "--phone-utterances",
-        type=int,
+        type=at_least_zero,
         default=8,
         help="teacher only: test utterances resynthesised for the phone error rate (0 skips)",
     )
@@ -479,6 +492,22 @@ def run_lock(args: argparse.Namespace) -> contextlib.AbstractContextManager:
     return lock_run(args.out)
 
 
+def check_checkpoint_kinds(args: argparse.Namespace) -> None:
+    """Refuse, before the run takes its lock, a ``--teacher`` that is not a teacher checkpoint and an ``--init`` of
+    another kind than the run's (each config.json's ``kind``)."""
+    wanted = {"teacher": "teacher" if args.kind in ("student", "ablation") else None, "init": args.kind}
+    for flag, kind in wanted.items():
+        path = getattr(args, flag)
+        if path is None or kind is None:
+            continue
+        try:
+            found = read_config(path).get("kind")
+        except (FileNotFoundError, CheckpointError) as error:
+            raise SystemExit(f"error: --{flag} {path}: {error}") from None
+        if found != kind:
+            raise SystemExit(f"error: --{flag} {path}: a {found!r} checkpoint; this {args.kind} run needs a {kind} one")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
@@ -489,10 +518,13 @@ def main(argv: list[str] | None = None) -> int:
         resolved = resolve(args)
     except (RecipeError, FileNotFoundError) as error:
         raise SystemExit(f"error: {error}") from None
+    check_checkpoint_kinds(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.kind != "ablation":
         args.out = args.out or CHECKPOINT_DIR / f"{args.kind}_{args.preset}"
+        if args.out.exists() and not args.out.is_dir():
+            raise SystemExit(f"error: --out {args.out} is a file; name a folder for the run's checkpoints")
     try:
         with run_lock(args):
             args.world, args.torch_device = distributed.init(args.device)
@@ -500,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
                 say(args, f"artifact written to {RUNS[args.kind](args, resolved)}")
             finally:
                 distributed.shutdown()
-    except (RunLocked, ResumeError) as error:
+    except (RunLocked, ResumeError, CheckpointError, RecipeError, FileNotFoundError, FloatingPointError) as error:
         raise SystemExit(f"error: {error}") from None
     return 0
 

@@ -130,7 +130,9 @@ def test_a_cut_weights_file_is_refused_by_name(teacher):
 def test_a_bad_teacher_size_or_statistic_is_refused_naming_the_key(teacher, key, value, message):
     edit_config(teacher, **{key: value})
     # a wrong type is refused by the schema (from_dict), a bad value by check_model_config: both name the key
-    with pytest.raises(CheckpointError, match=rf"config\.json: model(\.|: ){key}\b.*({message}|must be a (int|float))"):
+    with pytest.raises(
+        CheckpointError, match=rf"config\.json: model(\.|: ){key}\b.*({message}|must be a (int|float|finite number))"
+    ):
         WaveNet.from_checkpoint(teacher)
 
 
@@ -172,6 +174,45 @@ def test_nan_or_infinite_weights_are_refused_naming_the_tensor(teacher, bad):
     save_file(state, str(teacher / WEIGHTS))
     with pytest.raises(CheckpointError, match=r"model\.safetensors: 1 tensor\(s\) hold NaN .*blocks\.1\.conv\.weight"):
         WaveNet.from_checkpoint(teacher)
+
+
+KEY = "blocks.1.conv.weight"
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        (lambda state: state.pop(KEY), f"missing ['{KEY}']"),
+        (lambda state: state.update({"extra.weight": torch.zeros(3)}), "extra ['extra.weight']"),
+        (lambda state: state.update({KEY: torch.zeros(2, 2)}), f"'{KEY}': ([2, 2], "),
+        (lambda state: state.update({KEY: state[KEY].long()}), f"dtype ['{KEY}']"),
+    ],
+    ids=["missing", "extra", "shape", "integer"],
+)
+def test_weights_that_do_not_fit_their_config_are_refused_naming_the_tensor(teacher, edit, named):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(teacher / WEIGHTS))
+    edit(state)
+    save_file(state, str(teacher / WEIGHTS))
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: the weights do not fit the model") as error:
+        WaveNet.from_checkpoint(teacher)
+    assert named in str(error.value)
+
+
+def test_half_precision_weights_load_widened_to_the_same_values(teacher):
+    from safetensors.torch import load_file, save_file
+
+    state = {k: v.half() for k, v in load_file(str(teacher / WEIGHTS)).items()}
+    save_file(state, str(teacher / WEIGHTS))
+    loaded = WaveNet.from_checkpoint(teacher).state_dict()
+    assert all(torch.equal(loaded[k], v.float()) for k, v in state.items())
+
+
+def test_a_student_checkpoint_is_refused_where_a_teacher_is_needed(tmp_path):
+    student = IAFStudent(STUDENT_PRESETS["tiny"]).save(tmp_path / "student")
+    with pytest.raises(CheckpointError, match="kind 'student', but a teacher checkpoint is needed here"):
+        WaveNet.from_checkpoint(student)
 
 
 # --- memory ---------------------------------------------------------------------------------

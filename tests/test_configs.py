@@ -217,13 +217,33 @@ def test_lists_become_tuples_and_ints_floats():
         ("train:\n  bf16: true\n  fp16: true\n", "bf16 and fp16 are both set"),
         ("train:\n  window: 1000\n", "not a multiple of audio.hop_length = 256"),
         ("audio:\n  n_mels: 0\n", r"audio: n_mels = 0 must be > 0"),
+        ("train:\n  lr: .inf\n", r"train: lr = inf must be a finite number"),
+        ("loss:\n  power_weight: .inf\n", r"loss: power_weight = inf must be a finite number"),
     ],
 )
 def test_values_out_of_range_are_refused(tmp_path, text, match):
     path = recipe(tmp_path, text)
     with pytest.raises(RecipeError, match=match) as error:
-        resolved("teacher", "--config", str(path))
+        resolved("student" if text.startswith("loss") else "teacher", "--config", str(path))
     assert str(path) in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "text, culprit",
+    [
+        ("model:\n  residual_channels: 1000000000\n", "residual_channels=1000000000"),
+        ("model:\n  layers: 1000000\n  stacks: 1\n", "layers=1000000"),
+    ],
+)
+def test_a_model_too_large_to_train_is_refused_from_the_recipe_before_anything_is_built(
+    tmp_path, monkeypatch, text, culprit
+):
+    monkeypatch.setattr("pwn_lib.sizes.available_memory", lambda: 8 * 10**9)  # a laptop's, whatever this machine has
+    path = recipe(tmp_path, text)
+    started = time.perf_counter()
+    with pytest.raises(RecipeError, match=f"needs about .* GB, more than 50% of the 8.0 GB available; model.{culprit}"):
+        resolved("teacher", "--preset", "tiny", "--config", str(path))
+    assert time.perf_counter() - started < 2.0
 
 
 def test_loss_weights_and_ablation_budgets_are_range_checked(tmp_path):
@@ -253,6 +273,9 @@ def test_flags_are_range_checked_like_the_recipe(flags, match):
         (["--threads", "-1"], "argument --threads: -1 is not >= 1"),
         (["--device", "foo"], "argument --device: invalid choice: 'foo'"),
         (["--steps", "2.5"], "argument --steps: invalid int value: '2.5'"),
+        (["--eval-seconds", "-1"], "argument --eval-seconds: -1.0 is not a finite number > 0"),
+        (["--eval-seconds", "nan"], "argument --eval-seconds: nan is not a finite number > 0"),
+        (["--phone-utterances", "-1"], "argument --phone-utterances: -1 is not >= 0"),
     ],
 )
 def test_bad_flags_are_refused_by_the_parser(capsys, flags, match):
@@ -269,6 +292,13 @@ def test_a_yaml_syntax_error_names_the_file(tmp_path):
     with pytest.raises(RecipeError, match=re.escape(str(path)) + ": not valid YAML") as error:
         resolved("teacher", "--config", str(path))
     assert "<unicode string>" not in str(error.value) and f'in "{path}", line 2' in str(error.value)
+
+
+def test_a_recipe_that_is_not_utf8_text_is_refused_by_name(tmp_path):
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"\xff\xfe\x00train")
+    with pytest.raises(RecipeError, match=re.escape(str(path)) + ": not UTF-8 text"):
+        resolved("teacher", "--config", str(path))
 
 
 def test_a_missing_recipe_says_where_the_recipes_are(tmp_path):
@@ -315,6 +345,32 @@ def test_the_command_refuses_a_bad_recipe_before_loading_data_and_writes_nothing
     )
     assert done.returncode != 0 and "command line: steps = 0 must be > 0" in done.stderr
     assert not out.exists()
+
+
+def test_an_out_that_is_a_file_or_a_student_as_teacher_or_init_is_refused_by_name(tmp_path):
+    from pwn_lib.train import main
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(SystemExit, match=f"--out {afile} is a file; name a folder"):
+        main(["teacher", "--preset", "tiny", "--no-eval", "--out", str(afile)])
+    student = str(REPO_ROOT / "data/checkpoints/student_course")
+    with pytest.raises(SystemExit, match="--teacher .*: a 'student' checkpoint; this student run needs a teacher one"):
+        main(["student", "--preset", "tiny", "--no-eval", "--out", str(tmp_path / "s"), "--teacher", student])
+    with pytest.raises(SystemExit, match="--init .*: a 'student' checkpoint; this teacher run needs a teacher one"):
+        main(["teacher", "--preset", "tiny", "--no-eval", "--out", str(tmp_path / "t"), "--init", student])
+    assert [p.name for p in tmp_path.iterdir()] == ["afile"]
+
+
+def test_a_diverged_run_ends_with_its_message_as_one_line(tmp_path, monkeypatch):
+    from pwn_lib import train
+
+    def diverge(args, resolved):
+        raise FloatingPointError("non-finite loss at step 3; the last good checkpoint is ckpt-00000002-0")
+
+    monkeypatch.setitem(train.RUNS, "teacher", diverge)
+    with pytest.raises(SystemExit, match="^error: non-finite loss at step 3; the last good checkpoint is ckpt-0"):
+        train.main(["teacher", "--preset", "tiny", "--no-eval", "--out", str(tmp_path / "run")])
 
 
 def test_a_cuda_device_on_a_machine_without_one_is_refused_by_name():

@@ -269,8 +269,37 @@ def test_cli_refuses_row_names_that_collide_or_escape_before_loading_anything(tm
 
 
 def test_cli_refuses_a_directory_that_is_not_a_checkpoint(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a checkpoint directory"):
+    with pytest.raises(SystemExit, match=f"error: {tmp_path} is not a checkpoint directory"):
         ev.main([str(tmp_path), "--no-espeak", "--out", str(tmp_path / "eval.json")])
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("flags", "complaint"),
+    [
+        (["--utterances", "0"], "argument --utterances: 0 is not >= 1"),
+        (["--utterances", "-1"], "argument --utterances: -1 is not >= 1"),
+        (["--max-seconds", "-1"], "argument --max-seconds: -1.0 is not a finite number > 0"),
+        (["--max-seconds", "nan"], "argument --max-seconds: nan is not a finite number > 0"),
+        (["--threads", "0"], "argument --threads: 0 is not >= 1"),
+        (["--temperature", "-1"], "argument --temperature: -1.0 is not a finite number > 0"),
+        (["--split", "nope"], "argument --split: invalid choice: 'nope'"),
+    ],
+)
+def test_cli_refuses_bad_counts_lengths_threads_and_temperatures_by_name(tmp_path, capsys, flags, complaint):
+    with pytest.raises(SystemExit):
+        ev.main([str(CHECKPOINT_DIR / "teacher_course"), *flags, "--out", str(tmp_path / "eval.json")])
+    assert complaint in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_refuses_an_out_folder_and_a_crop_shorter_than_the_metrics_need(tmp_path):
+    teacher = str(CHECKPOINT_DIR / "teacher_course")
+    with pytest.raises(SystemExit, match=f"--out {tmp_path} is a folder; name the JSON file"):
+        ev.main([teacher, "--no-espeak", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--max-seconds 0.05: 800 samples, shorter than the 2048 samples"):
+        ev.main([teacher, "--no-espeak", "--max-seconds", "0.05", "--out", str(tmp_path / "eval.json")])
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_corpus_has_targets_for_every_picked_utterance():

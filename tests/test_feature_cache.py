@@ -94,3 +94,22 @@ def test_dataloader_workers_stream_the_same_items_as_the_main_process(cache):
 def test_a_cache_for_another_preset_is_refused(cache):
     with pytest.raises(ValueError, match="not this run's AudioConfig"):
         CachedWindows(cache, 2_048, AUDIO_PRESETS["course"])
+
+
+def test_the_command_refuses_a_folder_without_clips_and_bad_counts_writing_nothing(tmp_path, capsys):
+    from pwn_lib.feature_cache import main
+
+    empty, out = tmp_path / "empty", tmp_path / "cache"
+    empty.mkdir()
+    with pytest.raises(SystemExit, match=r"empty/metadata.csv: missing; point at the LJSpeech-1.1 folder"):
+        main(["build", str(empty), str(out)])
+    (empty / "metadata.csv").write_text("\n")
+    with pytest.raises(SystemExit, match=r"empty/metadata.csv: lists no clips"):
+        main(["build", str(empty), str(out)])
+    with pytest.raises(SystemExit, match=r"empty/manifest.json: missing, so .* is not a finished feature cache"):
+        main(["verify", str(empty)])
+    for flag in ("--shard-size", "--limit"):
+        with pytest.raises(SystemExit):
+            main(["build", str(empty), str(out), flag, "0"])
+        assert f"argument {flag}: 0 is not >= 1" in capsys.readouterr().err
+    assert not out.exists()

@@ -99,6 +99,13 @@ def test_invalid_rating_is_refused_by_the_schema(tmp_path):
         ({"kind": "ab", "score": None, "choice": "C", "system_b": "s2"}, "choice='C' is not A, B or none"),
         ({"kind": "ab", "choice": "A", "system_b": "s2"}, "an A/B row has score=4"),
         ({"kind": "ab", "score": None, "choice": "A", "system_b": "s2", "plays_b": -2}, "plays_b=-2 is not >= 0"),
+        ({"ended": 0}, "the clip was never played to its end (ended=0)"),
+        (
+            {"kind": "ab", "score": None, "choice": "A", "system_b": "s2", "plays_b": 1, "ended_b": 0},
+            "the clip was never played to its end",
+        ),
+        ({"rater": ""}, "rater is empty"),
+        ({"test": "  "}, "test is empty"),
     ],
 )
 def test_ratings_outside_the_rules_are_refused_naming_the_value(tmp_path, fields, problem):
@@ -106,7 +113,7 @@ def test_ratings_outside_the_rules_are_refused_naming_the_value(tmp_path, fields
         with pytest.raises(StoreError, match=rf"r.sqlite: refused .*trial .*{re.escape(problem)}.*nothing was written"):
             store.add(rating(**fields))
         assert store.count() == 0
-        store.add(rating(trial=32, n_trials=33, plays=0, ended=0, response_ms=0.0))  # the edges are fine
+        store.add(rating(trial=32, n_trials=33, plays=1, ended=1, response_ms=0.0))  # the edges are fine
 
 
 def _legacy_row(conn, **fields) -> None:
@@ -289,3 +296,24 @@ def test_sigkill_mid_session_keeps_every_committed_rating(tmp_path):
         assert len(trials) - len(reported) <= 1  # at most the one committed just before the kill
         store.add(rating(trial=len(trials)))  # the rater resumes
         assert store.count() == len(trials) + 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "complaint"),
+    [
+        (["build", "--utterances", "0"], "argument --utterances: 0 is not >= 1"),
+        (["build", "--seconds", "-1"], "argument --seconds: -1.0 is not a finite number > 0"),
+        (["build", "--seconds", "1e6"], "argument --seconds: 1e+06 s is longer than a listening clip's 30 s"),
+        (["build", "--loudness", "nan"], "argument --loudness: nan is not a finite number"),
+        (["build", "--threads", "0"], "argument --threads: 0 is not >= 1"),
+        (["simulate", "--test", "t", "--db", "r.sqlite", "--raters", "0"], "argument --raters: 0 is not >= 1"),
+        (["analyse", "--test", "t", "--ratings", "r.sqlite", "--n-boot", "-1"], "argument --n-boot: -1 is not >= 1"),
+    ],
+)
+def test_the_command_refuses_bad_counts_and_lengths_before_any_work(tmp_path, capsys, argv, complaint):
+    if argv[0] == "build":
+        argv = [*argv, "--out", str(tmp_path / "test")]
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert complaint in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -283,11 +283,11 @@ def test_a_warm_start_may_add_a_conditioning_network_and_starts_from_the_same_fu
     base.save(tmp_path / "base")
     grown_cfg = dataclasses.replace(cfg, cond_layers=2, cond_hidden=8)
     grown = WaveNet(grown_cfg)
-    warm_start(grown, grown_cfg, tmp_path / "base")
+    warm_start(grown, grown_cfg, tmp_path / "base", "teacher")
     x = torch.rand(1, 1, 4 * cfg.hop_length) - 0.5
     c = torch.randn(1, cfg.cond_channels, 4) - 5.0
     with torch.no_grad():
         assert torch.equal(base(x, c), grown(x, c))
     wider = dataclasses.replace(cfg, residual_channels=cfg.residual_channels + 2)
     with pytest.raises(SystemExit, match="warm starts need the same architecture"):
-        warm_start(WaveNet(wider), wider, tmp_path / "base")
+        warm_start(WaveNet(wider), wider, tmp_path / "base", "teacher")

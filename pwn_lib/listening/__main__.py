@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pwn_lib.config import at_least_one, finite_number, positive_number
 from pwn_lib.listening.stimuli import TARGET_LUFS, StimulusError, load_test
 from pwn_lib.listening.store import RatingStore, StoreError, read_ratings
 
@@ -81,6 +82,19 @@ def _export(args: argparse.Namespace) -> None:
         print(f"{len(store.ratings(args.test))} ratings written to {path}")
 
 
+# A listening-test clip is a sentence or two (P.800 asks for a few seconds); the teacher renders one second of
+# audio in about 16 s of CPU, so a longer clip is refused rather than left running for hours.
+MAX_CLIP_SECONDS = 30.0
+
+
+def clip_seconds(text: str) -> float:
+    """An argparse type: a clip length in seconds, > 0 and at most :data:`MAX_CLIP_SECONDS`."""
+    value = positive_number(text)
+    if value > MAX_CLIP_SECONDS:
+        raise argparse.ArgumentTypeError(f"{value:g} s is longer than a listening clip's {MAX_CLIP_SECONDS:g} s")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pwn_lib.listening", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -92,31 +106,31 @@ def build_parser() -> argparse.ArgumentParser:
         default="real,teacher,student,mulaw8,anchor",
         help="comma-separated: real, teacher, student, mulaw8, anchor, or NAME=CHECKPOINT_DIR",
     )
-    b.add_argument("--utterances", type=int, default=8, help="held-out (test split) utterances")
+    b.add_argument("--utterances", type=at_least_one, default=8, help="held-out (test split) utterances")
     b.add_argument(
         "--seconds",
-        type=float,
+        type=clip_seconds,
         default=1.5,
         help="clip length; the teacher needs about 16 s of CPU per second of audio, whatever N",
     )
     b.add_argument("--out", type=Path, required=True, help="the test folder to write")
     b.add_argument("--name", help="test name stored with every rating (default: the folder name)")
     b.add_argument("--ab", help="A/B pairs, e.g. teacher:student,real:student (default teacher:student)")
-    b.add_argument("--loudness", type=float, default=TARGET_LUFS, help="target loudness in LUFS (BS.1770)")
+    b.add_argument("--loudness", type=finite_number, default=TARGET_LUFS, help="target loudness in LUFS (BS.1770)")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for generation)")
+    b.add_argument("--threads", type=at_least_one, default=1, help="torch CPU threads (1 is fastest for generation)")
     b.set_defaults(run=_build)
     s = sub.add_parser("simulate", help="simulated raters drive the rating pages (not real listeners)")
     s.add_argument("--test", type=Path, required=True)
     s.add_argument("--db", type=Path, required=True)
-    s.add_argument("--raters", type=int, default=12)
+    s.add_argument("--raters", type=at_least_one, default=12)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--csv", type=Path, help="also export the test's ratings to this CSV")
     s.set_defaults(run=_simulate)
     a = sub.add_parser("analyse", help="report, screening, MOS table, Wilcoxon, A/B, objective figures")
     a.add_argument("--test", type=Path, required=True)
     a.add_argument("--ratings", type=Path, nargs="+", required=True, help="ratings databases and/or CSV exports")
-    a.add_argument("--n-boot", type=int, default=2000)
+    a.add_argument("--n-boot", type=at_least_one, default=2000)
     a.set_defaults(run=_analyse)
     e = sub.add_parser("export", help="ratings database -> CSV")
     e.add_argument("--db", type=Path, required=True)

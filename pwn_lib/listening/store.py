@@ -341,8 +341,9 @@ def invalid_ratings(frame: pd.DataFrame) -> pd.DataFrame:
 
     The rules: ``kind`` mos or ab, ``role`` test, gold or trap; ``0 <= trial < n_trials``; a MOS row has an integer
     ``score`` 1-5 and no choice, an A/B row a ``choice`` A, B or none, no score and a ``system_b``; the play counters
-    ``plays``, ``ended`` (and ``plays_b``, ``ended_b`` where given) are integers >= 0; ``response_ms`` is finite
-    and >= 0 where given.
+    ``plays``, ``ended`` (and ``plays_b``, ``ended_b`` where given) are integers >= 0, and ``ended`` (``ended_b``)
+    >= 1: a rating is of a clip heard to its end; ``response_ms`` is finite and >= 0 where given; ``test`` and
+    ``rater`` are not empty.
     """
     problems = [[] for _ in range(len(frame))]
 
@@ -374,6 +375,10 @@ def invalid_ratings(frame: pd.DataFrame) -> pd.DataFrame:
     flag(ab & frame["system_b"].isna(), "an A/B row has no system_b")
     for name in ("plays", "ended"):
         flag(~(num[name] >= 0), name + "={" + name + "!r} is not >= 0")
+    # a rating is of a clip heard to its end: both clips of an A/B pair
+    flag((num["ended"] == 0) | (ab & (num["ended_b"] == 0)), "the clip was never played to its end (ended=0)")
+    for name in ("test", "rater"):
+        flag(frame[name].isna() | (frame[name].astype(str).str.strip() == ""), f"{name} is empty")
     for name in ("plays_b", "ended_b", "response_ms"):
         flag(num[name] < 0, name + "={" + name + "!r} is not >= 0")
     bad = frame[[bool(p) for p in problems]].copy()
