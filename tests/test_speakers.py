@@ -148,3 +148,20 @@ def test_a_tiny_five_speaker_teacher_trains_on_the_voice_windows():
     assert model.speaker_embedding.weight.grad[batch["speaker"]].abs().sum() > 0
     other = dict(batch, speaker=(batch["speaker"] + 1) % len(VOICES))
     assert teacher_loss(model, other)[0].item() != pytest.approx(teacher_loss(model, batch)[0].item())
+
+
+def test_the_speakers_recipe_selects_the_five_voices_and_needs_a_speaker_per_voice(tmp_path):
+    from pwn_lib.config import REPO_ROOT, RecipeError
+    from pwn_lib.train import build_parser, resolve
+
+    recipe = REPO_ROOT / "configs" / "teacher_speakers.yaml"
+    resolved = resolve(build_parser().parse_args(["teacher", "--config", str(recipe), "--preset", "tiny"]))
+    assert resolved["train"].voices == VOICES and resolved["model"].n_speakers == len(VOICES)
+    fewer = tmp_path / "fewer.yaml"
+    fewer.write_text(recipe.read_text().replace("n_speakers: 5 ", "n_speakers: 2 "))
+    with pytest.raises(RecipeError, match="n_speakers >= 5"):
+        resolve(build_parser().parse_args(["teacher", "--config", str(fewer)]))
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text(recipe.read_text().replace("[en, es, fr, it, ru]", "[en, de]"))
+    with pytest.raises(RecipeError, match="train.voices"):
+        resolve(build_parser().parse_args(["teacher", "--config", str(unknown)]))
