@@ -165,3 +165,24 @@ def test_the_speakers_recipe_selects_the_five_voices_and_needs_a_speaker_per_voi
     unknown.write_text(recipe.read_text().replace("[en, es, fr, it, ru]", "[en, de]"))
     with pytest.raises(RecipeError, match="train.voices"):
         resolve(build_parser().parse_args(["teacher", "--config", str(unknown)]))
+
+
+def test_a_five_speaker_student_distils_with_the_speaker_ids_of_the_batch():
+    from pwn_lib.config import DistillLoss
+    from pwn_lib.losses import recipe_terms
+    from pwn_lib.student import build_student
+
+    torch.manual_seed(0)
+    utterances = [u for u in load_voices("test") if u.seconds >= 0.1]
+    batch = torch.utils.data.default_collate([AudioWindows(utterances, 1_024, seed=1, length=4)[i] for i in range(4)])
+    teacher = build_teacher("tiny", n_speakers=len(VOICES))
+    with torch.no_grad():
+        teacher.speaker_embedding.weight.mul_(20)  # speakers the teacher tells apart
+    student = build_student("tiny", n_speakers=len(VOICES))
+    recipe = DistillLoss(power_weight=0.0, stft_weight=0.0, perceptual_weight=0.0)
+    kl = recipe_terms(recipe, student, teacher, batch, generator=torch.Generator().manual_seed(0))["kl"]
+    kl.backward()
+    assert torch.isfinite(kl) and student.speaker_embedding.weight.grad[batch["speaker"]].abs().sum() > 0
+    other = dict(batch, speaker=(batch["speaker"] + 1) % len(VOICES))
+    kl_other = recipe_terms(recipe, student, teacher, other, generator=torch.Generator().manual_seed(0))["kl"]
+    assert kl_other.item() != pytest.approx(kl.item())
