@@ -486,14 +486,14 @@ def build_voice(
     """Rebuild ``data/speakers/<voice>`` from its two .deb files and check it against ``manifest``.
 
     As :func:`build_corpus`: the .deb sha256 is checked before anything is decoded, and every FLAC's
-    decoded samples after; a mismatch refuses. ``manifest="committed"`` is ``out/manifest.json`` as it
-    was before the build; ``manifest=None`` writes a fresh one (what the maintainers ran once).
+    decoded samples after; a mismatch refuses. ``manifest="committed"`` is the committed
+    ``data/speakers/<voice>/manifest.json`` (read before anything is written); ``manifest=None`` writes a fresh one (what the maintainers ran once).
     """
     if voice not in VOICE_SOURCES:
         raise SystemExit(f"voice {voice!r}: choose one of {sorted(VOICE_SOURCES)}")
     out = Path(out) if out is not None else SPEAKERS_DIR / voice
     if manifest == "committed":
-        manifest = out / "manifest.json"
+        manifest = SPEAKERS_DIR / voice / "manifest.json"
     committed = json.loads(Path(manifest).read_text()) if manifest is not None else None
     audio_deb, text_deb = voice_debs(voice)
     with tempfile.TemporaryDirectory() as tmp:
