@@ -487,7 +487,8 @@ def build_voice(
 
     As :func:`build_corpus`: the .deb sha256 is checked before anything is decoded, and every FLAC's
     decoded samples after; a mismatch refuses. ``manifest="committed"`` is the committed
-    ``data/speakers/<voice>/manifest.json`` (read before anything is written); ``manifest=None`` writes a fresh one (what the maintainers ran once).
+    ``data/speakers/<voice>/manifest.json`` (read before anything is written); ``manifest=None`` writes a
+    fresh one (what the maintainers ran once).
     """
     if voice not in VOICE_SOURCES:
         raise SystemExit(f"voice {voice!r}: choose one of {sorted(VOICE_SOURCES)}")
