@@ -170,6 +170,9 @@ class TrainConfig:
     log_every: int = 50
     checkpoint_every: int = 500
     num_workers: int = 0
+    # Train on these voices of pwn_lib.data.VOICES (en, es, fr, it, ru; speaker id = position) instead of the
+    # English corpus alone; needs a model with n_speakers >= 5. None: the English corpus (every run before).
+    voices: tuple[str, ...] | None = None
 
 
 # The student's loss constants, each stated once. The paper's contrastive gamma (section 4.1) and the

@@ -1,5 +1,7 @@
 """Tools that make the data, apart from the code that reads it (:mod:`pwn_lib.data`).
 
+- ``build-voices``: rebuild ``data/speakers/{es,fr,it,ru}`` (a few minutes each) from Debian's
+  ``asterisk-core-sounds-<lang>-g722`` packages, with the same package and sample hash checks.
 - ``build-corpus``: rebuild ``data/corpus`` from Debian's ``asterisk-core-sounds-en-g722`` package and check
   every hash against ``data/corpus/manifest.json`` (needs the ``corpus`` extra, G722).
 - ``build-targets``: phonemise every transcript with espeak-ng into ``data/corpus/phones.tsv`` (the phone
@@ -9,6 +11,7 @@
 Command line::
 
     python -m pwn_lib.corpus_tools build-corpus [--deb-dir DIR] [--out DIR]
+    python -m pwn_lib.corpus_tools build-voices [es fr it ru] [--deb-dir DIR] [--out DIR]
     python -m pwn_lib.corpus_tools build-targets
     python -m pwn_lib.corpus_tools download-ljspeech [--dest DIR]
 """
@@ -44,7 +47,9 @@ from pwn_lib.data import (
     CORPUS_DIR,
     LJSPEECH_SHA256,
     LJSPEECH_URL,
+    SPEAKERS_DIR,
     TARGETS_PATH,
+    VOICES,
     load_corpus,
 )
 
@@ -222,15 +227,15 @@ def _members(tar: tarfile.TarFile) -> Iterator[tuple[str, bytes]]:
             yield info.name.removeprefix("./"), tar.extractfile(info).read()
 
 
-def _read_transcripts(deb: Path) -> dict[str, str]:
-    """``name: text`` lines of core-sounds-en.txt (``;`` starts a comment)."""
-    text = dict(_members(_deb_data(deb))).get(_TRANSCRIPTS)
+def _read_transcripts(deb: Path, member: str = _TRANSCRIPTS) -> dict[str, str]:
+    """``name: text`` lines of core-sounds-<lang>.txt (``;`` starts a comment)."""
+    text = dict(_members(_deb_data(deb))).get(member)
     if text is None:
-        raise ValueError(f"{deb}: has no {_TRANSCRIPTS}; is this asterisk-core-sounds-en?")
+        raise ValueError(f"{deb}: has no {member}; is this the right asterisk-core-sounds package?")
     pairs = (
         line.split(":", 1)
-        for line in gzip.decompress(text).decode("utf-8").splitlines()
-        if line.strip() and not line.startswith(";")
+        for line in gzip.decompress(text).decode("utf-8-sig").splitlines()
+        if line.strip() and not line.startswith(";") and ":" in line
     )
     return {name.strip(): words.strip() for name, words in pairs}
 
@@ -246,7 +251,9 @@ def _is_speech(name: str, text: str | None) -> bool:
     return not (re.fullmatch(r"\[.*\]|<.*>", text) or re.search(r"\([^)]*\btone\b[^)]*\)", text))
 
 
-def _decode_prompts(deb: Path, transcripts: dict[str, str]) -> dict[str, tuple[str, np.ndarray]]:
+def _decode_prompts(
+    deb: Path, transcripts: dict[str, str], prefix: str = _PROMPTS
+) -> dict[str, tuple[str, np.ndarray]]:
     """id -> (text, int16 samples at 16 kHz) for every spoken prompt in the G.722 package."""
     try:
         from G722 import G722
@@ -254,9 +261,9 @@ def _decode_prompts(deb: Path, transcripts: dict[str, str]) -> dict[str, tuple[s
         raise SystemExit("build-corpus needs the G.722 decoder: pip install 'pwn_lib[corpus]'") from None
     prompts = {}
     for member, payload in _members(_deb_data(deb)):
-        if not (member.startswith(_PROMPTS) and member.endswith(".g722")):
+        if not (member.startswith(prefix) and member.endswith(".g722")):
             continue
-        name = member[len(_PROMPTS) : -len(".g722")]
+        name = member[len(prefix) : -len(".g722")]
         if _is_speech(name, transcripts.get(name)):
             pcm = np.asarray(G722(_SAMPLE_RATE, 64_000).decode(payload), dtype=np.int16)
             uid = name.replace("/", "_")
@@ -266,22 +273,28 @@ def _decode_prompts(deb: Path, transcripts: dict[str, str]) -> dict[str, tuple[s
     return prompts
 
 
-def _fetch_debs(where: Path) -> Path:
-    """``apt-get download`` both packages into ``where``."""
-    pins = [f"{deb.split('_')[0]}={deb.split('_')[1]}" for deb in (AUDIO_DEB, TEXT_DEB)]
+def _fetch_debs(where: Path, debs: Sequence[str] = (AUDIO_DEB, TEXT_DEB)) -> Path:
+    """``apt-get download`` the packages (both English ones by default) into ``where``."""
+    pins = [f"{deb.split('_')[0]}={deb.split('_')[1]}" for deb in debs]
     where.chmod(0o755)  # apt's unprivileged _apt user must be able to write here
     try:
         subprocess.run(["apt-get", "download", *pins], cwd=where, check=True)
     except (OSError, subprocess.CalledProcessError) as err:
         raise SystemExit(
-            f"apt-get download {' '.join(pins)} failed ({err}); download the two .deb files "
+            f"apt-get download {' '.join(pins)} failed ({err}); download the .deb files "
             "from packages.debian.org and pass --deb-dir"
         ) from None
     return where
 
 
-def _write_corpus(out: Path, prompts: dict[str, tuple[str, np.ndarray]], sources: dict) -> dict:
-    """Write FLACs, transcripts, split, license and return the new manifest."""
+def _write_corpus(
+    out: Path,
+    prompts: dict[str, tuple[str, np.ndarray]],
+    sources: dict,
+    splits: dict[str, str] | None = None,
+    license_md: str = _LICENSE_MD,
+) -> dict:
+    """Write FLACs, transcripts, split (``splits``, else :func:`split_of`), license; return the new manifest."""
     (out / "wavs").mkdir(parents=True, exist_ok=True)
     files = {}
     for uid, (text, pcm) in tqdm(sorted(prompts.items()), desc="FLAC"):
@@ -295,8 +308,9 @@ def _write_corpus(out: Path, prompts: dict[str, tuple[str, np.ndarray]], sources
         }
     ids = sorted(prompts)
     (out / "transcripts.tsv").write_text("id\ttext\n" + "".join(f"{i}\t{prompts[i][0]}\n" for i in ids))
-    (out / "split.tsv").write_text("id\tsplit\n" + "".join(f"{i}\t{split_of(i)}\n" for i in ids))
-    (out / "LICENSE.md").write_text(_LICENSE_MD)
+    split = splits.get if splits is not None else split_of
+    (out / "split.tsv").write_text("id\tsplit\n" + "".join(f"{i}\t{split(i)}\n" for i in ids))
+    (out / "LICENSE.md").write_text(license_md)
     seconds = sum(f["samples"] for f in files.values()) / _SAMPLE_RATE
     return {
         "sample_rate": _SAMPLE_RATE,
@@ -356,6 +370,172 @@ def build_corpus(
         problems = _compare(committed, fresh)
         if problems:
             raise SystemExit("the rebuilt corpus does not match the manifest:\n  " + "\n  ".join(problems))
+    (out / "manifest.json").write_text(json.dumps(fresh, indent=1, sort_keys=True) + "\n")
+    return fresh
+
+
+# ---------------------------------------------------------------------------------------------
+# The other voices (data/speakers/<voice>): a few minutes of each of four more Debian packages
+# ---------------------------------------------------------------------------------------------
+
+# voice -> what its Debian package and copyright file say. The speaker and license are copied from
+# /usr/share/doc/asterisk-core-sounds-<lang>-g722/copyright (its "Files: <lang>-*" stanza; for es the
+# "Files: *" stanza, whose prompts folder is es_MX_f_Allison: the same speaker as the English corpus).
+VOICE_SOURCES: dict[str, dict[str, str]] = {
+    "es": {
+        "folder": "es_MX_f_Allison",
+        "language": "Spanish (Mexico)",
+        "speaker": "Allison Smith (the English corpus's speaker; prompts folder es_MX_f_Allison)",
+        "copyright": "2003-2010, Allison Smith; financial contributions by Digium, Inc.",
+        "license": "CC-BY-SA-3.0",
+        "license_url": "https://creativecommons.org/licenses/by-sa/3.0/",
+    },
+    "fr": {
+        "folder": "fr_CA_f_June",
+        "language": "French (Canada)",
+        "speaker": "June Wallack",
+        "copyright": "2006-2008, June Wallack; translated by Clod Patry, Kristopher Lalletti and June Wallack",
+        "license": "CC-BY-SA-3.0",
+        "license_url": "https://creativecommons.org/licenses/by-sa/3.0/",
+    },
+    "it": {
+        "folder": "it_IT_m_Carlo",
+        "language": "Italian (Italy)",
+        "speaker": "Carlo Flora",
+        "copyright": "2012 Carlo Flora; translated by Silvia Petrin",
+        "license": "CC-BY-3.0",
+        "license_url": "https://creativecommons.org/licenses/by/3.0/",
+    },
+    "ru": {
+        "folder": "ru_RU_f_IvrvoiceRU",
+        "language": "Russian (Russia)",
+        "speaker": "not named; provided by Maxim Topal (ivrvoice.ru), prompts folder ru_RU_f_IvrvoiceRU",
+        "copyright": "2010, Maxim (Maxim Topal)",
+        "license": "CC-BY-3.0",
+        "license_url": "https://creativecommons.org/licenses/by/3.0/",
+    },
+}
+VOICE_VERSION = "1.6.1-1"
+# Seconds of audio kept per split and voice (FLAC of these voices takes about 1.2 MB a minute, and all
+# four must fit in about 14 MB), and the fewest prompts the test split may have.
+VOICE_SECONDS = {"train": 108.0, "valid": 18.0, "test": 18.0}
+VOICE_MIN_TEST = 8
+VOICE_MAX_PROMPT = 6.0  # seconds: longer prompts are left out, so no split overshoots by much
+
+_VOICE_LICENSE = """\
+# Voice `{voice}`: Asterisk core prompts in {language}
+
+The FLAC files in `wavs/` and the transcripts in `transcripts.tsv` are a few minutes of the Asterisk
+PBX core prompts in {language}, from the Debian package `{audio}` version {version}
+(G.722 audio, 16 kHz) and, for the transcripts, the Debian package `{text}` version {version}.
+The sha256 of both .deb files is in `manifest.json`.
+
+- Speaker, as the package's copyright file states it: **{speaker}**
+- Copyright: {copyright}
+- License: **{license}**: <{license_url}>
+
+Changes made: the G.722 streams were decoded to 16 kHz 16-bit PCM and stored as FLAC. Only spoken
+prompts (the English corpus's speech filter) of at most {max_prompt:.0f} s were kept, and of those the
+first by name in each split (`split.tsv`, fixed by file) until the split holds {train:.0f} s of train,
+{valid:.0f} s of valid and {test:.0f} s of test audio and at least 8 test prompts. The slash in prompt names
+became an underscore. `python -m pwn_lib.corpus_tools build-voices {voice}` redoes all of this from the .deb files.
+
+This folder (audio, transcripts, split) is licensed {license} as a whole; the rest of the repository
+keeps its own license.
+"""
+
+
+def voice_debs(voice: str) -> tuple[str, str]:
+    """The (G.722 audio, transcripts) .deb file names of ``voice``."""
+    return (
+        f"asterisk-core-sounds-{voice}-g722_{VOICE_VERSION}_all.deb",
+        f"asterisk-core-sounds-{voice}_{VOICE_VERSION}_all.deb",
+    )
+
+
+def _voice_split(uid: str) -> str:
+    """Deterministic ~80/10/10 split from the sha256 of the id."""
+    bucket = int(hashlib.sha256(uid.encode()).hexdigest()[:8], 16) % 10
+    return "train" if bucket < 8 else "valid" if bucket < 9 else "test"
+
+
+def choose_prompts(samples: dict[str, int], sample_rate: int = _SAMPLE_RATE) -> dict[str, str]:
+    """id -> split of the prompts kept: by id order, each split until it holds its ``VOICE_SECONDS``.
+
+    ``samples`` maps every spoken prompt's id to its length; prompts over ``VOICE_MAX_PROMPT`` seconds are
+    skipped, and the test split keeps going until it holds at least ``VOICE_MIN_TEST`` prompts too.
+    """
+    kept, seconds = {}, dict.fromkeys(VOICE_SECONDS, 0.0)
+    for uid in sorted(samples):
+        if samples[uid] > VOICE_MAX_PROMPT * sample_rate:
+            continue
+        split = _voice_split(uid)
+        count = sum(s == split for s in kept.values())
+        if seconds[split] >= VOICE_SECONDS[split] and (split != "test" or count >= VOICE_MIN_TEST):
+            continue
+        kept[uid], seconds[split] = split, seconds[split] + samples[uid] / sample_rate
+    return kept
+
+
+def build_voice(
+    voice: str,
+    deb_dir: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+    manifest: str | os.PathLike | None = "committed",
+) -> dict:
+    """Rebuild ``data/speakers/<voice>`` from its two .deb files and check it against ``manifest``.
+
+    As :func:`build_corpus`: the .deb sha256 is checked before anything is decoded, and every FLAC's
+    decoded samples after; a mismatch refuses. ``manifest="committed"`` is the committed
+    ``data/speakers/<voice>/manifest.json`` (read before anything is written); ``manifest=None`` writes a
+    fresh one (what the maintainers ran once).
+    """
+    if voice not in VOICE_SOURCES:
+        raise SystemExit(f"voice {voice!r}: choose one of {sorted(VOICE_SOURCES)}")
+    out = Path(out) if out is not None else SPEAKERS_DIR / voice
+    if manifest == "committed":
+        manifest = SPEAKERS_DIR / voice / "manifest.json"
+    committed = json.loads(Path(manifest).read_text()) if manifest is not None else None
+    audio_deb, text_deb = voice_debs(voice)
+    with tempfile.TemporaryDirectory() as tmp:
+        debs = Path(deb_dir) if deb_dir is not None else _fetch_debs(Path(tmp), (audio_deb, text_deb))
+        sources = {}
+        for deb in (audio_deb, text_deb):
+            if not (debs / deb).exists():
+                raise SystemExit(f"{debs / deb}: missing; pass --deb-dir with both {audio_deb} and {text_deb}")
+            sources[deb] = {"sha256": sha256_file(debs / deb), "bytes": (debs / deb).stat().st_size}
+            if committed is not None and sources[deb]["sha256"] != committed["sources"][deb]["sha256"]:
+                raise SystemExit(
+                    f"{debs / deb}: sha256 {sources[deb]['sha256']} does not match the manifest's "
+                    f"{committed['sources'][deb]['sha256']}; refusing to build from a different package"
+                )
+        transcripts = _read_transcripts(
+            debs / text_deb, f"usr/share/doc/asterisk-core-sounds-{voice}/core-sounds-{voice}.txt.gz"
+        )
+        prompts = _decode_prompts(
+            debs / audio_deb, transcripts, f"usr/share/asterisk/sounds/{VOICE_SOURCES[voice]['folder']}/"
+        )
+        splits = choose_prompts({uid: len(pcm) for uid, (_, pcm) in prompts.items()})
+        if out.exists():
+            for old in (out / "wavs").glob("*.flac"):
+                old.unlink()
+        license_md = _VOICE_LICENSE.format(
+            voice=voice,
+            audio=audio_deb.split("_")[0],
+            text=text_deb.split("_")[0],
+            version=VOICE_VERSION,
+            max_prompt=VOICE_MAX_PROMPT,
+            **VOICE_SOURCES[voice],
+            **VOICE_SECONDS,
+        )
+        fresh = _write_corpus(out, {u: prompts[u] for u in splits}, sources, splits, license_md)
+    fresh |= {"voice": voice, "speaker_id": VOICES.index(voice), "package": audio_deb.split("_")[0]}
+    fresh |= {"version": VOICE_VERSION, "speaker": VOICE_SOURCES[voice]["speaker"]}
+    fresh |= {"license": VOICE_SOURCES[voice]["license"]}
+    if committed is not None:
+        problems = _compare(committed, fresh)
+        if problems:
+            raise SystemExit(f"the rebuilt voice {voice} does not match the manifest:\n  " + "\n  ".join(problems))
     (out / "manifest.json").write_text(json.dumps(fresh, indent=1, sort_keys=True) + "\n")
     return fresh
 
@@ -501,6 +681,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     build.add_argument(
         "--write-manifest", action="store_true", help="skip the check and write a fresh manifest (maintainers only)"
     )
+    voices = commands.add_parser("build-voices", help="rebuild data/speakers/<voice> from the Debian packages")
+    voices.add_argument("voices", nargs="*", default=sorted(VOICE_SOURCES), help="default: all of %(default)s")
+    voices.add_argument(
+        "--deb-dir", type=Path, help="folder holding the voices' .deb files (default: apt-get download them)"
+    )
+    voices.add_argument("--out", type=Path, default=SPEAKERS_DIR, help="parent folder (default: %(default)s)")
+    voices.add_argument(
+        "--write-manifest", action="store_true", help="skip the check and write fresh manifests (maintainers only)"
+    )
     commands.add_parser("build-targets", help=f"phonemise the corpus transcripts with espeak-ng into {TARGETS_PATH}")
     lj = commands.add_parser("download-ljspeech", help="download, verify and extract LJSpeech-1.1 (2.6 GB)")
     lj.add_argument("--dest", type=Path, default=DATA_DIR, help="destination folder (default: %(default)s)")
@@ -508,6 +697,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "build-corpus":
         manifest = None if args.write_manifest else args.manifest
         print(_summary(build_corpus(args.deb_dir, args.out, manifest), args.out))
+    elif args.command == "build-voices":
+        for voice in args.voices:
+            out = args.out / voice
+            built = build_voice(voice, args.deb_dir, out, None if args.write_manifest else "committed")
+            print(f"{voice}: {_summary(built, out)}")
     elif args.command == "build-targets":
         print(f"wrote {len(build_targets())} phone sequences to {TARGETS_PATH}")
     else:
@@ -520,15 +714,20 @@ if __name__ == "__main__":
 
 __all__ = [
     "AUDIO_DEB",
+    "VOICE_SECONDS",
+    "VOICE_SOURCES",
     "ESPEAK_TO_ARPABET",
     "TEXT_DEB",
     "DownloadError",
     "build_corpus",
     "build_targets",
+    "build_voice",
+    "choose_prompts",
     "download_ljspeech",
     "espeak_to_arpabet",
     "main",
     "phonemize",
     "sha256_file",
     "split_of",
+    "voice_debs",
 ]

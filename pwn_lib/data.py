@@ -29,6 +29,13 @@ CORPUS_FIX = (
     "`python -m pwn_lib.corpus_tools build-corpus`."
 )
 
+SPEAKERS_DIR = DATA_DIR / "speakers"
+VOICES = ("en", "es", "fr", "it", "ru")  # speaker id = position: en is data/corpus, the rest data/speakers/<voice>
+VOICES_FIX = (
+    "Restore the committed files (`git checkout -- data/speakers`) or rebuild the voice with "
+    "`python -m pwn_lib.corpus_tools build-voices`."
+)
+
 LJSPEECH_URL = "https://data.keithito.com/data/speech/LJSpeech-1.1.tar.bz2"
 LJSPEECH_SHA256 = "be1a30453f28eb8dd26af4101ae40cbf2c50413b1bb21936cbcdc6fae3de8aa5"
 
@@ -92,7 +99,7 @@ def corpus_manifest(root: str | os.PathLike = CORPUS_DIR) -> dict[str, dict]:
 
 
 def load_corpus(
-    split: str = "train", root: str | os.PathLike = CORPUS_DIR, sample_rate: int = 16_000
+    split: str = "train", root: str | os.PathLike = CORPUS_DIR, sample_rate: int = 16_000, fix: str = CORPUS_FIX
 ) -> list[Utterance]:
     """The embedded corpus: one speaker, 16 kHz FLAC, sorted by id.
 
@@ -103,6 +110,7 @@ def load_corpus(
         split: "train", "valid", "test" or "all".
         root: the corpus folder (``data/corpus`` by default).
         sample_rate: resample to this rate if it is not 16 kHz.
+        fix: the advice an integrity error ends with.
     """
     if split not in (*SPLITS, "all"):
         raise ValueError(f"split={split!r}; choose one of {(*SPLITS, 'all')}")
@@ -113,13 +121,39 @@ def load_corpus(
     unlisted = [i for i in ids if f"wavs/{i}.flac" not in recorded]
     if unlisted:
         raise IntegrityError(
-            f"{root / 'manifest.json'} does not list {len(unlisted)} clip(s) of the split, "
-            f"e.g. {unlisted[:3]}. {CORPUS_FIX}"
+            f"{root / 'manifest.json'} does not list {len(unlisted)} clip(s) of the split, e.g. {unlisted[:3]}. {fix}"
         )
-    require_intact(
-        root, {f"wavs/{i}.flac": recorded[f"wavs/{i}.flac"] for i in ids}, root / "manifest.json", CORPUS_FIX
-    )
+    require_intact(root, {f"wavs/{i}.flac": recorded[f"wavs/{i}.flac"] for i in ids}, root / "manifest.json", fix)
     return [Utterance(i, texts[i], load_audio(root / "wavs" / f"{i}.flac", sample_rate), sample_rate) for i in ids]
+
+
+def load_voices(
+    split: str = "train",
+    voices: Sequence[str] = VOICES,
+    corpus_root: str | os.PathLike = CORPUS_DIR,
+    speakers_root: str | os.PathLike = SPEAKERS_DIR,
+    sample_rate: int = 16_000,
+) -> list[Utterance]:
+    """The five voices (English and ``data/speakers/{es,fr,it,ru}``), each utterance with its speaker id.
+
+    ``Utterance.speaker`` is the voice's position in :data:`VOICES` (English 0), whatever subset ``voices``
+    asks for, so a model with ``n_speakers=len(VOICES)`` sees the same id for a voice in every run. English
+    is :func:`load_corpus`; every other voice's FLACs are checked against its own ``manifest.json`` the same
+    way (:func:`pwn_lib.integrity.require_intact`) before they are read. Sorted by voice, then id.
+    """
+    unknown = [v for v in voices if v not in VOICES]
+    if unknown:
+        raise ValueError(f"voices {unknown} unknown; choose from {VOICES}")
+    utterances = []
+    for voice in voices:
+        root = Path(corpus_root) if voice == "en" else Path(speakers_root) / voice
+        try:
+            found = load_corpus(split, root, sample_rate, fix=CORPUS_FIX if voice == "en" else VOICES_FIX)
+        except IntegrityError as err:
+            raise IntegrityError(f"voice {voice}: {err}") from None
+        speaker = VOICES.index(voice)
+        utterances += [Utterance(u.id, u.text, u.audio, u.sample_rate, speaker) for u in found]
+    return utterances
 
 
 def load_ljspeech(
@@ -231,7 +265,9 @@ __all__ = [
     "CORPUS_DIR",
     "LJSPEECH_SHA256",
     "LJSPEECH_URL",
+    "SPEAKERS_DIR",
     "SPLITS",
+    "VOICES",
     "TARGETS_PATH",
     "AudioWindows",
     "Utterance",
@@ -240,4 +276,5 @@ __all__ = [
     "corpus_transcripts",
     "load_corpus",
     "load_ljspeech",
+    "load_voices",
 ]

@@ -48,7 +48,8 @@ def teacher_nll_bits(teacher: WaveNet, windows: list[dict], batch_size: int = 4)
     total, count = 0.0, 0
     for start in range(0, len(windows), batch_size):
         batch = _stack(windows[start : start + batch_size], device)
-        nll = -teacher.log_prob(batch["audio"], batch["mel"]).double()
+        speaker = batch["speaker"] if teacher.cfg.n_speakers else None  # the English test split: speaker 0
+        nll = -teacher.log_prob(batch["audio"], batch["mel"], speaker).double()
         total, count = total + nll.sum().item(), count + nll.numel()
     return total / count / math.log(2)
 

@@ -213,7 +213,8 @@ def recipe_terms(
     classifier: FeatureExtractor | None = None,
     generator: torch.Generator | None = None,
 ) -> dict[str, Tensor]:
-    """The student's training loss under ``recipe`` for ``{"audio": (B, 1, T), "mel": (B, n_mels, T // hop)}``.
+    """The student's training loss under ``recipe`` for ``{"audio": (B, 1, T), "mel": (B, n_mels, T // hop)}``
+    (and ``"speaker": (B,)`` ids, used when the student has ``n_speakers > 0``).
 
     ``loss`` = KL (or, with ``recipe.gamma > 0``, the contrastive loss against ``mel.roll(1, 0)``)
     + power_weight * power + stft_weight * MR-STFT + perceptual_weight * Gram perceptual loss. Returns
@@ -221,12 +222,14 @@ def recipe_terms(
     (``python -m pwn_lib.train student``), the ablation and the notebooks share.
     """
     c, y = batch["mel"], batch["audio"]
+    speaker = batch["speaker"] if student.cfg.n_speakers else None  # a multi-speaker student and its teacher
     if recipe.gamma > 0:
         terms = contrastive_distillation_loss(
             student,
             teacher,
             c,
             c.roll(1, 0),
+            speaker,
             gamma=recipe.gamma,
             n_draws=recipe.n_draws,
             generator=generator,
@@ -234,7 +237,13 @@ def recipe_terms(
         )
     else:
         terms = distillation_loss(
-            student, teacher, c, n_draws=recipe.n_draws, generator=generator, temperature=recipe.teacher_temperature
+            student,
+            teacher,
+            c,
+            speaker,
+            n_draws=recipe.n_draws,
+            generator=generator,
+            temperature=recipe.teacher_temperature,
         )
     terms = dict(terms)
     x = terms["x"].float()

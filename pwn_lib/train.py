@@ -73,7 +73,7 @@ from pwn_lib.config import (
     seed_everything,
     to_dict,
 )
-from pwn_lib.data import AudioWindows, load_corpus
+from pwn_lib.data import VOICES, AudioWindows, load_corpus, load_voices
 from pwn_lib.evaluate import QuickScore
 from pwn_lib.feature_cache import CachedWindows
 from pwn_lib.features import STATISTICS, corpus_statistics
@@ -157,6 +157,7 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
             check_memory(resolved["model"], f"{source}: model", TRAINING_BYTES_PER_PARAMETER, "Use a smaller value")
         except ValueError as error:
             raise RecipeError(str(error)) from None
+        check_voices(resolved["train"], resolved["model"], args.config)
     return resolved
 
 
@@ -190,6 +191,21 @@ def check_train(train: TrainConfig, audio: AudioConfig, source: Path | None) -> 
         raise RecipeError(
             f"{source or 'command line'}: train.window = {train.window} is not a multiple of "
             f"audio.hop_length = {audio.hop_length}; a window must hold whole frames"
+        )
+
+
+def check_voices(train: TrainConfig, model: Any, source: Path | None) -> None:
+    """``train.voices`` names known voices, once each, and the model has a speaker id for every one."""
+    if train.voices is None:
+        return
+    where = source or "command line"
+    unknown = [v for v in train.voices if v not in VOICES]
+    if unknown or not train.voices or len(set(train.voices)) != len(train.voices):
+        raise RecipeError(f"{where}: train.voices = {list(train.voices)}: list each of {list(VOICES)} at most once")
+    if model.n_speakers < len(VOICES):
+        raise RecipeError(
+            f"{where}: train.voices needs model.n_speakers >= {len(VOICES)} (one id per voice of {list(VOICES)}), "
+            f"got {model.n_speakers}"
         )
 
 
@@ -250,7 +266,10 @@ def make_trainer(
     length = train_cfg.steps * trainer.global_batch
     if args.data:
         return trainer, CachedWindows(args.data, train_cfg.window, audio, seed=train_cfg.seed, length=length)
-    utterances = load_corpus("train", sample_rate=audio.sample_rate)
+    if train_cfg.voices is not None:
+        utterances = load_voices("train", train_cfg.voices, sample_rate=audio.sample_rate)
+    else:
+        utterances = load_corpus("train", sample_rate=audio.sample_rate)
     return trainer, AudioWindows(utterances, train_cfg.window, audio, seed=train_cfg.seed, length=length)
 
 

@@ -415,7 +415,8 @@ class Trainer:
         """What differs between the checkpoint's recorded run and this one, as ``"key: recorded -> now"``: every
         TrainConfig key but :data:`FREE_ON_RESUME` (``steps`` may grow; ``grad_accum`` counts over all processes,
         so a run may move to more GPUs with less accumulation), the model config and the extra config sections."""
-        recorded, now = dict(meta.get("train_config", {})), to_dict(self.cfg)
+        # as state.json holds it: tuples (train.voices) become lists
+        recorded, now = dict(meta.get("train_config", {})), json.loads(json.dumps(to_dict(self.cfg)))
         recorded["grad_accum x processes"] = recorded.pop("grad_accum", 1) * meta.get("world_size", 1)
         now["grad_accum x processes"] = now.pop("grad_accum") * self.world.size
         if now["steps"] >= recorded.get("steps", 0):

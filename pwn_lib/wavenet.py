@@ -380,8 +380,12 @@ def build_teacher(preset_name: str = "course", **overrides) -> WaveNet:
 
 def teacher_loss(model: WaveNet, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
     """The teacher's training loss for :class:`pwn_lib.trainer.Trainer`: mean NLL in nats per sample of a batch of
-    windows, ``batch["audio"]`` (B, 1, T) and ``batch["mel"]`` (B, n_mels, T // hop) (paper, section 2; notebook 04)."""
-    return model.loss(batch["audio"], batch["mel"]), {}
+    windows, ``batch["audio"]`` (B, 1, T) and ``batch["mel"]`` (B, n_mels, T // hop) (paper, section 2; notebook 04).
+
+    A teacher with ``n_speakers > 0`` is conditioned on ``batch["speaker"]`` (B,) too; a single-speaker one
+    ignores the ids that :class:`pwn_lib.data.AudioWindows` always yields."""
+    speaker = batch["speaker"] if model.cfg.n_speakers else None
+    return model.loss(batch["audio"], batch["mel"], speaker), {}
 
 
 __all__ = ["CachedState", "WaveNet", "build_teacher", "dilations", "teacher_loss"]
