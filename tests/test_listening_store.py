@@ -104,6 +104,12 @@ def test_invalid_rating_is_refused_by_the_schema(tmp_path):
             {"kind": "ab", "score": None, "choice": "A", "system_b": "s2", "plays_b": 1, "ended_b": 0},
             "the clip was never played to its end",
         ),
+        ({"plays": 1, "ended": 3}, "ended=3 is more than plays=1"),
+        (
+            {"kind": "ab", "score": None, "choice": "A", "system_b": "s2", "plays_b": 1, "ended_b": 2},
+            "ended_b=2 is more than plays_b=1",
+        ),
+        ({"rated_at": "yesterday"}, "rated_at='yesterday' is not an ISO 8601 time"),
         ({"rater": ""}, "rater is empty"),
         ({"test": "  "}, "test is empty"),
     ],

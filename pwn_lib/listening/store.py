@@ -342,7 +342,8 @@ def invalid_ratings(frame: pd.DataFrame) -> pd.DataFrame:
     The rules: ``kind`` mos or ab, ``role`` test, gold or trap; ``0 <= trial < n_trials``; a MOS row has an integer
     ``score`` 1-5 and no choice, an A/B row a ``choice`` A, B or none, no score and a ``system_b``; the play counters
     ``plays``, ``ended`` (and ``plays_b``, ``ended_b`` where given) are integers >= 0, and ``ended`` (``ended_b``)
-    >= 1: a rating is of a clip heard to its end; ``response_ms`` is finite and >= 0 where given; ``test`` and
+    >= 1 and <= ``plays`` (``plays_b``): a rating is of a clip heard to its end; ``rated_at`` is an ISO 8601 time;
+    ``response_ms`` is finite and >= 0 where given; ``test`` and
     ``rater`` are not empty.
     """
     problems = [[] for _ in range(len(frame))]
@@ -377,6 +378,14 @@ def invalid_ratings(frame: pd.DataFrame) -> pd.DataFrame:
         flag(~(num[name] >= 0), name + "={" + name + "!r} is not >= 0")
     # a rating is of a clip heard to its end: both clips of an A/B pair
     flag((num["ended"] == 0) | (ab & (num["ended_b"] == 0)), "the clip was never played to its end (ended=0)")
+    # an audio element fires `ended` at most once per `play`
+    flag((num["plays"] >= 0) & (num["ended"] > num["plays"]), "ended={ended!r} is more than plays={plays!r}")
+    flag(
+        (num["plays_b"] >= 0) & (num["ended_b"] > num["plays_b"]),
+        "ended_b={ended_b!r} is more than plays_b={plays_b!r}",
+    )
+    stamped = pd.to_datetime(frame["rated_at"], errors="coerce", utc=True, format="ISO8601")
+    flag(frame["rated_at"].notna() & stamped.isna(), "rated_at={rated_at!r} is not an ISO 8601 time")
     for name in ("test", "rater"):
         flag(frame[name].isna() | (frame[name].astype(str).str.strip() == ""), f"{name} is empty")
     for name in ("plays_b", "ended_b", "response_ms"):
