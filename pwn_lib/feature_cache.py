@@ -33,6 +33,7 @@ from pwn_lib.config import AUDIO_PRESETS, PRESET_NAMES, AudioConfig, at_least_on
 from pwn_lib.integrity import mismatches, require_intact, sha256
 
 MANIFEST = "manifest.json"
+_SHARD_NAME = {"audio": "audio-{number:05d}.npy", "mel": "mel-{number:05d}.npy"}
 VERSION = 1
 
 
@@ -49,7 +50,7 @@ def ljspeech_clips(root: Path, limit: int | None = None) -> list[str]:
 
 
 def _write_shard(out: Path, number: int, codes: list[np.ndarray], mels: list[np.ndarray]) -> list[dict]:
-    names = {"audio": f"audio-{number:05d}.npy", "mel": f"mel-{number:05d}.npy"}
+    names = {kind: name.format(number=number) for kind, name in _SHARD_NAME.items()}
     np.save(out / names["audio"], np.concatenate(codes).astype(np.uint16))
     np.save(out / names["mel"], np.concatenate(mels, axis=1).astype(np.float32))
     return [
@@ -64,7 +65,7 @@ def build_cache(
 
     Each clip is trimmed to a whole number of hops (``frames * hop_length`` samples, ``frames`` log-mel
     frames). ``limit`` keeps the first clips only. The manifest is written last, so a cache without one
-    is unfinished and is rebuilt.
+    is unfinished and is rebuilt; a build that fails part-way (a bad clip) removes the shards it wrote.
     """
     source, out = Path(source), Path(out)
     if audio.bits > 16:
@@ -75,6 +76,19 @@ def build_cache(
     if not ids:
         raise FileNotFoundError(f"{source / 'metadata.csv'}: lists no clips; point at the LJSpeech-1.1 folder")
     out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # the shards are about to change: an older cache here is gone
+    try:
+        return _build_shards(source, out, audio, ids, shard_size, limit, progress)
+    except BaseException:  # a bad clip part-way: take this build's shards away again (nothing half-built stays)
+        for name in _SHARD_NAME.values():
+            for stale in out.glob(name.replace("{number:05d}", "[0-9]" * 5)):
+                stale.unlink(missing_ok=True)
+        raise
+
+
+def _build_shards(
+    source: Path, out: Path, audio: AudioConfig, ids: list[str], shard_size: int, limit: int | None, progress: bool
+) -> dict:
     clips, shards, codes, mels = [], [], [], []
     total, total_sq, count = 0.0, 0.0, 0
     audio_offset = mel_offset = 0

@@ -113,3 +113,19 @@ def test_the_command_refuses_a_folder_without_clips_and_bad_counts_writing_nothi
             main(["build", str(empty), str(out), flag, "0"])
         assert f"argument {flag}: 0 is not >= 1" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_build_that_fails_part_way_leaves_no_shards_and_no_manifest(ljspeech, tmp_path):
+    source = tmp_path / "LJSpeech-1.1"
+    (source / "wavs").mkdir(parents=True)
+    ids = [line.split("|", 1)[0] for line in (ljspeech / "metadata.csv").read_text().splitlines()]
+    for uid in ids:
+        (source / "wavs" / f"{uid}.wav").write_bytes((ljspeech / "wavs" / f"{uid}.wav").read_bytes())
+    (source / "metadata.csv").write_text((ljspeech / "metadata.csv").read_text())
+    broken = source / "wavs" / f"{ids[3]}.wav"
+    broken.write_bytes(b"RIFF not a wave file")
+    out = tmp_path / "cache"
+    build_cache(ljspeech, out, AUDIO_PRESETS["paper"], shard_size=1, progress=False)  # an older, finished cache
+    with pytest.raises(Exception, match=ids[3]):
+        build_cache(source, out, AUDIO_PRESETS["paper"], shard_size=1, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == []  # the failed build's shards 0-2 and the overwritten old cache
