@@ -73,6 +73,34 @@ def estimated_parameters(model: Any) -> int:
     return shared + sum(network(n, model.channels, 2 * model.channels, 0, 2) for n in model.flow_layers)
 
 
+def activation_floats(model: Any) -> int:
+    """Floats one training sample (one time step of one window) keeps for the backward pass, counted from the
+    config: per residual block its input, the dilated convolution's output, the two gate halves, their product,
+    and the residual and skip outputs. A lower bound (the output layer, the loss and autograd's temporaries come
+    on top); the student counts each flow's blocks."""
+    if isinstance(model, WaveNetConfig):
+        residual, gate, skip = model.residual_channels, model.gate_channels, model.skip_channels
+        return model.layers * (2 * residual + 2 * gate + skip) + output_channels(model)
+    return sum(model.flow_layers) * (2 * model.channels + 4 * model.channels) + 2 * len(model.flow_layers)
+
+
+def check_training_memory(model: Any, batch_size: int, window: int, where: str) -> None:
+    """Refuse a training recipe whose weights, optimiser state and activations (:func:`activation_floats` for
+    ``batch_size`` windows of ``window`` samples, float32) need more than :data:`MEMORY_FRACTION` of the available
+    memory. Raises ValueError beginning with ``where`` and naming the sizes to lower."""
+    weights = TRAINING_BYTES_PER_PARAMETER * estimated_parameters(model)
+    activations = 4 * activation_floats(model) * batch_size * window
+    have = available_memory()
+    if weights + activations > MEMORY_FRACTION * have:
+        raise ValueError(
+            f"{where}: training needs at least {(weights + activations) / 1e9:,.1f} GB ({activations / 1e9:,.1f} GB "
+            f"of activations for train.batch_size={batch_size} windows of train.window={window} samples, "
+            f"{weights / 1e9:,.1f} GB of weights and optimiser state), more than {MEMORY_FRACTION:.0%} of the "
+            f"{have / 1e9:.1f} GB available; lower train.batch_size (raising train.grad_accum keeps the global "
+            "batch) or train.window"
+        )
+
+
 def _size_culprit(model: Any) -> str:
     """The size key whose value, set back to the course preset's, shrinks the estimate most: ``key=value``."""
 
@@ -126,4 +154,12 @@ def _stored_parameters(path: Path) -> int:
         raise CheckpointError(f"{path}: not a readable safetensors file ({err}); restore it") from None
 
 
-__all__ = ["TRAINING_BYTES_PER_PARAMETER", "available_memory", "check_fits", "check_memory", "estimated_parameters"]
+__all__ = [
+    "TRAINING_BYTES_PER_PARAMETER",
+    "activation_floats",
+    "available_memory",
+    "check_fits",
+    "check_memory",
+    "check_training_memory",
+    "estimated_parameters",
+]

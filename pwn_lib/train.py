@@ -66,6 +66,7 @@ from pwn_lib.config import (
     WaveNetConfig,
     at_least_one,
     at_least_zero,
+    default_device,
     fast_mode,
     from_dict,
     positive_number,
@@ -101,7 +102,7 @@ from pwn_lib.phones import (
     phone_loss,
 )
 from pwn_lib.phones import evaluate as phone_scores
-from pwn_lib.sizes import TRAINING_BYTES_PER_PARAMETER, check_memory
+from pwn_lib.sizes import TRAINING_BYTES_PER_PARAMETER, check_memory, check_training_memory
 from pwn_lib.student import IAFStudent
 from pwn_lib.trainer import ResumeError, Trainer
 from pwn_lib.vocoders import render
@@ -527,6 +528,18 @@ def check_checkpoint_kinds(args: argparse.Namespace) -> None:
             raise SystemExit(f"error: --{flag} {path}: a {found!r} checkpoint; this {args.kind} run needs a {kind} one")
 
 
+def check_activations(args: argparse.Namespace, resolved: dict) -> None:
+    """On the CPU, refuse a run whose activations would not fit in this machine's memory, before any data loads
+    (a GPU run's activations live in the GPU's memory; the recipe itself stays valid for it)."""
+    if args.kind not in ("teacher", "student") or (args.device or default_device().type) != "cpu":
+        return
+    train = resolved["train"]
+    try:
+        check_training_memory(resolved["model"], train.batch_size, train.window, str(args.config or "command line"))
+    except ValueError as error:
+        raise RecipeError(f"{error}; or train on a GPU (--device cuda)") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
@@ -535,6 +548,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--device cuda: this machine has no CUDA device; use --device cpu")
     try:
         resolved = resolve(args)
+        check_activations(args, resolved)
     except (RecipeError, FileNotFoundError) as error:
         raise SystemExit(f"error: {error}") from None
     check_checkpoint_kinds(args)

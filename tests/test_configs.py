@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from pwn_lib import train
 from pwn_lib.config import (
     AUDIO_PRESETS,
     MAX_RECIPE_BYTES,
@@ -244,6 +245,19 @@ def test_a_model_too_large_to_train_is_refused_from_the_recipe_before_anything_i
     with pytest.raises(RecipeError, match=f"needs about .* GB, more than 50% of the 8.0 GB available; model.{culprit}"):
         resolved("teacher", "--preset", "tiny", "--config", str(path))
     assert time.perf_counter() - started < 2.0
+
+
+def test_activations_too_large_for_this_machine_stop_a_cpu_run_before_any_data_loads(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("pwn_lib.sizes.available_memory", lambda: 8 * 10**9)
+    path = recipe(tmp_path, "train:\n  batch_size: 4000\n  window: 16384\n")
+    monkeypatch.setattr("pwn_lib.train.RUNS", {})  # reaching a run at all would be a KeyError
+    with pytest.raises(SystemExit, match=r"training needs at least .* GB of activations for train.batch_size=4000"):
+        train.main(["teacher", "--config", str(path), "--device", "cpu", "--out", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
+    # the same recipe is accepted for a GPU, and the course recipe fits on the CPU
+    huge = resolved("teacher", "--config", str(path))
+    train.check_activations(build_parser().parse_args(["teacher", "--config", str(path), "--device", "cuda"]), huge)
+    train.check_activations(build_parser().parse_args(["teacher", "--device", "cpu"]), resolved("teacher"))
 
 
 def test_loss_weights_and_ablation_budgets_are_range_checked(tmp_path):
