@@ -197,8 +197,8 @@ def train_arm(
         train_cfg,
         out,
         model_config=to_dict(student.cfg),
-        kind=f"ablation {arm.name}",
-        extra_config={"audio": to_dict(AUDIO_PRESETS["course"])},
+        kind="student",
+        extra_config={"audio": to_dict(AUDIO_PRESETS["course"]), "ablation_arm": arm.name},
     )
     record = {"curve": [], "curve_seconds": 0.0, "cpu_seconds": 0.0}
     if trainer.resume() and (out / "arm.json").is_file():
