@@ -236,9 +236,13 @@ def run(
     ``names`` (default: :func:`unique_names` of the checkpoints' kinds) are checked by :func:`check_names` before
     anything is loaded.
     """
-    names = names or unique_names([vocoders.checkpoint_kind(p) for p in checkpoints])
+    kinds = [vocoders.checkpoint_kind(p) for p in checkpoints]
+    names = names or unique_names(kinds)
     check_names(names)
-    systems = [vocoders.load(p, n, device, temperature) for p, n in zip(checkpoints, names, strict=True)]
+    systems = [
+        vocoders.load(p, n, device, temperature if kind == "teacher" else None)  # a student has no temperature
+        for p, n, kind in zip(checkpoints, names, kinds, strict=True)
+    ]
     audio = _audio_config(systems)
     utterances = pick_utterances(split, count)
     max_samples = int(max_seconds * audio.sample_rate) if max_seconds else None

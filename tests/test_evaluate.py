@@ -305,3 +305,20 @@ def test_cli_refuses_an_out_folder_and_a_crop_shorter_than_the_metrics_need(tmp_
 def test_corpus_has_targets_for_every_picked_utterance():
     targets = load_targets()
     assert all(u.id in targets for u in load_corpus("test"))
+
+
+def test_a_temperature_applies_to_the_teachers_and_leaves_the_students_alone(monkeypatch):
+    """`--temperature` with a teacher and a student: the teacher samples at it, the student loads as it is."""
+    loaded = {}
+
+    def scored(signals, *args, **kwargs):
+        raise StopIteration  # the systems are loaded; nothing needs scoring
+
+    monkeypatch.setattr(ev, "evaluate_systems", scored)
+    real_load = ev.vocoders.load
+    monkeypatch.setattr(ev.vocoders, "load", lambda *a: loaded.setdefault(a[1], real_load(*a)))
+    checkpoints = [CHECKPOINT_DIR / "teacher_course", CHECKPOINT_DIR / "student_course"]
+    with pytest.raises(StopIteration):
+        ev.run(checkpoints, count=1, max_seconds=0.15, with_espeak=False, progress=False, temperature=0.5)
+    assert loaded["teacher"].sampling == {"temperature": 0.5}
+    assert loaded["student"].kind == "student" and loaded["student"].sampling == {}
