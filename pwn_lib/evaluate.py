@@ -236,6 +236,8 @@ def run(
     ``names`` (default: :func:`unique_names` of the checkpoints' kinds) are checked by :func:`check_names` before
     anything is loaded.
     """
+    if names:
+        check_names(names)  # before any checkpoint is read: a bad name is refused even when the paths are wrong too
     kinds = [vocoders.checkpoint_kind(p) for p in checkpoints]
     names = names or unique_names(kinds)
     check_names(names)

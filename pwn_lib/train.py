@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import math
 import os
 import sys
 from pathlib import Path
@@ -275,9 +276,13 @@ def make_trainer(
 
 
 def warm_start(model: torch.nn.Module, model_cfg: Any, init: Path, kind: str) -> None:
-    """Load ``init``'s weights into ``model``: the same architecture, or the same with a conditioning network
-    added (``cond_layers`` 0 in ``init``). The added network starts as the identity
-    (:class:`pwn_lib.layers.ConditionContext`), so the grown model computes exactly what ``init`` did."""
+    """Load ``init``'s weights into ``model``: the same architecture, or the same grown, starting from exactly the
+    function ``init`` computes.
+
+    A teacher may grow two ways: a conditioning network added (``cond_layers`` 0 in ``init``; it starts as the
+    identity, :class:`pwn_lib.layers.ConditionContext`), and more stacks of the same dilation cycle
+    (``stacks`` and ``layers`` both multiplied, :func:`grow_stacks`).
+    """
     state, config, _ = load_artifact(init)
     if config.get("kind") != kind:
         raise SystemExit(f"--init {init}: a {config.get('kind')!r} checkpoint; warm-start a {kind} from a {kind} one")
@@ -285,14 +290,41 @@ def warm_start(model: torch.nn.Module, model_cfg: Any, init: Path, kind: str) ->
     grows = getattr(init_cfg, "cond_layers", None) == 0 and getattr(model_cfg, "cond_layers", 0) > 0
     if grows:
         init_cfg = dataclasses.replace(init_cfg, cond_layers=model_cfg.cond_layers, cond_hidden=model_cfg.cond_hidden)
+    deeper = (
+        kind == "teacher"
+        and init_cfg.stacks < model_cfg.stacks
+        and init_cfg.layers // init_cfg.stacks == model_cfg.layers // model_cfg.stacks
+    )
+    if deeper:
+        init_cfg = dataclasses.replace(init_cfg, stacks=model_cfg.stacks, layers=model_cfg.layers)
     if init_cfg != model_cfg:
         raise SystemExit(
             f"--init {init}: its model config {config.get('model')} differs from this run's "
-            f"{to_dict(model_cfg)}; warm starts need the same architecture (or one that adds cond_layers)"
+            f"{to_dict(model_cfg)}; warm starts need the same architecture (or one that adds cond_layers, "
+            "or more stacks of the same layers per stack)"
         )
+    if deeper:
+        state = grow_stacks(state, model)
     missing, unexpected = model.load_state_dict(state, strict=not grows)
     if unexpected or any(not key.startswith("upsample.context.") for key in missing):
         raise SystemExit(f"--init {init}: weights do not fit this model (missing {missing}, unexpected {unexpected})")
+
+
+def grow_stacks(state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``state`` (a teacher with n blocks) completed for ``model`` (N > n blocks) so that both compute the same
+    function: blocks n..N-1 keep ``model``'s fresh weights except their output 1x1 convolution, which starts at
+    zero (no residual, no skip: each new block only scales the residual stream, which after the last old block
+    feeds nothing but new blocks), and the head's first convolution is scaled by sqrt(N / n) to undo the skip
+    sum's 1 / sqrt(blocks) normalisation. The new blocks' output weights receive gradients at once (their gated
+    activations are not zero), so the grown model starts learning where ``init`` stopped."""
+    n = 1 + max(int(key.split(".")[1]) for key in state if key.startswith("blocks."))
+    big = len(model.blocks)
+    grown = dict(state)
+    for i in range(n, big):
+        for name, value in model.blocks[i].state_dict().items():
+            grown[f"blocks.{i}.{name}"] = torch.zeros_like(value) if name.startswith("out.") else value.clone()
+    grown["head.1.weight"] = state["head.1.weight"] * math.sqrt(big / n)
+    return grown
 
 
 def say(args: argparse.Namespace, message: str) -> None:

@@ -291,3 +291,25 @@ def test_a_warm_start_may_add_a_conditioning_network_and_starts_from_the_same_fu
     wider = dataclasses.replace(cfg, residual_channels=cfg.residual_channels + 2)
     with pytest.raises(SystemExit, match="warm starts need the same architecture"):
         warm_start(WaveNet(wider), wider, tmp_path / "base", "teacher")
+
+
+def test_a_warm_start_may_add_stacks_and_starts_from_the_same_function(tmp_path):
+    """--init with a teacher of fewer stacks (the same layers per stack) grows it: the grown teacher's output
+    equals the checkpoint's on a full forward pass, and every new block's output weights get a gradient."""
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(TEACHER_PRESETS["tiny"], log_mel_mean=-5.0, log_mel_std=2.0)
+    base = WaveNet(cfg)
+    base.save(tmp_path / "base")
+    deeper = dataclasses.replace(cfg, stacks=3 * cfg.stacks, layers=3 * cfg.layers)
+    grown = WaveNet(deeper)
+    warm_start(grown, deeper, tmp_path / "base", "teacher")
+    x = torch.rand(1, 1, 4 * cfg.hop_length) - 0.5
+    c = torch.randn(1, cfg.cond_channels, 4) - 5.0
+    with torch.no_grad():
+        torch.testing.assert_close(grown(x, c), base(x, c), rtol=1e-5, atol=1e-5)
+    grown(x, c).square().mean().backward()
+    for block in grown.blocks[cfg.layers :]:
+        assert block.out.weight.grad.abs().sum() > 0, "a new block that gets no gradient would never learn"
+    other_cycle = dataclasses.replace(cfg, stacks=cfg.stacks, layers=2 * cfg.layers)
+    with pytest.raises(SystemExit, match="more stacks of the same layers per stack"):
+        warm_start(WaveNet(other_cycle), other_cycle, tmp_path / "base", "teacher")
