@@ -35,8 +35,8 @@ lab: setup
 
 # The rule set is in pyproject.toml ([tool.ruff]); notebooks are linted and formatted too (`ruff format` fixes).
 lint: setup
-	$(BIN)/ruff check pwn_lib tests scripts notebooks
-	$(BIN)/ruff format --check pwn_lib tests scripts notebooks
+	$(BIN)/ruff check pwn_lib tests scripts notebooks assignments
+	$(BIN)/ruff format --check pwn_lib tests scripts notebooks assignments
 
 # Lint, then the unit tests and every notebook, in fast mode (PWN_FAST=1), in one pytest run.
 test: lint

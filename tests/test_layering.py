@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("distill", "losses", "metrics", "phones"),
     ("vocoders",),
     ("trainer",),
-    ("evaluate", "heldout", "ablation", "listening"),
+    ("evaluate", "heldout", "ablation", "listening", "classroom"),
     ("train",),
 ]
 PACKAGE_INIT = "__init__"  # pwn_lib/__init__.py: imports config only

@@ -1,0 +1,111 @@
+"""The classroom round trip (pwn_lib.classroom, docs/instructors.md), on every assignment in assignments/.
+
+release -> three learners hand in (one with the solutions, one the untouched stubs, one with exactly one question
+answered wrongly) -> grade -> feedback. The solution earns full marks, the stubs earn zero, the one wrong answer
+loses exactly its question's points, and no learner version holds a hidden test or solution text.
+"""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pwn_lib import classroom
+
+pytestmark = pytest.mark.slow  # otter runs each hand-in in a fresh kernel: about 13 s per notebook
+
+# One plausible mistake per assignment: (question, first line of the solution cell it replaces, the wrong cell).
+WRONG = {
+    "01_flows": (
+        "q2",
+        "def iaf_forward(made, z):",
+        # The sign of the log-determinant flipped: the density of x rather than of the change of variables.
+        "def iaf_forward(made, z):\n    mu, log_s = made(z)\n    x, log_det = affine_step(z, mu, log_s)\n"
+        "    return x, -log_det\n",
+    ),
+}
+
+
+def _with_cell_replaced(solution: Path, first_line: str, new_source: str, out: Path) -> None:
+    notebook = json.loads(solution.read_text())
+    cells = [c for c in notebook["cells"] if c["cell_type"] == "code" and "".join(c["source"]).startswith(first_line)]
+    assert len(cells) == 1, f"{solution}: expected one cell starting {first_line!r}, found {len(cells)}"
+    cells[0]["source"] = new_source
+    out.write_text(json.dumps(notebook))
+
+
+@pytest.fixture(scope="module")
+def cycle(tmp_path_factory):
+    root = tmp_path_factory.mktemp("classroom")
+    built = classroom.release(root / "release")
+    hand_ins = root / "handed_in"
+    for b in built:
+        for learner in ("ada", "bob", "cy"):
+            (hand_ins / learner).mkdir(parents=True, exist_ok=True)
+        shutil.copy(b.solution, hand_ins / "ada" / f"{b.name}.ipynb")  # every answer right
+        shutil.copy(b.student, hand_ins / "bob" / f"{b.name}.ipynb")  # the stubs as released
+        question, first_line, wrong = WRONG[b.name]
+        _with_cell_replaced(b.solution, first_line, wrong, hand_ins / "cy" / f"{b.name}.ipynb")
+    table = classroom.grade_all(root / "release", hand_ins, root / "grades")
+    with table.open() as f:
+        rows = list(csv.DictReader(f))
+    scores = {(r["learner"], r["assignment"], r["question"]): (float(r["score"]), float(r["max_score"])) for r in rows}
+    return built, scores, root / "grades"
+
+
+def test_every_assignment_has_a_wrong_answer_and_at_least_two_questions(cycle):
+    built, scores, _ = cycle
+    assert {b.name for b in built} == set(WRONG), "each assignment in assignments/ needs an entry in WRONG"
+    for b in built:
+        questions = [q for (learner, a, q) in scores if learner == "ada" and a == b.name]
+        assert len(questions) >= 2, f"{b.name} has {len(questions)} autograded questions"
+
+
+def test_the_learner_versions_give_nothing_away(cycle):
+    built, _, _ = cycle
+    for b in built:
+        assert classroom.leaks(b) == [], b.student
+        text = b.student.read_text()
+        assert "Model answer" not in text and "Rubric" not in text, f"{b.student} holds a written answer"
+
+
+def test_the_solution_earns_full_marks_and_the_stubs_earn_zero(cycle):
+    built, scores, _ = cycle
+    for b in built:
+        mine = {q: sm for (learner, a, q), sm in scores.items() if a == b.name}
+        for (learner, a, q), (score, most) in scores.items():
+            if a != b.name:
+                continue
+            if learner == "ada":
+                assert score == most > 0, f"the solution of {a} {q} scores {score} / {most}"
+            if learner == "bob":
+                assert score == 0, f"the stub of {a} {q} scores {score}: a stub must fail"
+        assert mine
+
+
+def test_one_wrong_answer_loses_exactly_its_points(cycle):
+    built, scores, _ = cycle
+    for b in built:
+        wrong_question = WRONG[b.name][0]
+        for (learner, a, q), (score, most) in scores.items():
+            if learner == "cy" and a == b.name:
+                assert score == (0 if q == wrong_question else most), f"{a} {q}: {score} / {most}"
+
+
+def test_feedback_is_written_for_every_hand_in(cycle):
+    built, scores, grades = cycle
+    for learner in ("ada", "bob", "cy"):
+        for b in built:
+            page = (grades / "feedback" / learner / f"{b.name}.md").read_text()
+            total = sum(s for (who, a, _), (s, _) in scores.items() if who == learner and a == b.name)
+            assert f"Autograded total: {total:g} /" in page
+
+
+def test_a_hand_in_that_is_not_a_notebook_is_refused(tmp_path):
+    (tmp_path / "answers.py").write_text("x = 1\n")
+    with pytest.raises(SystemExit, match=r"answers\.py is not a notebook"):
+        classroom.grade(tmp_path / "missing.zip", tmp_path / "answers.py", tmp_path / "out")
+    with pytest.raises(SystemExit, match="no assignment '99'"):
+        classroom.sources(["99"])
