@@ -279,9 +279,10 @@ def warm_start(model: torch.nn.Module, model_cfg: Any, init: Path, kind: str) ->
     """Load ``init``'s weights into ``model``: the same architecture, or the same grown, starting from exactly the
     function ``init`` computes.
 
-    A teacher may grow two ways: a conditioning network added (``cond_layers`` 0 in ``init``; it starts as the
-    identity, :class:`pwn_lib.layers.ConditionContext`), and more stacks of the same dilation cycle
-    (``stacks`` and ``layers`` both multiplied, :func:`grow_stacks`).
+    A teacher may grow three ways: a conditioning network added (``cond_layers`` 0 in ``init``; it starts as the
+    identity, :class:`pwn_lib.layers.ConditionContext`), more stacks of the same dilation cycle (``stacks`` and
+    ``layers`` both multiplied, :func:`grow_stacks`), and wider blocks (more ``residual_channels`` or
+    ``gate_channels``, :func:`grow_width`).
     """
     state, config, _ = load_artifact(init)
     if config.get("kind") != kind:
@@ -297,12 +298,26 @@ def warm_start(model: torch.nn.Module, model_cfg: Any, init: Path, kind: str) ->
     )
     if deeper:
         init_cfg = dataclasses.replace(init_cfg, stacks=model_cfg.stacks, layers=model_cfg.layers)
+    wider = (
+        kind == "teacher"
+        and init_cfg.residual_channels <= model_cfg.residual_channels
+        and init_cfg.gate_channels <= model_cfg.gate_channels
+        and (init_cfg.residual_channels, init_cfg.gate_channels)
+        != (model_cfg.residual_channels, model_cfg.gate_channels)
+    )
+    if wider:
+        init_widths = init_cfg.residual_channels, init_cfg.gate_channels
+        init_cfg = dataclasses.replace(
+            init_cfg, residual_channels=model_cfg.residual_channels, gate_channels=model_cfg.gate_channels
+        )
     if init_cfg != model_cfg:
         raise SystemExit(
             f"--init {init}: its model config {config.get('model')} differs from this run's "
             f"{to_dict(model_cfg)}; warm starts need the same architecture (or one that adds cond_layers, "
-            "or more stacks of the same layers per stack)"
+            "or more stacks of the same layers per stack, or wider residual and gate channels)"
         )
+    if wider:
+        state = grow_width(state, model, *init_widths)
     if deeper:
         state = grow_stacks(state, model)
     missing, unexpected = model.load_state_dict(state, strict=not grows)
@@ -324,6 +339,46 @@ def grow_stacks(state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[
         for name, value in model.blocks[i].state_dict().items():
             grown[f"blocks.{i}.{name}"] = torch.zeros_like(value) if name.startswith("out.") else value.clone()
     grown["head.1.weight"] = state["head.1.weight"] * math.sqrt(big / n)
+    return grown
+
+
+def grow_width(
+    state: dict[str, torch.Tensor], model: torch.nn.Module, residual: int, gate: int
+) -> dict[str, torch.Tensor]:
+    """``state`` (a teacher with ``residual`` residual and ``gate`` gate channels) completed for the wider
+    ``model`` so that both compute the same function.
+
+    The new residual channels start at zero and stay there until trained: the input projection's and every
+    block's residual rows for them are zero. The new gated units contribute nothing: their columns in each
+    block's output convolution are zero. Everything else that is new keeps ``model``'s fresh random weights, so
+    the new residual rows get a gradient through the next blocks' convolutions and the new output columns get
+    one through the new units' activations. The gate's filter and gate halves keep their places: old filter
+    unit j stays unit j, old gate unit j moves to ``wide_gate // 2 + j``."""
+    fresh = model.state_dict()
+    wide_residual = model.cfg.residual_channels
+    half, wide_half = gate // 2, model.cfg.gate_channels // 2
+    gate_rows = torch.cat([torch.arange(half), wide_half + torch.arange(half)])
+    grown = dict(state)
+    for key, old in state.items():
+        new = fresh[key]
+        if new.shape == old.shape:
+            continue
+        if key.startswith("input."):  # (R, 1, 1) and (R,): the new residual channels start at zero
+            value = torch.zeros_like(new)
+            value[:residual] = old
+        elif key.endswith("out.weight") or key.endswith("out.bias"):  # rows [residual | skip], columns units
+            value = torch.zeros_like(new)
+            skip = old.shape[0] - residual
+            rows = torch.cat([torch.arange(residual), wide_residual + torch.arange(skip)])
+            if old.dim() == 1:
+                value[rows] = old
+            else:
+                value[rows, :half] = old
+        else:  # conv, cond, speaker: gate rows (and for conv residual columns); new ones stay fresh
+            value = new.clone()
+            index = (gate_rows,) + tuple(slice(0, n) for n in old.shape[1:])
+            value[index] = old
+        grown[key] = value
     return grown
 
 

@@ -288,9 +288,12 @@ def test_a_warm_start_may_add_a_conditioning_network_and_starts_from_the_same_fu
     c = torch.randn(1, cfg.cond_channels, 4) - 5.0
     with torch.no_grad():
         assert torch.equal(base(x, c), grown(x, c))
-    wider = dataclasses.replace(cfg, residual_channels=cfg.residual_channels + 2)
+    other = dataclasses.replace(cfg, kernel_size=cfg.kernel_size + 1)
     with pytest.raises(SystemExit, match="warm starts need the same architecture"):
-        warm_start(WaveNet(wider), wider, tmp_path / "base", "teacher")
+        warm_start(WaveNet(other), other, tmp_path / "base", "teacher")
+    narrower = dataclasses.replace(cfg, residual_channels=cfg.residual_channels - 2)
+    with pytest.raises(SystemExit, match="warm starts need the same architecture"):
+        warm_start(WaveNet(narrower), narrower, tmp_path / "base", "teacher")
 
 
 def test_a_warm_start_may_add_stacks_and_starts_from_the_same_function(tmp_path):
@@ -313,3 +316,33 @@ def test_a_warm_start_may_add_stacks_and_starts_from_the_same_function(tmp_path)
     other_cycle = dataclasses.replace(cfg, stacks=cfg.stacks, layers=2 * cfg.layers)
     with pytest.raises(SystemExit, match="more stacks of the same layers per stack"):
         warm_start(WaveNet(other_cycle), other_cycle, tmp_path / "base", "teacher")
+
+
+def test_a_warm_start_may_widen_the_blocks_and_starts_from_the_same_function(tmp_path):
+    """--init with a narrower teacher (fewer residual and gate channels) grows it: the wide teacher's output
+    equals the checkpoint's on a full forward pass, with two stacks added at once, and the new weights that must
+    learn (residual rows, output columns of the new gated units) get a gradient."""
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(TEACHER_PRESETS["tiny"], log_mel_mean=-5.0, log_mel_std=2.0)
+    base = WaveNet(cfg)
+    with torch.no_grad():  # a trained-looking checkpoint: no zero weights that would hide a misplaced row
+        for p in base.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    base.save(tmp_path / "base")
+    r, g = cfg.residual_channels, cfg.gate_channels
+    wide = dataclasses.replace(cfg, residual_channels=2 * r, gate_channels=2 * g)
+    grown = WaveNet(wide)
+    warm_start(grown, wide, tmp_path / "base", "teacher")
+    x = torch.rand(2, 1, 4 * cfg.hop_length) - 0.5
+    c = torch.randn(2, cfg.cond_channels, 4) - 5.0
+    with torch.no_grad():
+        torch.testing.assert_close(grown(x, c), base(x, c), rtol=1e-5, atol=1e-5)
+    grown(x, c).square().mean().backward()
+    for block in grown.blocks[:-1]:
+        assert block.out.weight.grad[r : 2 * r].abs().sum() > 0, "new residual rows must learn"
+        assert block.out.weight.grad[:, g // 2 :].abs().sum() > 0, "new gated units must learn"
+    both = dataclasses.replace(wide, stacks=2 * cfg.stacks, layers=2 * cfg.layers)
+    deep_wide = WaveNet(both)
+    warm_start(deep_wide, both, tmp_path / "base", "teacher")
+    with torch.no_grad():
+        torch.testing.assert_close(deep_wide(x, c), base(x, c), rtol=1e-5, atol=1e-5)
