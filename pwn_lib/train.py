@@ -145,6 +145,10 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
     }
     flags = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None}
     flags.update({k: True for k in SPEED_FLAGS if getattr(args, k)})
+    if getattr(args, "fp32", False):
+        if args.bf16 or args.fp16:
+            raise RecipeError("--fp32 and --bf16/--fp16 are both given; choose one")
+        flags.update(bf16=False, fp16=False)
     if args.kind == "ablation":
         steps = {"steps": args.steps} if args.steps is not None else {}
         resolved["ablation"] = from_dict(AblationConfig, steps, "command line", resolved["ablation"])
@@ -543,6 +547,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--grad-accum", type=int, help="micro-batches accumulated per optimiser step and process")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (about 1.8x faster on CPU)")
     parser.add_argument("--fp16", action="store_true", help="fp16 autocast with a GradScaler (CUDA)")
+    parser.add_argument(
+        "--fp32",
+        action="store_true",
+        help="no autocast, whatever the recipe says: on a CPU without native bf16 (no AVX512-BF16 or AMX) bf16 "
+        "autocast is emulated and runs many times slower than fp32; a run may resume with or without it",
+    )
     parser.add_argument("--tf32", action="store_true", help="TF32 matmuls and convolutions (CUDA, Ampere and later)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training forward pass")
     parser.add_argument(

@@ -118,6 +118,19 @@ def test_resume_accepts_more_steps_and_other_logging_and_refuses_another_model(t
         other.resume()
 
 
+def test_resume_may_turn_bf16_off_and_on_but_not_fp16(tmp_path):
+    """bf16 keeps no state, so a run may move to a machine without native bf16 (--fp32) and back; fp16 keeps a
+    GradScaler, so turning it on is another recipe."""
+    trainer(tmp_path, small_config(stop_at=2, bf16=True)).fit(Regression(), progress=False)
+    moved = trainer(tmp_path, small_config(stop_at=4))
+    assert moved.resume() and moved.step == 2
+    moved.fit(Regression(), progress=False)
+    back = trainer(tmp_path, small_config(stop_at=6, bf16=True))
+    assert back.resume() and back.step == 4
+    with pytest.raises(ResumeError, match="train.fp16: False -> True"):
+        trainer(tmp_path, small_config(fp16=True)).resume()
+
+
 # ----------------------------------------------------------------------------- the command line
 
 

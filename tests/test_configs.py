@@ -98,6 +98,14 @@ def test_sources_apply_in_order_preset_then_yaml_then_flags(tmp_path):
     assert configs["model"].layers == 6 and configs["model"].residual_channels == tiny.residual_channels
 
 
+def test_fp32_overrides_a_recipes_bf16_and_refuses_another_autocast_flag(tmp_path):
+    path = recipe(tmp_path, "train:\n  bf16: true\n")
+    assert resolved("teacher", "--preset", "tiny", "--config", str(path))["train"].bf16
+    assert not resolved("teacher", "--preset", "tiny", "--config", str(path), "--fp32")["train"].bf16
+    with pytest.raises(RecipeError, match="--fp32 and --bf16"):
+        resolved("teacher", "--preset", "tiny", "--fp32", "--bf16")
+
+
 def test_the_statistics_come_from_the_stored_file_for_that_audio(tmp_path):
     stored = json.loads((REPO_ROOT / "data" / "corpus" / "log_mel_stats.json").read_text())["statistics"]
     for name in ("course", "paper"):

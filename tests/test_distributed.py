@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -136,6 +137,19 @@ def test_fp16_trains_with_a_grad_scaler_whose_state_resumes(tmp_path):
     assert fresh.resume() and fresh.scaler.get_scale() == 1024.0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["speed"]["fp16"] and not metrics["speed"]["bf16"]
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns_and_names_the_fix(tmp_path, monkeypatch):
+    import pwn_lib.trainer
+
+    monkeypatch.setattr(pwn_lib.trainer, "cpu_has_native_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="without native bf16.*--fp32"):
+        toy_trainer(tmp_path, bf16=True)
+    monkeypatch.setattr(pwn_lib.trainer, "cpu_has_native_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        toy_trainer(tmp_path / "native", bf16=True)
+        toy_trainer(tmp_path / "fp32")
 
 
 def test_bf16_and_fp16_together_are_refused(tmp_path):
