@@ -25,6 +25,70 @@ WRONG = {
         "def iaf_forward(made, z):\n    mu, log_s = made(z)\n    x, log_det = affine_step(z, mu, log_s)\n"
         "    return x, -log_det\n",
     ),
+    "02_wavenet": (
+        "q3",
+        "def conv_step(queue, x_t, weight, bias, dilation):",
+        # The queue drops its newest input instead of its oldest, so the next step reads a stale window.
+        "def conv_step(queue, x_t, weight, bias, dilation):\n"
+        "    window = torch.cat([queue, x_t.unsqueeze(-1)], dim=-1)\n"
+        "    y_t = torch.einsum('oik,bik->bo', weight, window[..., ::dilation]) + bias\n"
+        "    return y_t, window[..., :-1]\n",
+    ),
+    "03_distributions": (
+        "q3",
+        "def mixture_log_prob(x, logits, mu, log_s, bits):",
+        # The raw logits taken as log-weights: the weights no longer sum to one.
+        "def mixture_log_prob(x, logits, mu, log_s, bits):\n"
+        "    components = logistic_bin_log_prob(x.expand_as(mu), mu, log_s, bits)\n"
+        "    return torch.logsumexp(logits + components, dim=0)\n",
+    ),
+    "04_teacher": (
+        "q2",
+        "def sample_slowly(model, c, generator):",
+        # Off by one: the output at t + 1 read as the distribution of x[t] (it fails on the last sample).
+        "def sample_slowly(model, c, generator):\n"
+        "    x = torch.zeros(c.shape[0], 1, c.shape[-1] * model.cfg.hop_length)\n"
+        "    with torch.no_grad():\n"
+        "        for t in range(x.shape[-1]):\n"
+        "            params = model(x, c)[..., t + 1 : t + 2]\n"
+        "            x[:, :, t] = model.distribution(params).sample(generator=generator)\n"
+        "    return x\n",
+    ),
+    "05_student": (
+        "q2",
+        "def student_log_prob(z, log_s_tot):",
+        # The log-determinant added instead of subtracted: the density of z pushed the wrong way.
+        "def student_log_prob(z, log_s_tot):\n"
+        "    log_pz = -z - 2.0 * F.softplus(-z)\n"
+        "    return (log_pz + log_s_tot).flatten(1).sum(dim=1)\n",
+    ),
+    "06_distillation": (
+        "q3",
+        "def kl_mc(mu, log_s, log_density, n_draws, generator):",
+        # The entropy added instead of subtracted: H(P_S, P_T) + H(P_S) is not a divergence.
+        "def kl_mc(mu, log_s, log_density, n_draws, generator):\n"
+        "    return cross_entropy_mc(mu, log_s, log_density, n_draws, generator) + logistic_entropy(log_s)\n",
+    ),
+    "07_aux": (
+        "q4",
+        "def other_utterances(batch_size, generator):",
+        # A plain shuffle: some rows keep their own conditioning, and the contrast is then with itself.
+        "def other_utterances(batch_size, generator):\n    return torch.randperm(batch_size, generator=generator)\n",
+    ),
+    "08_full": (
+        "q3",
+        "def micro_batch_index(step, micro, accum, rank, ranks):",
+        # The rank offsets by one micro-batch instead of a rank's whole share: processes overlap.
+        "def micro_batch_index(step, micro, accum, rank, ranks):\n    return step * accum + micro + rank\n",
+    ),
+    "09_listening": (
+        "q3",
+        "def preference(trials, a, b):",
+        # "A" read as "system a", whichever side a was played on.
+        "def preference(trials, a, b):\n"
+        "    chosen = [t for t in trials if {t['system'], t['system_b']} == {a, b} and t['choice'] in ('A', 'B')]\n"
+        "    return sum(t['choice'] == 'A' for t in chosen), len(chosen)\n",
+    ),
 }
 
 
