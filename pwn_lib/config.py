@@ -542,7 +542,7 @@ _POSITIVE_SIZES = {
 _COUNTS = ("cond_channels", "n_speakers")  # 0 switches the conditioning off
 _CHOICES = {"output": ("mol", "gaussian", "mulaw"), "upsample": ("transpose", "repeat")}
 _NUMBERS = ("log_scale_min", "previous_sample_weight")
-MAX_HOP_LENGTH = 8_192  # samples per log-mel frame; the course uses 256, the paper 300
+MAX_HOP_LENGTH = 8_192  # samples per log-mel frame; the course uses 256, the paper preset 240
 
 
 def _whole(value: Any) -> bool:
