@@ -63,6 +63,47 @@ def test_anatomy(path: Path):
     assert re.search(r"^## Summary", text, re.MULTILINE), f"{path.name}: needs a '## Summary' section"
 
 
+STATED_TIME = re.compile(r"about ([\d.,]+) (s|min|minutes|h|hours) in (fast|full) mode")
+UNITS_S = {"s": 1, "min": 60, "minutes": 60, "h": 3600, "hours": 3600}
+TIMES = REPO_ROOT / "notebooks" / "times.json"
+
+
+def stated_times(first_cell: str) -> dict[str, float]:
+    """``{"fast": seconds, "full": seconds}`` from the ``**Time:**`` paragraph of a notebook's first cell."""
+    paragraph = first_cell[first_cell.find("**Time:**") :].split("\n\n")[0].replace("\n", " ")
+    return {mode: float(n.replace(",", "")) * UNITS_S[unit] for n, unit, mode in STATED_TIME.findall(paragraph)}
+
+
+def test_stated_times_are_read_in_both_units():
+    cell = "# 00 · x\n\n**Time:** about 12 s in fast mode and about 1.5 min in full mode on 2 CPU cores.\n\nNext"
+    assert stated_times(cell) == {"fast": 12.0, "full": 90.0}
+    assert stated_times("**Time:** about 2 hours in full mode") == {"full": 7200.0}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_the_stated_times_agree_with_the_measured_ones_within_2x(path: Path):
+    """The top states the fast-mode time and the full-mode time (or that it is not measured yet); each stated time is
+    within a factor of 2 of notebooks/times.json, which scripts/time_notebooks.py measures (this test reads the
+    record: it times nothing itself)."""
+    first = source(cells(path)[0])
+    stated = stated_times(first)
+    assert "fast" in stated, f"{path.name}: the **Time:** paragraph must say 'about N s in fast mode'"
+    assert "full" in stated or "full mode not measured yet" in first, (
+        f"{path.name}: the **Time:** paragraph must say 'about M min in full mode' (or, until it is measured, "
+        "'full mode not measured yet')"
+    )
+    record = json.loads(TIMES.read_text()).get(path.stem, {})
+    for mode, seconds in stated.items():
+        measured = record.get(mode, {}).get("seconds")
+        assert measured, f"{path.name}: no measured {mode}-mode time; run scripts/time_notebooks.py" + (
+            " --full" if mode == "full" else ""
+        )
+        assert measured / 2 <= seconds <= 2 * measured, (
+            f"{path.name}: states {seconds:g} s in {mode} mode, measured {measured:g} s "
+            f"({record[mode]['machine']}, {record[mode]['date']}); restate it"
+        )
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_next_link_points_to_a_notebook_that_exists(path: Path):
     links = re.findall(r"Next:?\**:?\s.*?\]\(([\w.]+\.ipynb)\)", markdown(path))
