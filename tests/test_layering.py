@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("fast_paths",),
     ("wavenet", "student"),
     ("distill", "losses", "metrics", "phones"),
-    ("vocoders",),
+    ("vocoders", "toys"),
     ("trainer",),
     ("evaluate", "heldout", "ablation", "listening", "classroom"),
     ("train",),
