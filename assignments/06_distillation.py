@@ -23,7 +23,7 @@
 # cross-entropy as a reparameterised Monte Carlo estimate; the grader checks both against quadrature in float64.
 # The last question is an experiment from the source's open questions: what other divergences than the KL do.
 #
-# **Points:** 7 autograded (questions 1–3) + 4 written (questions 4–5). **Time:** about 15 seconds to run on 2
+# **Points:** 7 autograded (questions 1–3) + 8 written (questions 4–7). **Time:** about 15 seconds to run on 2
 # CPU cores (fast and full mode are the same here). Run each `grader.check` cell to see the public tests; hidden
 # tests are added at grading.
 
@@ -35,6 +35,7 @@ import torch
 from pwn_lib.config import seed_everything
 from pwn_lib.distill import cross_entropy_estimate, student_entropy
 from pwn_lib.distributions import Logistic
+from pwn_lib.toys import toy_distillation, transfer_comparison
 
 seed_everything(0)
 torch.set_default_dtype(torch.float64)
@@ -318,6 +319,103 @@ for name in ("reverse KL", "forward KL", "Jensen-Shannon"):
 # **Rubric (2 points).** 1 point: reverse KL mode-seeking and forward KL mass-covering, with the measured figures.
 # 1 point: a consequence for distillation (whispering / mode collapse, auxiliary losses) and why the forward KL is
 # not used (teacher samples and student inverse are both sequential).
+
+# %% [raw]
+# # END SOLUTION
+
+# %% [raw]
+# # END QUESTION
+
+
+# %% [raw]
+# # BEGIN QUESTION
+# name: q6
+# manual: true
+# points: 2
+
+# %% [markdown]
+# ## Question 6 (written, an open question of the source) · Density distillation outside audio
+#
+# Nothing in the KL estimator is about audio. `pwn_lib.toys.toy_distillation` trains a MAF teacher by maximum
+# likelihood on two moons (2-D) and on a time series, then distils an IAF student from each by the reverse KL with
+# the library's flows, and prints the exact KLs before and after (and, in 2-D, by quadrature on a grid). What
+# carries over from audio, what does the exactness let you check that audio does not, and what would change for
+# images or text?
+
+
+# %%
+toys = toy_distillation(fast=True)  # about 6 s on one core
+for t in toys["tasks"]:
+    print(t["task"], {k: t[k] for k in ("steps", "before", "after")}, t.get("grid_after", ""))
+
+# %% [raw]
+# # BEGIN SOLUTION
+
+# %% [markdown]
+# **Model answer (measured, 2 cores).** Everything carries over: a MAF teacher (density in one pass, sampling
+# sequential) and an IAF student (sampling in one pass, its own density free) are notebook 01's pair, and the reverse
+# KL needs only the student's samples and the teacher's density. Fast run: two moons from 8.35 to 0.33 nats per
+# example in 300 steps (quadrature 0.30; forward KL 0.97 → 0.39), the series from 2.20 to 0.030 nats per step in
+# 100 steps; the full run (1,500 and 600 steps): moons 8.28 → 0.18 (quadrature 0.16, JS 0.039), series 2.36 →
+# 0.033. Exact densities make every divergence a number with an error bar, so estimators can be checked against
+# quadrature, and the forward KL shows what the reverse KL hides: the student covers less of the moons than it
+# fits (0.21 against 0.16). For images or text: images need a flow over a 2-D autoregressive order (PixelCNN-like
+# teacher); discrete tokens have no reparameterised sample, so the continuous relaxation fails and one distils the
+# per-step distributions instead (sequence-level KD).
+#
+# **Rubric (2 points).** 1 point: the measured before/after KLs, and that exact densities allow checking the
+# estimate (quadrature, forward KL). 1 point: a correct limit elsewhere (discrete data has no reparameterised
+# sample; the autoregressive order of the teacher must exist).
+
+# %% [raw]
+# # END SOLUTION
+
+# %% [raw]
+# # END QUESTION
+
+
+# %% [raw]
+# # BEGIN QUESTION
+# name: q7
+# manual: true
+# points: 2
+
+# %% [markdown]
+# ## Question 7 (written, an open question of the source) · PDD against other ways of transferring knowledge
+#
+# Three ways to make a fast student from a slow teacher, at the same wall-clock budget
+# (`pwn_lib.toys.transfer_comparison`): PDD (the reverse KL on the student's own samples), maximum likelihood of
+# the student on teacher samples (the forward KL: it needs the teacher's sequential sampler and the IAF's sequential
+# inverse), and regression of the student's output on the teacher's sample from the same noise. Compare cost and
+# effect, and say which the paper's setting (a 24,000-step sequence) favours.
+
+
+# %%
+transfer = transfer_comparison(fast=True)  # about 13 s on one core (a 1.5 s and a 2 s budget per method)
+for t in transfer["tasks"]:
+    print(
+        f"{t['task']:6s} {t['method']:13s} {t['steps_done']:4d} steps, {1000 * t['seconds_per_step']:7.1f} ms/step,"
+        f" teacher sampling {t['teacher_sampling_share']:.0%}:"
+        f" KL(S||T) {t['reverse_kl']:.3f}, KL(T||S) {t['forward_kl']:.3f}"
+    )
+
+# %% [raw]
+# # BEGIN SOLUTION
+
+# %% [markdown]
+# **Model answer (measured, 2 cores; the steps done depend on the machine).** Full run (15 s for moons, 30 s
+# for the 64-step series): on the series PDD made 1,442 steps at 21 ms and reached KL(S‖T) 0.027 / KL(T‖S) 0.032,
+# regression only 149 steps (202 ms, 91 % of it sampling the teacher sequentially) and 0.084 / 0.094, maximum
+# likelihood 24 steps (1,265 ms: the student's inverse is sequential too) and 0.400 / 0.269. In 2-D, where
+# sequential means two steps, the costs are near each other and regression on shared noise even wins (0.078 /
+# 0.063 against PDD's 0.159 / 0.182): copying a smooth deterministic map is easy when teacher samples are cheap. The
+# fast run shows the same order on the series (PDD 0.029, regression 0.19, ML 0.24). Over a 24,000-step waveform
+# every teacher sample costs 24,000 sequential steps, so only PDD, which never samples the teacher, stays cheap;
+# that is the paper's reason for it.
+#
+# **Rubric (2 points).** 1 point: the cost difference measured (teacher sampling and the IAF inverse are
+# sequential in the sequence length). 1 point: the effect at equal budget, including where another method wins
+# (short sequences, cheap teacher samples) and why the paper's setting favours PDD.
 
 # %% [raw]
 # # END SOLUTION

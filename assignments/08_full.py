@@ -25,7 +25,7 @@
 # so that any split across processes sees the same windows. The grader checks against built models, against the
 # full-batch gradient of a tiny float64 WaveNet, and against `pwn_lib.trainer`.
 #
-# **Points:** 8 autograded (questions 1–3) + 2 written (question 4). **Time:** about 10 seconds to run on 2 CPU
+# **Points:** 8 autograded (questions 1–3) + 4 written (questions 4–5). **Time:** about 10 seconds to run on 2 CPU
 # cores (fast and full mode are the same here). Run each `grader.check` cell to see the public tests; hidden tests
 # are added at grading.
 
@@ -36,6 +36,7 @@ import torch
 
 from pwn_lib.config import TEACHER_PRESETS, seed_everything
 from pwn_lib.distributed import World
+from pwn_lib.toys import evolving_teacher
 from pwn_lib.trainer import micro_batch_index as library_micro_batch_index
 from pwn_lib.wavenet import WaveNet
 
@@ -277,6 +278,52 @@ for ranks, accum, step in [(2, 3, 5), (3, 1, 7), (4, 4, 2), (1, 6, 9)]:
 # **Rubric (2 points).** 1 point: the two global batches (32 and 4) and which one reproduces the recipe, with the
 # reason (accumulated gradient = full-batch gradient). 1 point: a sound change for a larger global batch (fewer
 # steps for the same data, or a higher learning rate with warm-up), checked against a curve.
+
+# %% [raw]
+# # END SOLUTION
+
+# %% [raw]
+# # END QUESTION
+
+
+# %% [raw]
+# # BEGIN QUESTION
+# name: q5
+# manual: true
+# points: 2
+
+# %% [markdown]
+# ## Question 5 (written, an open question of the source) · What if the teacher keeps evolving?
+#
+# At scale the teacher may still be training while its student distils. `pwn_lib.toys.evolving_teacher`
+# distils an IAF student on two moons from teacher A, from teacher B, and from A swapped for B half-way, in two
+# scenarios: B a later checkpoint of A's training, and B trained on shifted data; it prints the exact KLs to both
+# teachers. What does the student keep of A after the swap, and what would you do at scale?
+
+
+# %%
+evolving = evolving_teacher(fast=True)  # about 12 s on one core
+for s in evolving["scenarios"]:
+    print(f"{s['scenario']}: KL(A||B) {s['kl_A_to_B']:.3f}")
+    for run, r in s["runs"].items():
+        print(f"  from {run:8s} KL(S||A) {r['kl_to_A']:.3f}  KL(S||B) {r['kl_to_B']:.3f}")
+
+# %% [raw]
+# # BEGIN SOLUTION
+
+# %% [markdown]
+# **Model answer (measured, 2 cores).** It keeps almost nothing: the reverse KL pulls the student to the
+# teacher of the moment. Full run (1,500 steps, swap at 750): with B a later checkpoint (KL(A‖B) 0.33), A-then-B ends
+# at KL(S‖B) 0.149, as good as distilling from B throughout (0.160), and its KL to A rose from 0.146 at the swap to
+# 0.21–0.29, B's own distance; with B trained on shifted data (KL(A‖B) 4.85) it ends at 0.137 to B and 4.07 to A,
+# forgetting A entirely. The fast run (300 steps) agrees: 0.005 → 0.31 to A after the swap. So a late swap costs
+# nothing when the teacher improves, and nothing of the old teacher is retained when it moves: distilling from the
+# teacher's latest checkpoint is safe, while keeping old behaviour needs a mixture or an average of KLs over
+# teachers (notebook 10's multi-teacher section) or replay.
+#
+# **Rubric (2 points).** 1 point: the student tracks the current teacher and forgets the old one, with the
+# measured KLs. 1 point: a practical consequence (swap to the latest checkpoint freely; to retain, distil from several
+# teachers or replay).
 
 # %% [raw]
 # # END SOLUTION
