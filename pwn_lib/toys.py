@@ -46,6 +46,7 @@ from pwn_lib.flows import (
     Compose,
     Reverse,
     Transform,
+    change_of_variables,
 )
 
 DataFn = Callable[[int, torch.Generator | None], torch.Tensor]
@@ -222,7 +223,7 @@ class ToyFlow(nn.Module):
             x = self.flow.forward(u)
             return x, self.log_prob(x)
         x, log_det = self.flow.transform.forward_and_log_det(u)
-        return x, (self.flow.base_log_prob(u) - log_det).sum(-1)
+        return x, change_of_variables(self.flow.base_log_prob(u), log_det).sum(-1)
 
     def sample_with_log_prob(
         self, n: int, generator: torch.Generator | None = None
