@@ -38,7 +38,7 @@ from pwn_lib import vocoders
 from pwn_lib.artifacts import CheckpointError, write_json
 from pwn_lib.audio import power_db, save_audio
 from pwn_lib.config import DATA_DIR, AudioConfig, RecipeError, at_least_one, fast_mode, positive_number
-from pwn_lib.data import Utterance, load_corpus
+from pwn_lib.data import VOICES, Utterance, load_corpus, load_voices
 from pwn_lib.losses import MR_STFT_RESOLUTIONS
 from pwn_lib.metrics import (
     FRAME_HOP,
@@ -82,15 +82,24 @@ def espeak_reading(text: str, sample_rate: int) -> np.ndarray:
 
 
 def pick_utterances(
-    split: str = "test", count: int | None = None, min_seconds: float = MIN_SECONDS, max_seconds: float = MAX_SECONDS
+    split: str = "test",
+    count: int | None = None,
+    min_seconds: float = MIN_SECONDS,
+    max_seconds: float = MAX_SECONDS,
+    voice: str = "en",
 ) -> list[Utterance]:
-    """The ``split`` utterances of ``min_seconds``-``max_seconds``, shortest first; ``count`` evenly spaced ones."""
+    """The ``split`` utterances of ``min_seconds``-``max_seconds``, shortest first; ``count`` evenly spaced ones.
+
+    ``voice``: one of :data:`pwn_lib.data.VOICES` (English, the embedded corpus, by default)."""
+    if voice not in VOICES:
+        raise ValueError(f"voice {voice!r} unknown; choose one of {list(VOICES)}")
+    found = load_corpus(split) if voice == "en" else load_voices(split, [voice])
     pool = sorted(
-        (u for u in load_corpus(split) if min_seconds <= len(u.audio) / u.sample_rate <= max_seconds),
+        (u for u in found if min_seconds <= len(u.audio) / u.sample_rate <= max_seconds),
         key=lambda u: (len(u.audio), u.id),
     )
     if not pool:
-        raise ValueError(f"no {split} utterances between {min_seconds} and {max_seconds} s")
+        raise ValueError(f"no {voice} {split} utterances between {min_seconds} and {max_seconds} s")
     if count is None or count >= len(pool):
         return pool
     return [pool[i] for i in np.linspace(0, len(pool) - 1, count).round().astype(int)]
@@ -229,8 +238,13 @@ def run(
     progress: bool = True,
     batch_size: int = 8,
     temperature: float | None = None,
+    voice: str = "en",
 ) -> dict:
-    """Score ``checkpoints`` and the reference rows on ``split``; returns the JSON-ready results.
+    """Score ``checkpoints`` and the reference rows on ``voice``'s ``split``; returns the JSON-ready results.
+
+    ``voice`` (one of :data:`pwn_lib.data.VOICES`): a multi-speaker checkpoint renders with that voice's speaker
+    id, a single-speaker one without ids. The phone listener and the espeak row are English only, so another
+    voice's table has no PER column.
 
     ``temperature`` overrides every teacher's recorded sampling temperature (see :func:`pwn_lib.vocoders.load`).
     ``names`` (default: :func:`unique_names` of the checkpoints' kinds) are checked by :func:`check_names` before
@@ -246,7 +260,8 @@ def run(
         for p, n, kind in zip(checkpoints, names, kinds, strict=True)
     ]
     audio = _audio_config(systems)
-    utterances = pick_utterances(split, count)
+    utterances = pick_utterances(split, count, voice=voice)
+    english = voice == "en"
     max_samples = int(max_seconds * audio.sample_rate) if max_seconds else None
     shortest = max(n_fft for n_fft, _, _ in MR_STFT_RESOLUTIONS)
     if max_samples is not None and max_samples < shortest:
@@ -259,16 +274,19 @@ def run(
     timings = {}
     for system in systems:
         started = time.perf_counter()
-        signals[system.name] = vocoders.render_clips(system, clips, audio, batch_size, EVAL_SEED, progress)
+        signals[system.name] = vocoders.render_clips(
+            system, clips, audio, batch_size, EVAL_SEED, progress, speaker_id(system, voice)
+        )
         timings[system.name] = round(time.perf_counter() - started, 1)
     espeak = None
-    if with_espeak:
+    if with_espeak and english:
         espeak = {u.id: espeak_reading(u.text, audio.sample_rate) for u in utterances}
     if audio_dir is not None:
         _save_signals(audio_dir, signals, utterances, audio.sample_rate)
-    results = evaluate_systems(signals, utterances, clips, audio, Listener(), espeak, progress)
+    results = evaluate_systems(signals, utterances, clips, audio, Listener() if english else None, espeak, progress)
     results.update(
         {
+            "voice": voice,
             "split": split,
             "utterances": [u.id for u in utterances],
             "seconds": round(sum(len(x) for x in clips) / audio.sample_rate, 2),
@@ -288,6 +306,12 @@ def run(
         }
     )
     return results
+
+
+def speaker_id(system: Vocoder, voice: str) -> int | None:
+    """The speaker id ``system`` renders ``voice`` with: its position in :data:`pwn_lib.data.VOICES` for a
+    multi-speaker model, None for a single-speaker one (which renders whatever voice its weights learned)."""
+    return VOICES.index(voice) if system.model.cfg.n_speakers else None
 
 
 def json_safe(value):
@@ -311,6 +335,7 @@ def record(results: dict, directory: Path, system: str) -> None:
     rows = results["systems"]
     metrics["evaluation"] = {
         "command": results.get("command"),
+        **({"voice": results["voice"]} if results.get("voice", "en") != "en" else {}),
         "split": results["split"],
         "utterances": results["utterances"],
         "seconds": results["seconds"],
@@ -340,12 +365,17 @@ def recompute(directory: Path, batches: int | None = None, progress: bool = Fals
         )
     system = vocoders.load(directory, temperature=recorded.get("sampling", {}).get("temperature"))
     audio = system.audio
-    by_id = {u.id: u for u in load_corpus(recorded["split"])}
+    voice = recorded.get("voice", "en")
+    found = load_corpus(recorded["split"]) if voice == "en" else load_voices(recorded["split"], [voice])
+    by_id = {u.id: u for u in found}
     count = len(recorded["utterances"]) if batches is None else batches * recorded["batch_size"]
     utterances = [by_id[i] for i in recorded["utterances"][:count]]
     clips = [crop_to_hops(u.audio, audio.hop_length) for u in utterances]
-    outputs = vocoders.render_clips(system, clips, audio, recorded["batch_size"], recorded["seed"], progress)
-    results = evaluate_systems({system.name: outputs}, utterances, clips, audio, Listener(), progress=progress)
+    outputs = vocoders.render_clips(
+        system, clips, audio, recorded["batch_size"], recorded["seed"], progress, speaker_id(system, voice)
+    )
+    listener = Listener() if voice == "en" else None
+    results = evaluate_systems({system.name: outputs}, utterances, clips, audio, listener, progress=progress)
     return results["per_utterance"][system.name]
 
 
@@ -418,6 +448,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--split", default="test", choices=("train", "valid", "test"))
     parser.add_argument(
+        "--voice",
+        default="en",
+        choices=VOICES,
+        help="whose utterances: en (the embedded corpus, default) or data/speakers/<voice>; a multi-speaker "
+        "checkpoint renders with that voice's speaker id; the PER and espeak rows are English only",
+    )
+    parser.add_argument(
         "--utterances",
         type=at_least_one,
         default=None,
@@ -470,11 +507,13 @@ def main(argv: list[str] | None = None) -> int:
             not args.no_espeak,
             args.audio_dir,
             temperature=args.temperature,
+            voice=args.voice,
         )
     except (FileNotFoundError, CheckpointError, RecipeError) as error:
         raise SystemExit(f"error: {error}") from None
     results["command"] = " ".join(["python -m pwn_lib.evaluate", *(sys.argv[1:] if argv is None else argv)])
-    out = args.out or RESULTS_DIR / f"{'_'.join(results['checkpoints'])}_{args.split}.json"
+    voice = "" if args.voice == "en" else f"_{args.voice}"
+    out = args.out or RESULTS_DIR / f"{'_'.join(results['checkpoints'])}{voice}_{args.split}.json"
     results = json_safe(results)
     write_json(out, results)
     if args.record:
@@ -482,7 +521,8 @@ def main(argv: list[str] | None = None) -> int:
             record(results, Path(path), name)
     print(format_table(results))
     print(
-        f"{results['seconds']} s of {args.split} audio over {len(results['utterances'])} utterances; written to {out}"
+        f"{results['seconds']} s of {args.voice} {args.split} audio over {len(results['utterances'])} utterances; "
+        f"written to {out}"
     )
     return 0
 

@@ -18,7 +18,7 @@ import torch
 
 from pwn_lib.audio import log_mel, log_mel_distance, loudest_window
 from pwn_lib.config import AudioConfig
-from pwn_lib.data import AudioWindows, load_corpus
+from pwn_lib.data import AudioWindows, load_corpus, load_voices
 from pwn_lib.distill import distillation_loss
 from pwn_lib.phones import DEFAULT_CHECKPOINT as PHONES_CHECKPOINT
 from pwn_lib.phones import Listener
@@ -29,9 +29,17 @@ from pwn_lib.wavenet import WaveNet
 HELDOUT_SEED = 1234
 
 
-def heldout_windows(audio: AudioConfig, window: int = 8_192, count: int = 16, split: str = "test") -> list[dict]:
-    """A fixed list of held-out windows (same every call): the yardstick for NLL and KL."""
-    utterances = load_corpus(split, sample_rate=audio.sample_rate)
+def heldout_windows(
+    audio: AudioConfig, window: int = 8_192, count: int = 16, split: str = "test", voice: str = "en"
+) -> list[dict]:
+    """A fixed list of held-out windows (same every call): the yardstick for NLL and KL.
+
+    ``voice`` picks one of :data:`pwn_lib.data.VOICES` (English, the embedded corpus, by default); each window's
+    ``"speaker"`` is that voice's id."""
+    if voice == "en":
+        utterances = load_corpus(split, sample_rate=audio.sample_rate)
+    else:
+        utterances = load_voices(split, [voice], sample_rate=audio.sample_rate)
     dataset = AudioWindows(utterances, window, audio, seed=HELDOUT_SEED, length=count)
     return [dataset[i] for i in range(count)]
 
@@ -48,7 +56,7 @@ def teacher_nll_bits(teacher: WaveNet, windows: list[dict], batch_size: int = 4)
     total, count = 0.0, 0
     for start in range(0, len(windows), batch_size):
         batch = _stack(windows[start : start + batch_size], device)
-        speaker = batch["speaker"] if teacher.cfg.n_speakers else None  # the English test split: speaker 0
+        speaker = batch["speaker"] if teacher.cfg.n_speakers else None  # each window's voice id
         nll = -teacher.log_prob(batch["audio"], batch["mel"], speaker).double()
         total, count = total + nll.sum().item(), count + nll.numel()
     return total / count / math.log(2)

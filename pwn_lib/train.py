@@ -201,17 +201,20 @@ def check_train(train: TrainConfig, audio: AudioConfig, source: Path | None) -> 
 
 
 def check_voices(train: TrainConfig, model: Any, source: Path | None) -> None:
-    """``train.voices`` names known voices, once each, and the model has a speaker id for every one."""
+    """``train.voices`` names known voices, once each, and the model has a speaker id for every one (or is a
+    single-speaker model, ``n_speakers`` 0, of exactly one voice)."""
     if train.voices is None:
         return
     where = source or "command line"
     unknown = [v for v in train.voices if v not in VOICES]
     if unknown or not train.voices or len(set(train.voices)) != len(train.voices):
         raise RecipeError(f"{where}: train.voices = {list(train.voices)}: list each of {list(VOICES)} at most once")
+    if model.n_speakers == 0 and len(train.voices) == 1:
+        return  # a single-speaker model of one voice: the ids the windows carry are ignored
     if model.n_speakers < len(VOICES):
         raise RecipeError(
-            f"{where}: train.voices needs model.n_speakers >= {len(VOICES)} (one id per voice of {list(VOICES)}), "
-            f"got {model.n_speakers}"
+            f"{where}: train.voices = {list(train.voices)} needs model.n_speakers >= {len(VOICES)} (one id per "
+            f"voice of {list(VOICES)}), got {model.n_speakers}; a single-speaker model (n_speakers 0) takes one voice"
         )
 
 
@@ -283,10 +286,11 @@ def warm_start(model: torch.nn.Module, model_cfg: Any, init: Path, kind: str) ->
     """Load ``init``'s weights into ``model``: the same architecture, or the same grown, starting from exactly the
     function ``init`` computes.
 
-    A teacher may grow three ways: a conditioning network added (``cond_layers`` 0 in ``init``; it starts as the
+    A teacher may grow four ways: a conditioning network added (``cond_layers`` 0 in ``init``; it starts as the
     identity, :class:`pwn_lib.layers.ConditionContext`), more stacks of the same dilation cycle (``stacks`` and
-    ``layers`` both multiplied, :func:`grow_stacks`), and wider blocks (more ``residual_channels`` or
-    ``gate_channels``, :func:`grow_width`).
+    ``layers`` both multiplied, :func:`grow_stacks`), wider blocks (more ``residual_channels`` or
+    ``gate_channels``, :func:`grow_width`), and global speaker conditioning added (``n_speakers`` 0 in ``init``,
+    :func:`add_speakers`): a single-speaker teacher becomes the starting point of a many-speaker one.
     """
     state, config, _ = load_artifact(init)
     if config.get("kind") != kind:
@@ -295,6 +299,9 @@ def warm_start(model: torch.nn.Module, model_cfg: Any, init: Path, kind: str) ->
     grows = getattr(init_cfg, "cond_layers", None) == 0 and getattr(model_cfg, "cond_layers", 0) > 0
     if grows:
         init_cfg = dataclasses.replace(init_cfg, cond_layers=model_cfg.cond_layers, cond_hidden=model_cfg.cond_hidden)
+    speaks = kind == "teacher" and init_cfg.n_speakers == 0 and model_cfg.n_speakers > 0
+    if speaks:
+        init_cfg = dataclasses.replace(init_cfg, n_speakers=model_cfg.n_speakers, speaker_dim=model_cfg.speaker_dim)
     deeper = (
         kind == "teacher"
         and init_cfg.stacks < model_cfg.stacks
@@ -318,15 +325,31 @@ def warm_start(model: torch.nn.Module, model_cfg: Any, init: Path, kind: str) ->
         raise SystemExit(
             f"--init {init}: its model config {config.get('model')} differs from this run's "
             f"{to_dict(model_cfg)}; warm starts need the same architecture (or one that adds cond_layers, "
-            "or more stacks of the same layers per stack, or wider residual and gate channels)"
+            "or more stacks of the same layers per stack, or wider residual and gate channels, or n_speakers)"
         )
     if wider:
         state = grow_width(state, model, *init_widths)
     if deeper:
         state = grow_stacks(state, model)
+    if speaks:
+        state = add_speakers(state, model)
     missing, unexpected = model.load_state_dict(state, strict=not grows)
     if unexpected or any(not key.startswith("upsample.context.") for key in missing):
         raise SystemExit(f"--init {init}: weights do not fit this model (missing {missing}, unexpected {unexpected})")
+
+
+def add_speakers(state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``state`` (a teacher without speakers) completed for ``model`` (``n_speakers > 0``) so that both compute the
+    same function for every speaker id: each block's speaker projection starts at zero (it adds ``W g`` to the
+    gate, so nothing is added), the embedding table keeps ``model``'s fresh random rows. The projections get
+    gradients at once (``dL/dW = dL/da g^T`` with ``g`` not zero), so the voices part from the first step."""
+    grown = dict(state)
+    for name, value in model.state_dict().items():
+        if name.startswith("speaker_embedding."):
+            grown[name] = value.clone()
+        elif name.startswith("blocks.") and ".speaker." in name:
+            grown[name] = torch.zeros_like(value)
+    return grown
 
 
 def grow_stacks(state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -399,16 +422,34 @@ def teacher_run(args: argparse.Namespace, resolved: dict[str, Any]) -> Path:
     out = args.out
     seed_everything(resolved["train"].seed)
     trainer, dataset = make_trainer(args, WaveNet(resolved["model"]), teacher_loss, resolved, out, device)
-    windows = heldout_windows(audio) if args.world.main and not args.no_eval else []
+    voices = resolved["train"].voices
+    windows = heldout_windows(audio) if args.world.main and not args.no_eval and voices is None else []
+    voice_windows = (
+        {voice: heldout_windows(audio, voice=voice) for voice in voices}
+        if args.world.main and not args.no_eval and voices is not None
+        else {}
+    )
 
     def evaluate(t: Trainer) -> dict:
         if args.no_eval:
             return {"evaluation": "skipped (--no-eval)", **record(args, resolved)}
+        if voice_windows:
+            return {**voice_nll_bits(t.averaged_model(), voice_windows), **record(args, resolved)}
         return {"heldout_nll_bits": teacher_nll_bits(t.averaged_model(), windows), **record(args, resolved)}
 
     trainer.fit(dataset, on_checkpoint=evaluate)
     if not args.world.main or args.no_eval:
         return out
+    if voice_windows:  # a voices run: each voice's held-out NLL (generation is python -m pwn_lib.evaluate --voice)
+        return trainer.save(
+            {
+                **voice_nll_bits(trainer.averaged_model(), voice_windows),
+                "heldout_windows": f"16 x 8,192 samples of each voice's test split, seed {HELDOUT_SEED}",
+                "sample_rate": audio.sample_rate,
+                "device": str(device),
+                **record(args, resolved),
+            }
+        )
     teacher = trainer.averaged_model()
     x, mel = heldout_clip(audio, args.eval_seconds)
     generated = render(teacher, mel, seed=0)
@@ -425,6 +466,12 @@ def teacher_run(args: argparse.Namespace, resolved: dict[str, Any]) -> Path:
     if args.phone_utterances:
         metrics.update(resynthesis_phone_error_rate(teacher, audio, args.phone_utterances))
     return trainer.save(metrics)
+
+
+def voice_nll_bits(teacher: WaveNet, voice_windows: dict[str, list[dict]]) -> dict[str, float]:
+    """Held-out NLL per voice (``heldout_nll_bits_<voice>``) and their mean over voices (``heldout_nll_bits``)."""
+    per_voice = {f"heldout_nll_bits_{voice}": teacher_nll_bits(teacher, w) for voice, w in voice_windows.items()}
+    return {"heldout_nll_bits": sum(per_voice.values()) / len(per_voice), **per_voice}
 
 
 def student_run(args: argparse.Namespace, resolved: dict[str, Any]) -> Path:

@@ -166,8 +166,10 @@ def render(
     fast: bool = True,
     threads: int | None = None,
     progress: bool = False,
+    speaker: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Audio ``(B, 1, F * hop)`` of ``vocoder`` conditioned on ``mel: (B, n_mels, F)`` log-mel frames.
+    """Audio ``(B, 1, F * hop)`` of ``vocoder`` conditioned on ``mel: (B, n_mels, F)`` log-mel frames (and, for a
+    model with ``n_speakers > 0``, on ``speaker: (B,)`` ids; the model refuses ids it has no use for).
 
     Noise comes from a generator seeded ``seed`` on the model's device: the same seed, model and mel give the
     same audio. ``temperature`` overrides the teacher's (see :class:`Vocoder`). ``fast=False`` forces the
@@ -178,13 +180,14 @@ def render(
     device = next(vocoder.model.parameters()).device
     generator = torch.Generator(device).manual_seed(seed)
     mel = mel.to(device)
+    speaker = speaker.to(device) if speaker is not None else None
     use_fast = fast and fast_path_available(vocoder)
     if vocoder.kind == "student":
         if temperature is not None:
             raise ValueError(f"{vocoder.name}: a sampling temperature applies to teachers; the student has none")
         student = vocoder.model.for_synthesis(torch.float32) if use_fast else vocoder.model
         with torch_threads(threads):
-            return student.sample(mel, generator=generator)
+            return student.sample(mel, speaker, generator=generator)
     if fast and not use_fast:
         print(
             f"render {vocoder.name}: the reference cached step (12-30x slower than the compiled loop, which needs a "
@@ -194,6 +197,7 @@ def render(
     with torch_threads(TEACHER_THREADS if threads is None else threads):
         return vocoder.model.generate(
             mel,
+            speaker=speaker,
             generator=generator,
             progress=progress,
             compiled=use_fast,
@@ -208,8 +212,10 @@ def render_clips(
     batch_size: int = 8,
     seed: int = 0,
     progress: bool = False,
+    speaker: int | None = None,
 ) -> list[np.ndarray]:
-    """``vocoder``'s audio for each clip ``(T,)`` (whole hops), conditioned on the clip's log-mel.
+    """``vocoder``'s audio for each clip ``(T,)`` (whole hops), conditioned on the clip's log-mel (and on the
+    speaker id ``speaker``, every clip the same voice, for a multi-speaker model).
 
     Clips go in batches of ``batch_size`` (sorted by length, they pad least); batch ``i`` renders with seed
     ``seed + i``, so any one batch can be recomputed on its own. Returns float32 arrays, each as long as its clip.
@@ -219,7 +225,8 @@ def render_clips(
     starts = range(0, len(clips), batch_size)
     for index, start in enumerate(tqdm(starts, desc=f"render {vocoder.name}", disable=not progress)):
         group = clips[start : start + batch_size]
-        y = render(vocoder, mel_batch(group, audio), seed + index, progress=progress)
+        ids = None if speaker is None else torch.full((len(group),), speaker, dtype=torch.long)
+        y = render(vocoder, mel_batch(group, audio), seed + index, progress=progress, speaker=ids)
         out.extend(y[i, 0, : len(x)].float().cpu().numpy() for i, x in enumerate(group))
     return out
 

@@ -5,6 +5,8 @@
     python scripts/benchmark.py --peer r9y9 PATH         # also time a local checkout of r9y9/wavenet_vocoder
     python scripts/benchmark.py --memory                 # also the student's peak memory for 10 s of audio
     python scripts/benchmark.py --profile                # also where the time goes (torch.profiler)
+    python scripts/benchmark.py --class-run runs/student_class --teacher data/checkpoints/teacher_course
+                                                         # only the class recipe's time to each target
 
 How it measures, so that a figure can be trusted:
 - the rows of one table are interleaved: repeat 1 of every row, then repeat 2, ..., so that a change in the
@@ -59,6 +61,8 @@ class Settings:
     memory: bool = False
     profile: bool = False
     out: str | None = None
+    class_run: str | None = None  # a student run: report its time to each class target instead of speeds
+    teacher: str = "data/checkpoints/teacher_course"
 
 
 @dataclass
@@ -472,6 +476,84 @@ def profile_lines(name: str) -> list[str]:
 # ----- main -----------------------------------------------------------------------------------------------
 
 
+# ----------------------------------------------------------------------------- the class recipe's time to targets
+
+# The class recipe's targets ("Distillation that works", on the valid curves a student run logs at each
+# checkpoint): (label, TensorBoard tag, how the bound is read from the teacher's valid figures, met(value, bound)).
+CLASS_TARGETS: tuple[tuple[str, str, Callable[[dict], float], Callable[[float, float], bool]], ...] = (
+    ("voiced share >= 0.80 x real", "eval/valid_voiced_share_vs_real", lambda t: 0.80, lambda v, b: v >= b),
+    ("power within 2 dB of real", "eval/valid_power_db", lambda t: 2.0, lambda v, b: abs(v) <= b),
+    ("MCD <= 1.10 x teacher", "eval/valid_mcd", lambda t: 1.10 * t["mcd"], lambda v, b: v <= b),
+    ("periodicity >= 0.90 x teacher", "eval/valid_periodicity", lambda t: 0.90 * t["periodicity"], lambda v, b: v >= b),
+)
+CLASS_BUDGET_S = 30 * 60
+
+
+def run_curves(run_dir: str) -> tuple[dict[str, list[tuple[int, float, float]]], float]:
+    """A run's TensorBoard scalars as ``{tag: [(step, seconds since the run began, value)]}`` and the run's start.
+
+    The start is the first ``train/seconds`` event (logged at step ``log_every`` with the seconds per step) less
+    that many steps at that rate, so a checkpoint's time includes every evaluation before it."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(os.path.join(run_dir, "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    if "train/seconds" not in tags:
+        raise SystemExit(f"--class-run {run_dir}: no train/seconds curve in {run_dir}/tb; is it a training run?")
+    first = events.Scalars("train/seconds")[0]
+    start = first.wall_time - first.step * first.value
+    return {tag: [(e.step, e.wall_time - start, e.value) for e in events.Scalars(tag)] for tag in tags}, start
+
+
+def teacher_valid_figures(teacher_dir: str) -> dict[str, float]:
+    """The teacher's figures on the same valid utterances the student's curves use (pwn_lib.evaluate.QuickScore),
+    rendered at its recorded sampling temperature."""
+    from pwn_lib import vocoders
+    from pwn_lib.evaluate import QuickScore
+
+    teacher = vocoders.load(teacher_dir)
+    return QuickScore(teacher.audio)(teacher)
+
+
+def class_table(curves: dict[str, list[tuple[int, float, float]]], teacher: dict[str, float]) -> str:
+    """Each class target: the bound, the first checkpoint that meets it (step, minutes) and the last value; then
+    the first checkpoint that meets all of them and whether that is inside the 30-minute budget."""
+    lines = ["| target | bound | first met at (step, min) | last checkpoint: value (step, min) |", "|---|---|---|---|"]
+    met_steps: list[set[int]] = []
+    for label, tag, bound_of, met in CLASS_TARGETS:
+        points, bound = curves.get(tag, []), bound_of(teacher)
+        hits = [(step, t) for step, t, value in points if met(value, bound)]
+        met_steps.append({step for step, _ in hits})
+        first = f"{hits[0][0]:,}, {hits[0][1] / 60:.1f}" if hits else "not met"
+        last = f"{points[-1][2]:.3f} ({points[-1][0]:,}, {points[-1][1] / 60:.1f})" if points else "no curve"
+        lines.append(f"| {label} | {bound:.3f} | {first} | {last} |")
+    times = {step: t for step, t, _ in curves.get(CLASS_TARGETS[0][1], [])}
+    together = sorted(set.intersection(*met_steps)) if met_steps else []
+    if together:
+        minutes = times[together[0]] / 60
+        verdict = "inside" if minutes * 60 <= CLASS_BUDGET_S else "outside"
+        lines.append(
+            f"\nAll four first met together at step {together[0]:,}, {minutes:.1f} min: {verdict} the 30-min budget."
+        )
+    else:
+        lines.append("\nThe four targets are never met together at one checkpoint.")
+    lines.append("The PER target (<= teacher + 0.10) is not on the curves: python -m pwn_lib.evaluate scores it.")
+    return "\n".join(lines)
+
+
+def class_report(run_dir: str, teacher_dir: str) -> None:
+    curves, _ = run_curves(run_dir)
+    teacher = teacher_valid_figures(teacher_dir)
+    print(f"## Class recipe: time to each target ({run_dir}, valid split, against {teacher_dir})\n")
+    print(
+        f"teacher on the same valid utterances: MCD {teacher['mcd']:.3f} dB, periodicity {teacher['periodicity']:.3f}"
+        f", voiced share {teacher['voiced_share_vs_real']:.3f} x real\n"
+    )
+    print(class_table(curves, teacher))
+    print(f"\n{machine_line()}")
+
+
 def parse_args(argv: list[str] | None = None) -> Settings:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["course", "paper"], choices=sorted(TEACHER_PRESETS))
@@ -481,12 +563,15 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     parser.add_argument("--memory", action="store_true", help="peak memory of the student for 10 s of audio")
     parser.add_argument("--profile", action="store_true", help="top operators of the student and the teacher")
     parser.add_argument("--out", help="also write everything printed to this file (e.g. data/benchmarks/cpu.md)")
+    parser.add_argument("--class-run", help="a student run's folder: print only its time to each class target")
+    parser.add_argument("--teacher", default="data/checkpoints/teacher_course", help="the teacher of --class-run")
     args = parser.parse_args(argv)
     if args.peer and args.peer[0] != "r9y9":
         parser.error(f"--peer {args.peer[0]}: only 'r9y9' (r9y9/wavenet_vocoder) is known")
     settings = Settings(
         args.presets, peer=args.peer[1] if args.peer else None, memory=args.memory, profile=args.profile, out=args.out
     )
+    settings.class_run, settings.teacher = args.class_run, args.teacher
     if args.quick:
         settings.repeats, settings.synthesis_seconds, settings.compiled_factor = 2, 0.25, 4
         settings.cached_steps = {"tiny": 128, "course": 256, "paper": 64}
@@ -511,6 +596,11 @@ class Tee(io.TextIOBase):
 
 def main(argv: list[str] | None = None) -> None:
     settings = parse_args(argv)
+    if settings.class_run:
+        if settings.out:
+            with contextlib.redirect_stdout(Tee(settings.out)):
+                return class_report(settings.class_run, settings.teacher)
+        return class_report(settings.class_run, settings.teacher)
     if settings.out:
         with contextlib.redirect_stdout(Tee(settings.out)):
             return run(settings, argv)

@@ -55,3 +55,24 @@ def test_quick_benchmark_runs_and_writes_its_tables(tmp_path, preset, capsys):
     assert written == capsys.readouterr().out
     for heading in ("## Matmul peak", f"## {preset} preset", "The paper's speed table", "Speed targets"):
         assert heading in written
+
+
+def test_class_table_finds_the_first_checkpoint_that_meets_every_target():
+    """Synthetic curves: power is met from step 1,000 (|-1.9| <= 2), the others earlier; all four first meet
+    together at step 1,000, 20 minutes in; a run whose power never closes is reported as never meeting them."""
+    teacher = {"mcd": 3.0, "periodicity": 0.8}
+    times = {500: 600.0, 1000: 1200.0, 1500: 2400.0}
+    values = {
+        "eval/valid_voiced_share_vs_real": {500: 0.85, 1000: 0.86, 1500: 0.9},
+        "eval/valid_power_db": {500: -2.5, 1000: -1.9, 1500: 2.1},
+        "eval/valid_mcd": {500: 3.2, 1000: 3.1, 1500: 3.0},
+        "eval/valid_periodicity": {500: 0.73, 1000: 0.75, 1500: 0.8},
+    }
+    curves = {tag: [(s, times[s], v) for s, v in points.items()] for tag, points in values.items()}
+    text = benchmark.class_table(curves, teacher)
+    assert "| power within 2 dB of real | 2.000 | 1,000, 20.0 |" in text
+    assert "| MCD <= 1.10 x teacher | 3.300 | 500, 10.0 |" in text
+    assert "All four first met together at step 1,000, 20.0 min: inside the 30-min budget." in text
+    values["eval/valid_power_db"] = {500: -2.5, 1000: -2.1, 1500: 2.1}
+    curves = {tag: [(s, times[s], v) for s, v in points.items()] for tag, points in values.items()}
+    assert "never met together" in benchmark.class_table(curves, teacher)

@@ -189,7 +189,7 @@ def test_pick_utterances_is_deterministic_and_in_range():
     assert [u.id for u in chosen] == [u.id for u in ev.pick_utterances("test", 5)]
     assert all(ev.MIN_SECONDS <= len(u.audio) / SR <= ev.MAX_SECONDS for u in chosen)
     assert len({u.id for u in chosen}) == 5
-    with pytest.raises(ValueError, match="no test utterances"):
+    with pytest.raises(ValueError, match="no en test utterances"):
         ev.pick_utterances("test", min_seconds=100, max_seconds=200)
 
 
@@ -322,3 +322,45 @@ def test_a_temperature_applies_to_the_teachers_and_leaves_the_students_alone(mon
         ev.run(checkpoints, count=1, max_seconds=0.15, with_espeak=False, progress=False, temperature=0.5)
     assert loaded["teacher"].sampling == {"temperature": 0.5}
     assert loaded["student"].kind == "student" and loaded["student"].sampling == {}
+
+
+def test_another_voice_is_scored_on_its_own_test_split_with_its_speaker_id(tmp_path):
+    """`--voice fr`: the utterances are fr's, a multi-speaker teacher renders with fr's id (its audio equals
+    rendering that id by hand and differs from another id's), a single-speaker one without ids, and there is no
+    PER column (the listener and espeak are English only); recompute replays the recorded voice."""
+    import torch
+
+    from pwn_lib import vocoders
+    from pwn_lib.data import VOICES, load_voices
+    from pwn_lib.wavenet import build_teacher
+
+    torch.manual_seed(0)
+    multi = build_teacher("tiny", n_speakers=len(VOICES), log_mel_mean=-5.0, log_mel_std=2.0)
+    with torch.no_grad():
+        multi.speaker_embedding.weight.mul_(20)  # voices it tells apart
+    multi.save(tmp_path / "multi")
+    build_teacher("tiny", log_mel_mean=-5.0, log_mel_std=2.0).save(tmp_path / "single")
+    results = ev.run(
+        [tmp_path / "multi", tmp_path / "single"],
+        count=1,
+        progress=False,
+        voice="fr",
+        names=["multi", "single"],
+    )
+    fr = {u.id for u in load_voices("test", ["fr"])}
+    assert results["voice"] == "fr" and set(results["utterances"]) <= fr
+    assert all("per" not in row for row in results["systems"].values()) and "espeak" not in results["systems"]
+    clip = crop_to_hops(ev.pick_utterances("test", 1, voice="fr")[0].audio, AUDIO.hop_length)
+    system = vocoders.load(tmp_path / "multi", "multi")
+    by_hand = vocoders.render_clips(system, [clip], system.audio, seed=ev.EVAL_SEED, speaker=VOICES.index("fr"))[0]
+    other = vocoders.render_clips(system, [clip], system.audio, seed=ev.EVAL_SEED, speaker=VOICES.index("it"))[0]
+    rendered = {"multi": by_hand}
+    assert not np.allclose(by_hand, other), "two speaker ids must render differently"
+    results["command"] = "test"
+    ev.record(results, tmp_path / "multi", "multi")
+    assert json.loads((tmp_path / "multi" / "metrics.json").read_text())["evaluation"]["voice"] == "fr"
+    again = ev.recompute(tmp_path / "multi")
+    assert again["mcd"] == pytest.approx(results["per_utterance"]["multi"]["mcd"])
+    assert metrics.score_clip(rendered["multi"], clip, AUDIO)["mcd"] == pytest.approx(again["mcd"][0], rel=1e-4)
+    with pytest.raises(ValueError, match="voice 'de' unknown"):
+        ev.pick_utterances("test", voice="de")

@@ -186,3 +186,36 @@ def test_a_five_speaker_student_distils_with_the_speaker_ids_of_the_batch():
     other = dict(batch, speaker=(batch["speaker"] + 1) % len(VOICES))
     kl_other = recipe_terms(recipe, student, teacher, other, generator=torch.Generator().manual_seed(0))["kl"]
     assert kl_other.item() != pytest.approx(kl.item())
+
+
+def test_a_single_speaker_recipe_takes_one_voice_and_no_speaker_ids(tmp_path):
+    """configs/teacher_voice_<voice>.yaml: n_speakers 0 with exactly one voice resolves; two voices without
+    speaker ids are refused naming the fix."""
+    from pwn_lib.config import REPO_ROOT, RecipeError
+    from pwn_lib.train import build_parser, resolve
+
+    for voice in EXTRA:
+        recipe = REPO_ROOT / "configs" / f"teacher_voice_{voice}.yaml"
+        resolved = resolve(build_parser().parse_args(["teacher", "--config", str(recipe)]))
+        assert resolved["train"].voices == (voice,) and resolved["model"].n_speakers == 0
+    two = tmp_path / "two.yaml"
+    two.write_text(recipe.read_text().replace(f"voices: [{voice}]", "voices: [es, fr]"))
+    with pytest.raises(RecipeError, match="single-speaker model"):
+        resolve(build_parser().parse_args(["teacher", "--config", str(two)]))
+
+
+def test_heldout_windows_of_a_voice_come_from_its_test_split_with_its_id():
+    from pwn_lib.heldout import heldout_windows
+
+    test_audio = {u.id: u.audio for u in load_voices("test", ["fr"])}
+    windows = heldout_windows(AudioConfig(), window=2_048, count=4, voice="fr")
+    assert {int(w["speaker"]) for w in windows} == {VOICES.index("fr")}
+    for w in windows:  # every window is a stretch of some fr test utterance (after 16-bit quantisation)
+        x = w["audio"].numpy().ravel()
+        assert any(
+            len(a) >= len(x)
+            and np.abs(np.lib.stride_tricks.sliding_window_view(a, len(x))[::256] - x).max(1).min() < 1e-4
+            for a in test_audio.values()
+        )
+    english = heldout_windows(AudioConfig(), window=2_048, count=4)
+    assert {int(w["speaker"]) for w in english} == {0}

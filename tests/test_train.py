@@ -346,3 +346,36 @@ def test_a_warm_start_may_widen_the_blocks_and_starts_from_the_same_function(tmp
     warm_start(deep_wide, both, tmp_path / "base", "teacher")
     with torch.no_grad():
         torch.testing.assert_close(deep_wide(x, c), base(x, c), rtol=1e-5, atol=1e-5)
+
+
+def test_a_warm_start_may_add_speakers_and_starts_from_the_same_function_for_every_voice(tmp_path):
+    """--init with a single-speaker teacher into one with n_speakers > 0: every speaker id gives the checkpoint's
+    output on a full forward pass (the speaker projections start at zero), the projections learn at once, and after
+    one step the voices differ. A grown model whose projections kept their fresh weights would fail the first check."""
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(TEACHER_PRESETS["tiny"], log_mel_mean=-5.0, log_mel_std=2.0)
+    base = WaveNet(cfg)
+    with torch.no_grad():
+        for p in base.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    base.save(tmp_path / "base")
+    speaking = dataclasses.replace(cfg, n_speakers=5, speaker_dim=4)
+    grown = WaveNet(speaking)
+    x = torch.rand(5, 1, 4 * cfg.hop_length) - 0.5
+    c = (torch.randn(1, cfg.cond_channels, 4) - 5.0).expand(5, -1, -1)
+    ids = torch.arange(5)
+    with torch.no_grad():
+        assert not torch.allclose(grown(x, c, ids), base(x, c), atol=1e-3), "a fresh model must not pass by chance"
+    warm_start(grown, speaking, tmp_path / "base", "teacher")
+    with torch.no_grad():
+        torch.testing.assert_close(grown(x, c, ids), base(x, c), rtol=1e-5, atol=1e-5)
+    loss = grown.loss(x, c, ids)
+    loss.backward()
+    for block in grown.blocks:
+        assert block.speaker.weight.grad.abs().sum() > 0, "a speaker projection without gradient never learns"
+    with torch.no_grad():
+        for p in grown.parameters():
+            p.sub_(1e-2 * p.grad.sign() if p.grad is not None else 0)
+        same = x[:1].expand(2, -1, -1), c[:2]
+        two = grown(*same, torch.tensor([0, 3]))
+    assert not torch.allclose(two[0], two[1]), "after a step, two speaker ids must give different outputs"
