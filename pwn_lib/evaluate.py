@@ -177,15 +177,17 @@ class QuickScore:
     TensorBoard during distillation (model selection on the valid split; the test split is for the end).
     """
 
-    def __init__(self, audio: AudioConfig, split: str = "valid", count: int = 4):
+    def __init__(self, audio: AudioConfig, split: str = "valid", count: int = 4, voice: str = "en"):
         self.audio = audio
-        self.utterances = pick_utterances(split, count)
+        self.utterances = pick_utterances(split, count, voice=voice)
+        self.speaker = VOICES.index(voice)  # used by a multi-speaker student only
         self.clips = [crop_to_hops(u.audio, audio.hop_length) for u in self.utterances]
         self.tracks = [pitch_track(x, audio.sample_rate) for x in self.clips]
 
     @torch.no_grad()
     def __call__(self, student: torch.nn.Module) -> dict[str, float]:
-        outputs = vocoders.render_clips(student, self.clips, self.audio, seed=EVAL_SEED)
+        speaker = self.speaker if vocoders.as_vocoder(student).model.cfg.n_speakers else None
+        outputs = vocoders.render_clips(student, self.clips, self.audio, seed=EVAL_SEED, speaker=speaker)
         values: dict[str, list[float]] = {}
         for x, real, track in zip(outputs, self.clips, self.tracks, strict=True):
             for key, value in score_clip(x, real, self.audio, track).items():

@@ -112,8 +112,9 @@ def heldout_kl(student: IAFStudent, teacher: WaveNet, windows: list[dict]) -> fl
     """Mean per-sample KL(P_S || P_T) on fixed held-out conditioning (fixed noise seed)."""
     device = next(student.parameters()).device
     batch = _stack(windows, device)
+    speaker = batch["speaker"] if student.cfg.n_speakers else None  # each window's voice id
     terms = distillation_loss(
-        student, teacher, batch["mel"], generator=torch.Generator(device).manual_seed(HELDOUT_SEED)
+        student, teacher, batch["mel"], speaker, generator=torch.Generator(device).manual_seed(HELDOUT_SEED)
     )
     return terms["kl"].item()
 

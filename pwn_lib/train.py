@@ -488,13 +488,24 @@ def student_run(args: argparse.Namespace, resolved: dict[str, Any]) -> Path:
     loss_fn = student_loss(teacher, recipe, classifier)
     trainer, dataset = make_trainer(args, IAFStudent(resolved["model"]), loss_fn, resolved, out, device)
     evaluating = args.world.main and not args.no_eval
-    windows = heldout_windows(resolved["audio"], count=8) if evaluating else []
-    quick = QuickScore(resolved["audio"], count=2 if fast_mode() else 4) if evaluating else None
+    voices = resolved["train"].voices
+    if voices is not None:  # a voices run: the held-out KL and two valid utterances of every voice
+        windows, quick = {}, {}
+        if evaluating:
+            count = 1 if fast_mode() else 2
+            for voice in voices:
+                windows[voice] = heldout_windows(resolved["audio"], count=4, voice=voice)
+                quick[voice] = QuickScore(resolved["audio"], count=count, voice=voice)
+    else:
+        windows = heldout_windows(resolved["audio"], count=8) if evaluating else []
+        quick = QuickScore(resolved["audio"], count=2 if fast_mode() else 4) if evaluating else None
 
     def evaluate(t: Trainer) -> dict:
         if args.no_eval:
             return {"evaluation": "skipped (--no-eval)", **record(args, resolved)}
         averaged = t.averaged_model()
+        if voices is not None:
+            return voice_student_figures(averaged, teacher, windows, quick)
         return {
             "heldout_kl": heldout_kl(averaged, teacher, windows),
             **{f"valid_{k}": v for k, v in quick(averaged).items()},
@@ -504,6 +515,11 @@ def student_run(args: argparse.Namespace, resolved: dict[str, Any]) -> Path:
     if not args.world.main or args.no_eval:
         return out
     final = trainer.averaged_model()
+    if voices is not None:  # generated audio per voice: python -m pwn_lib.evaluate --voice
+        figures = voice_student_figures(final, teacher, windows, quick)
+        return trainer.save(
+            {**figures, "teacher": str(args.teacher), "loss_recipe": to_dict(recipe), **record(args, resolved)}
+        )
     metrics = {
         "heldout_kl": heldout_kl(final, teacher, windows),
         **synthesis_report(final, teacher, resolved["audio"], args.eval_seconds),
@@ -512,6 +528,18 @@ def student_run(args: argparse.Namespace, resolved: dict[str, Any]) -> Path:
         **record(args, resolved),
     }
     return trainer.save(metrics)
+
+
+def voice_student_figures(
+    student: IAFStudent, teacher: WaveNet, windows: dict[str, list[dict]], quick: dict[str, QuickScore]
+) -> dict[str, float]:
+    """A voices run's checkpoint figures: ``heldout_kl_<voice>`` and their mean ``heldout_kl``, and each voice's
+    valid-split scores as ``valid_<voice>_<metric>``."""
+    kls = {f"heldout_kl_{voice}": heldout_kl(student, teacher, w) for voice, w in windows.items()}
+    figures = {"heldout_kl": sum(kls.values()) / len(kls), **kls}
+    for voice, score in quick.items():
+        figures.update({f"valid_{voice}_{k}": v for k, v in score(student).items()})
+    return figures
 
 
 def phones_run(args: argparse.Namespace, resolved: dict[str, Any]) -> Path:

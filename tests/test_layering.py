@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("distributions", "flows", "layers", "sizes"),
     ("fast_paths",),
     ("wavenet", "student"),
-    ("distill", "losses", "metrics", "phones"),
+    ("distill", "losses", "metrics", "phones", "speakers"),
     ("vocoders", "toys"),
     ("trainer",),
     ("evaluate", "heldout", "ablation", "listening", "classroom"),

@@ -219,3 +219,24 @@ def test_heldout_windows_of_a_voice_come_from_its_test_split_with_its_id():
         )
     english = heldout_windows(AudioConfig(), window=2_048, count=4)
     assert {int(w["speaker"]) for w in english} == {0}
+
+
+def test_the_shipped_five_voice_teacher_reproduces_each_voices_heldout_nll():
+    """data/checkpoints/teacher_speakers: English's and Russian's held-out NLL as recorded (the other voices are
+    the same code path), each with its speaker id; Russian windows scored as English (id 0) cost more bits, so the
+    id is used."""
+    from pwn_lib.config import AUDIO_PRESETS, CHECKPOINT_DIR
+    from pwn_lib.heldout import heldout_windows, teacher_nll_bits
+    from pwn_lib.wavenet import WaveNet
+
+    directory = CHECKPOINT_DIR / "teacher_speakers"
+    recorded = json.loads((directory / "metrics.json").read_text())
+    teacher = WaveNet.from_checkpoint(directory)
+    assert teacher.cfg.n_speakers == len(VOICES)
+    assert set(recorded) >= {f"heldout_nll_bits_{voice}" for voice in VOICES}
+    for voice in ("en", "ru"):
+        windows = heldout_windows(AUDIO_PRESETS["course"], voice=voice)
+        nll = teacher_nll_bits(teacher, windows)
+        assert nll == pytest.approx(recorded[f"heldout_nll_bits_{voice}"], abs=0.01), voice
+    as_english = [dict(w, speaker=torch.tensor(0)) for w in heldout_windows(AUDIO_PRESETS["course"], voice="ru")]
+    assert teacher_nll_bits(teacher, as_english) > recorded["heldout_nll_bits_ru"] + 0.005

@@ -379,3 +379,27 @@ def test_a_warm_start_may_add_speakers_and_starts_from_the_same_function_for_eve
         same = x[:1].expand(2, -1, -1), c[:2]
         two = grown(*same, torch.tensor([0, 3]))
     assert not torch.allclose(two[0], two[1]), "after a step, two speaker ids must give different outputs"
+
+
+@pytest.mark.slow
+def test_a_five_voice_teacher_and_student_record_every_voices_heldout_figures(tmp_path, monkeypatch):
+    """Two-step five-voice runs: the teacher's metrics hold each voice's held-out NLL and their mean, the student's
+    each voice's held-out KL (with the ids, so they differ) and valid scores per voice."""
+    from pwn_lib.data import VOICES
+    from pwn_lib.train import main
+
+    monkeypatch.setenv("PWN_FAST", "1")
+    recipe = tmp_path / "five.yaml"
+    recipe.write_text(
+        "model:\n  n_speakers: 5\n  speaker_dim: 4\ntrain:\n  voices: [en, es, fr, it, ru]\n  checkpoint_every: 2\n"
+    )
+    common = ["--preset", "tiny", "--config", str(recipe), "--steps", "2"]
+    assert main(["teacher", *common, "--out", str(tmp_path / "t")]) == 0
+    assert main(["student", *common, "--teacher", str(tmp_path / "t"), "--out", str(tmp_path / "s")]) == 0
+    teacher = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    per_voice = [teacher[f"heldout_nll_bits_{v}"] for v in VOICES]
+    assert teacher["heldout_nll_bits"] == pytest.approx(sum(per_voice) / len(VOICES))
+    student = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    kls = [student[f"heldout_kl_{v}"] for v in VOICES]
+    assert student["heldout_kl"] == pytest.approx(sum(kls) / len(VOICES)) and len(set(kls)) == len(VOICES)
+    assert all(f"valid_{v}_mcd" in student for v in VOICES)
