@@ -12,7 +12,8 @@ Rows, each a checkpoint directory (a row whose directory is missing is skipped a
   (data/resume/teacher_stage5), on every voice: zero-shot for the four extra voices;
 - ``single_teacher``: the voice's own single-speaker teacher, configs/teacher_voice_<voice>.yaml (for English
   the English teacher is that row);
-- ``multi_teacher``: the five-voice teacher, configs/teacher_speakers.yaml, rendering with the voice's id;
+- ``multi_teacher``: the five-voice teacher (data/checkpoints/teacher_speakers, configs/teacher_speakers.yaml),
+  rendering with the voice's id;
 - ``single_student`` / ``multi_student``: the same for students, where given (English: data/resume/student_stage5_2,
   distilled from the English teacher).
 
@@ -52,7 +53,7 @@ def default_rows(voice: str, runs: Path) -> dict[str, Path]:
     return {
         "english_teacher": english,
         **single,
-        "multi_teacher": runs / "teacher_speakers",
+        "multi_teacher": REPO_ROOT / "data" / "checkpoints" / "teacher_speakers",
         "single_student": REPO_ROOT / "data" / "resume" / "student_stage5_2"
         if voice == "en"
         else runs / f"student_voice_{voice}",
