@@ -50,7 +50,7 @@ from pwn_lib.flows import (
 )
 
 DataFn = Callable[[int, torch.Generator | None], torch.Tensor]
-METHODS = ("reverse_kl", "forward_kl_ml", "regression")
+METHODS = ("reverse_kl", "forward_kl_ml", "regression", "renyi", "js")
 GRAD_CLIP = 10.0  # max gradient norm in fit_ml and distil: keeps an early bad step from blowing up a flow
 
 # The AR series (ar_series): x_t = AR_A x_{t-1} + AR_B tanh(x_{t-AR_LAG}) + AR_SCALE * logistic noise.
@@ -340,20 +340,17 @@ def forward_kl(
     return _kl_by_sampling(teacher, student, n, generator)
 
 
-@torch.no_grad()
-def grid_divergences(student: ToyFlow, teacher: ToyFlow, lim: float = 6.0, points: int = 300) -> dict[str, float]:
-    """Divergences between two 2-D densities by the midpoint rule on ``points**2`` cells of [-lim, lim]^2.
-
-    With cell area ``h^2`` and densities q (student), p (teacher) at the cell centres, in float64:
-    ``reverse_kl = sum q ln(q/p) h^2``, ``forward_kl = sum p ln(p/q) h^2`` and the Jensen-Shannon divergence
-    ``js = (sum p ln(p/m) + sum q ln(q/m)) h^2 / 2`` with ``m = (p + q) / 2`` (0 <= js <= ln 2). The masses
-    ``sum q h^2`` and ``sum p h^2`` should be about 1; a shortfall is mass outside the square.
-    """
+def _check_plane(student, teacher, what: str) -> None:
     if student.dim != 2 or teacher.dim != 2 or student.is_series or teacher.is_series:
         raise ValueError(
-            f"grid_divergences integrates over the plane; got flows over {student.dim} and "
+            f"{what} integrates over the plane; got flows over {student.dim} and "
             f"{teacher.dim} coordinates: use reverse_kl / forward_kl beyond 2-D"
         )
+
+
+@torch.no_grad()
+def _grid_log_densities(student, teacher, lim: float, points: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """``(log q, log p, h^2)`` at the ``points**2`` cell centres of [-lim, lim]^2, in float64."""
     if not (isinstance(lim, (int, float)) and math.isfinite(lim) and lim > 0):
         raise ValueError(f"grid_divergences lim={lim!r}: use a finite half-width > 0 (6 covers unit-scale data)")
     _check_positive_int("grid_divergences points", points, 2)
@@ -362,16 +359,210 @@ def grid_divergences(student: ToyFlow, teacher: ToyFlow, lim: float = 6.0, point
     grid = torch.cartesian_prod(centres, centres)
     log_q = torch.cat([student.log_prob(chunk).double() for chunk in grid.split(65536)])
     log_p = torch.cat([teacher.log_prob(chunk).double() for chunk in grid.split(65536)])
+    return log_q, log_p, h * h
+
+
+def grid_divergences(student, teacher, lim: float = 6.0, points: int = 300) -> dict[str, float]:
+    """Divergences between two 2-D densities by the midpoint rule on ``points**2`` cells of [-lim, lim]^2.
+
+    With cell area ``h^2`` and densities q (student), p (teacher) at the cell centres, in float64:
+    ``reverse_kl = sum q ln(q/p) h^2``, ``forward_kl = sum p ln(p/q) h^2`` and the Jensen-Shannon divergence
+    ``js = (sum p ln(p/m) + sum q ln(q/m)) h^2 / 2`` with ``m = (p + q) / 2`` (0 <= js <= ln 2). The masses
+    ``sum q h^2`` and ``sum p h^2`` should be about 1; a shortfall is mass outside the square.
+    ``missed_mass = sum p [q < p / 10] h^2`` is the teacher's mass where the student puts under a tenth of
+    the teacher's density: near 0 for a mode-covering student, large for a mode-seeking one.
+
+    ``teacher`` may be a :class:`TeacherEnsemble`; for ``combine="geometric"`` its density is unnormalised, so
+    ``teacher_mass`` is its normaliser Z and ``reverse_kl`` is the average of the members' KLs (see there).
+    """
+    _check_plane(student, teacher, "grid_divergences")
+    log_q, log_p, area = _grid_log_densities(student, teacher, lim, points)
     q, p = log_q.exp(), log_p.exp()
     log_m = torch.logaddexp(log_q, log_p) - math.log(2.0)
-    area = h * h
     return {
         "reverse_kl": (q * (log_q - log_p)).sum().item() * area,
         "forward_kl": (p * (log_p - log_q)).sum().item() * area,
         "js": 0.5 * ((p * (log_p - log_m)).sum() + (q * (log_q - log_m)).sum()).item() * area,
         "student_mass": q.sum().item() * area,
         "teacher_mass": p.sum().item() * area,
+        "missed_mass": (p * (log_q < log_p - math.log(10.0))).sum().item() * area,
     }
+
+
+def grid_renyi(student, teacher, alpha: float, lim: float = 6.0, points: int = 300) -> float:
+    """``D_alpha(q || p) = ln(sum q^alpha p^(1-alpha) h^2) / (alpha - 1)`` by the midpoint rule (see
+    :func:`grid_divergences`); ``alpha = 1`` gives the reverse KL, its limit."""
+    _check_plane(student, teacher, "grid_renyi")
+    _check_alpha(alpha, allow_one=True)
+    log_q, log_p, area = _grid_log_densities(student, teacher, lim, points)
+    if alpha == 1:
+        return ((log_q.exp() * (log_q - log_p)).sum() * area).item()
+    log_integral = torch.logsumexp(alpha * log_q + (1 - alpha) * log_p, 0) + math.log(area)
+    return (log_integral / (alpha - 1)).item()
+
+
+# --------------------------------------------------------------------------- other divergences
+
+
+def _check_alpha(alpha: float, allow_one: bool = False) -> float:
+    ok = isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and math.isfinite(alpha) and alpha > 0
+    if not ok or (alpha == 1 and not allow_one):
+        raise ValueError(
+            f"Renyi alpha={alpha!r}: use a finite alpha > 0"
+            + (", not 1 (alpha = 1 is the reverse KL: use reverse_kl)" if not allow_one else "")
+        )
+    return float(alpha)
+
+
+def renyi_estimate(log_q: torch.Tensor, log_p: torch.Tensor, alpha: float) -> tuple[float, float]:
+    """``(D_alpha(q || p), standard error)`` from ``n`` draws ``x_i ~ q`` and their log densities ``(n,)``.
+
+    Derivation. ``D_alpha(q || p) = ln(int q^alpha p^(1-alpha) dx) / (alpha - 1)`` and
+    ``int q^alpha p^(1-alpha) dx = E_{x~q}[w(x)]`` with ``w = (p / q)^(1-alpha)``, so the estimator is
+    ``ln(mean_i w_i) / (alpha - 1)``, computed as a logsumexp. As alpha -> 1, ``ln E[w] ~ (1-alpha) E[ln p/q]``
+    and D_alpha -> KL(q || p). D_alpha grows with alpha: alpha -> 0 only asks that q's support lie in p's,
+    alpha = 1/2 is symmetric in spirit (``-2 ln`` of the Bhattacharyya coefficient), alpha > 1 penalises
+    ``q > p`` harder than the reverse KL does: the smaller alpha, the less mode-seeking.
+
+    Bias: the mean of the w_i is unbiased, its log is not. To second order (delta method)
+    ``E[ln mean w] = ln E[w] - Var(w) / (2 n E[w]^2)``, so the estimate is biased by
+    ``-Var(w) / (2 n (alpha - 1) E[w]^2)``: upwards for alpha < 1, O(1/n), and consistent. The standard error
+    is the delta method's ``std(w) / (|alpha - 1| sqrt(n) mean(w))``. For alpha in [1/2, 1) the variance is
+    finite whatever the tails: ``E_q[w^2] = E_q[(p/q)^b]`` with ``b = 2(1 - alpha)`` in (0, 1], which is at
+    most ``E_q[p/q]^b <= 1`` by Jensen's inequality.
+    """
+    alpha = _check_alpha(alpha)
+    n = log_q.numel()
+    if n < 2:
+        raise ValueError(f"renyi_estimate got n={n} samples: a standard error needs at least 2")
+    log_w = (1 - alpha) * (log_p - log_q).double()
+    log_mean = torch.logsumexp(log_w, 0) - math.log(n)
+    relative = torch.exp(log_w - log_mean).std() / math.sqrt(n)  # std(w) / mean(w) / sqrt(n)
+    return (log_mean / (alpha - 1)).item(), (relative / abs(alpha - 1)).item()
+
+
+def _js_terms(log_q: torch.Tensor, log_p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ln q - ln m, ln p - ln m)`` with ``m = (p + q) / 2``, stably."""
+    log_m = torch.logaddexp(log_q, log_p) - math.log(2.0)
+    return log_q - log_m, log_p - log_m
+
+
+def js_estimate(
+    log_q_s: torch.Tensor,
+    log_p_s: torch.Tensor,
+    log_q_t: torch.Tensor | None = None,
+    log_p_t: torch.Tensor | None = None,
+) -> tuple[float, float]:
+    """``(JS(p, q), standard error)`` from student draws (``log_q_s, log_p_s`` at ``x ~ q``) and, if given,
+    teacher draws (``log_q_t, log_p_t`` at ``x ~ p``).
+
+    Derivation. ``JS = KL(q || m) / 2 + KL(p || m) / 2`` with ``m = (p + q) / 2``, so ``0 <= JS <= ln 2``.
+
+    - Two-sided (teacher draws given): ``mean_s (ln q - ln m) / 2 + mean_t (ln p - ln m) / 2``. Both means
+      are unbiased and every term is bounded (``ln q - ln m <= ln 2``), so the variance is finite; but the
+      teacher draws cost a MAF's sequential sampling.
+    - Student only: importance-weight the second term, ``E_p[g] = E_q[(p / q) g]``, giving the per-draw value
+      ``(ln q - ln m) / 2 + (p / q)(ln p - ln m) / 2``. Unbiased, no teacher sampling, so it can train an IAF
+      student in one parallel pass (``distil(method="js")``); its variance grows with ``E_q[(p / q)^2]``, i.e.
+      where the teacher has mass the student lacks.
+    """
+    a, b = _js_terms(log_q_s.double(), log_p_s.double())
+    if log_q_t is None and log_p_t is None:
+        return _estimate(0.5 * a + 0.5 * torch.exp(log_p_s.double() - log_q_s.double()) * b)
+    if log_q_t is None or log_p_t is None:
+        raise ValueError("js_estimate needs both log_q_t and log_p_t (the teacher draws), or neither")
+    a_t, b_t = _js_terms(log_q_t.double(), log_p_t.double())
+    mean = 0.5 * a.mean() + 0.5 * b_t.mean()
+    variance = 0.25 * a.var() / a.numel() + 0.25 * b_t.var() / b_t.numel()
+    return mean.item(), variance.sqrt().item()
+
+
+@torch.no_grad()
+def renyi_divergence(
+    student: ToyFlow, teacher, alpha: float = 0.5, n: int = 1000, generator: torch.Generator | None = None
+) -> tuple[float, float]:
+    """``(D_alpha(q_S || p_T), standard error)`` by :func:`renyi_estimate` on ``n`` student draws (one parallel
+    pass of an IAF student, one of a MAF teacher)."""
+    _check_positive_int("renyi_divergence n", n, 2)
+    _check_same_space(student, teacher, "renyi_divergence")
+    x, log_q = student.sample_with_log_prob(n, generator)
+    return renyi_estimate(log_q, teacher.log_prob(x), alpha)
+
+
+@torch.no_grad()
+def js_divergence(
+    student: ToyFlow, teacher, n: int = 1000, generator: torch.Generator | None = None, teacher_draws: bool = True
+) -> tuple[float, float]:
+    """``(JS(p_T, q_S), standard error)`` by :func:`js_estimate`: two-sided on ``n`` draws from each model
+    (``teacher_draws=True``: the teacher samples sequentially, the student scores them by its sequential
+    inverse) or importance-weighted on ``n`` student draws only."""
+    _check_positive_int("js_divergence n", n, 2)
+    _check_same_space(student, teacher, "js_divergence")
+    x, log_q = student.sample_with_log_prob(n, generator)
+    if not teacher_draws:
+        return js_estimate(log_q, teacher.log_prob(x))
+    x_t, log_p_t = teacher.sample_with_log_prob(n, generator)
+    return js_estimate(log_q, teacher.log_prob(x), student.log_prob(x_t), log_p_t)
+
+
+# --------------------------------------------------------------------------- several teachers
+
+
+class TeacherEnsemble(nn.Module):
+    """M frozen teachers combined into one target density, for reverse-KL distillation from all of them.
+
+    - ``combine="mixture"``: ``p_mix = (1/M) sum_m p_m``, exact: ``ln p_mix = logsumexp_m ln p_m - ln M``.
+      It samples (pick a member uniformly, sample it), so forward KL and ML work too. Reverse KL to it
+      asks the student to sit where *any* teacher has mass; this is the density analogue of ensemble
+      distillation's target, the members' average prediction (Malinin et al., Ensemble Distribution
+      Distillation, ICLR 2020, which distil the members' spread as well).
+    - ``combine="geometric"``: ``ln g~ = (1/M) sum_m ln p_m``, unnormalised. Since
+      ``(1/M) sum_m KL(q || p_m) = E_q[ln q - (1/M) sum_m ln p_m] = KL(q || g) - ln Z`` with
+      ``g = g~ / Z`` and ``Z = int prod_m p_m^(1/M) dx <= 1`` (geometric <= arithmetic mean), the reverse KL
+      to ``g~`` *is* the average of the KLs: it is minimised by q = g, which lives where *all* teachers agree,
+      and its minimum is ``-ln Z >= 0`` (0 only if the teachers are equal). It has no sampler.
+    """
+
+    def __init__(self, teachers: list[ToyFlow], combine: str = "mixture") -> None:
+        super().__init__()
+        if combine not in ("mixture", "geometric"):
+            raise ValueError(f"TeacherEnsemble combine={combine!r} is unknown; use 'mixture' or 'geometric'")
+        if len(teachers) < 2:
+            raise ValueError(f"TeacherEnsemble needs at least 2 teachers, got {len(teachers)}")
+        for t in teachers[1:]:
+            _check_same_space(teachers[0], t, "TeacherEnsemble")
+        self.members, self.combine = nn.ModuleList(teachers), combine
+        self.dim, self.is_series = teachers[0].dim, teachers[0].is_series
+
+    @property
+    def can_sample(self) -> bool:
+        return self.combine == "mixture"
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """``(n, D) -> (n,)``: ``ln p_mix`` (exact) or ``(1/M) sum_m ln p_m`` (unnormalised)."""
+        logs = torch.stack([m.log_prob(x) for m in self.members])
+        if self.combine == "mixture":
+            return torch.logsumexp(logs, 0) - math.log(len(self.members))
+        return logs.mean(0)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``(n, D)`` draws from the mixture: member ``k_i ~ U{1..M}``, then ``x_i ~ p_{k_i}``."""
+        if not self.can_sample:
+            raise ValueError(
+                "a geometric TeacherEnsemble has no sampler; train with reverse_kl / renyi / js, "
+                "or use combine='mixture'"
+            )
+        pick = torch.randint(len(self.members), (_check_positive_int("n", n),), generator=generator)
+        x = torch.empty(n, self.dim)
+        for k, member in enumerate(self.members):
+            rows = (pick == k).nonzero().flatten()
+            if len(rows):
+                x[rows] = member.sample(len(rows), generator).to(x.dtype)
+        return x
+
+    def sample_with_log_prob(self, n: int, generator: torch.Generator | None = None):
+        x = self.sample(n, generator)
+        return x, self.log_prob(x)
 
 
 # --------------------------------------------------------------------------- distillation
@@ -402,7 +593,33 @@ def _regression_loss(student: ToyFlow, teacher: ToyFlow, batch: int, generator) 
     return ((student.sample_from_noise(u) - target) ** 2).sum(-1).mean(), sampled
 
 
-LOSSES = {"reverse_kl": _reverse_kl_loss, "forward_kl_ml": _forward_kl_ml_loss, "regression": _regression_loss}
+def _renyi_loss(student: ToyFlow, teacher, batch: int, generator, alpha: float = 0.5) -> tuple[torch.Tensor, float]:
+    """``ln(mean (p_T / q_S)^(1-alpha)) / (alpha - 1)`` on the student's reparameterised draws (the Renyi
+    variational bound of Li & Turner, NeurIPS 2016; :func:`renyi_estimate`). Its gradient is that of a
+    consistent, O(1/batch)-biased estimate of D_alpha; no teacher sampling."""
+    x, log_q = student.sample_with_log_prob(batch, generator)
+    log_w = (1 - alpha) * (teacher.log_prob(x) - log_q)
+    return (torch.logsumexp(log_w, 0) - math.log(batch)) / (alpha - 1), 0.0
+
+
+def _js_loss(student: ToyFlow, teacher, batch: int, generator) -> tuple[torch.Tensor, float]:
+    """The student-only, importance-weighted JS estimate of :func:`js_estimate` on reparameterised draws:
+    ``mean[(ln q - ln m) / 2 + (p / q)(ln p - ln m) / 2]``. For every weight vector it equals
+    ``int h_theta(x) dx`` in expectation (``h = (q ln(q/m) + p ln(p/m)) / 2``), so its pathwise gradient is
+    unbiased for the gradient of JS; no teacher sampling."""
+    x, log_q = student.sample_with_log_prob(batch, generator)
+    log_p = teacher.log_prob(x)
+    a, b = _js_terms(log_q, log_p)
+    return (0.5 * a + 0.5 * torch.exp(log_p - log_q) * b).mean(), 0.0
+
+
+LOSSES = {
+    "reverse_kl": _reverse_kl_loss,
+    "forward_kl_ml": _forward_kl_ml_loss,
+    "regression": _regression_loss,
+    "renyi": _renyi_loss,
+    "js": _js_loss,
+}
 
 
 @dataclass
@@ -449,7 +666,11 @@ class _Evaluator:
         self.teachers = teachers
         self.u = Logistic(torch.zeros(n, dim), torch.zeros(n, dim)).sample(_generator(seed))
         with torch.no_grad():
-            self.draws = {name: t.sample_with_log_prob(n, _generator(seed + 1)) for name, t in teachers.items()}
+            self.draws = {
+                name: t.sample_with_log_prob(n, _generator(seed + 1))
+                for name, t in teachers.items()
+                if getattr(t, "can_sample", True)
+            }
 
     @torch.no_grad()
     def __call__(self, student: ToyFlow) -> dict[str, dict[str, float]]:
@@ -459,14 +680,26 @@ class _Evaluator:
         x, log_q = student.sample_from_noise_with_log_prob(self.u)
         for name, teacher in self.teachers.items():
             out["reverse_kl"][name], out["reverse_kl_se"][name] = _estimate(log_q - teacher.log_prob(x))
+            if name not in self.draws:  # an unnormalised target (TeacherEnsemble "geometric"): no forward KL
+                out["forward_kl"][name] = out["forward_kl_se"][name] = math.nan
+                continue
             x_t, log_p = self.draws[name]
             out["forward_kl"][name], out["forward_kl_se"][name] = _estimate(log_p - student.log_prob(x_t))
         return out
 
 
-def _check_distil_args(student, teacher, method, budget_s, steps, batch, lr, teacher_swap, eval_every, eval_n):
+def _check_distil_args(student, teacher, method, budget_s, steps, batch, lr, teacher_swap, eval_every, eval_n, alpha):
     if method not in METHODS:
         raise ValueError(f"distil method={method!r} is unknown; use one of {', '.join(METHODS)}")
+    if method == "renyi":
+        _check_alpha(alpha)
+    if method == "regression" and isinstance(teacher, TeacherEnsemble):
+        raise ValueError("distil method='regression' needs one teacher's noise-to-sample map, not a TeacherEnsemble")
+    if method == "forward_kl_ml" and not getattr(teacher, "can_sample", True):
+        raise ValueError(
+            "distil method='forward_kl_ml' samples the teacher, and a geometric TeacherEnsemble has no sampler; "
+            "use reverse_kl, renyi or js"
+        )
     if budget_s is None and steps is None:
         raise ValueError("distil needs a budget: give budget_s (training wall seconds) or steps, or both")
     if budget_s is not None and not (isinstance(budget_s, (int, float)) and math.isfinite(budget_s) and budget_s > 0):
@@ -509,6 +742,7 @@ def distil(
     eval_every: int = 50,
     eval_n: int = 1000,
     eval_seed: int = 12345,
+    alpha: float = 0.5,
 ) -> DistilHistory:
     """Transfer a frozen ``teacher`` into ``student`` with Adam, until ``steps`` or ``budget_s`` training seconds.
 
@@ -519,6 +753,12 @@ def distil(
     - "forward_kl_ml": maximum likelihood of the student on teacher draws, ``KL(p_T || q_S) + H(p_T)``;
       a MAF teacher samples sequentially and an IAF student scores with its sequential inverse.
     - "regression": ``||f_S(u) - f_T(u)||^2`` for shared noise u; the teacher's sequential sampling again.
+    - "renyi": the Renyi divergence ``D_alpha(q_S || p_T)`` (``alpha``, default 1/2) on the student's draws,
+      :func:`_renyi_loss`; parallel like PDD, less mode-seeking for alpha < 1.
+    - "js": the Jensen-Shannon divergence, importance-weighted on the student's draws (:func:`_js_loss`).
+
+    ``teacher`` may be a :class:`TeacherEnsemble` (several teachers in one target); a "geometric" one has no
+    sampler, so only the student-sample methods apply and its forward KL is reported as nan.
 
     ``teacher_swap=(at, new_teacher)`` trains against ``new_teacher`` from step ``at`` (an int) or once ``at``
     training seconds (a float) have passed; evaluations then report KL to both "old" and "new", and one is
@@ -526,7 +766,8 @@ def distil(
     fixed noise and fixed teacher draws (:class:`_Evaluator`); their time is not counted. Teachers are frozen
     in place (:func:`pwn_lib.distill.freeze`).
     """
-    _check_distil_args(student, teacher, method, budget_s, steps, batch, lr, teacher_swap, eval_every, eval_n)
+    _check_distil_args(student, teacher, method, budget_s, steps, batch, lr, teacher_swap, eval_every, eval_n, alpha)
+    loss_fn = functools.partial(LOSSES[method], alpha=alpha) if method == "renyi" else LOSSES[method]
     teachers = {"teacher": teacher} if teacher_swap is None else {"old": teacher, "new": teacher_swap[1]}
     for t in teachers.values():
         freeze(t)
@@ -550,7 +791,7 @@ def distil(
                     record_eval()
                 current, history.swapped_at = "new", history.steps_done + 1
         start = time.perf_counter()
-        loss, sampled = LOSSES[method](student, teachers[current], batch, generator)
+        loss, sampled = loss_fn(student, teachers[current], batch, generator)
         _step(optimiser, params, loss)
         elapsed += time.perf_counter() - start
         history.teacher_seconds += sampled
@@ -839,24 +1080,231 @@ def transfer_comparison(fast: bool = True, seed: int = 0) -> dict:
     return out
 
 
+def _partly_distilled_moons_pair(fast: bool, seed: int) -> tuple[ToyFlow, ToyFlow]:
+    """The moons teacher and a student after a fifth of the usual reverse-KL steps: a pair that still differs."""
+    teacher, student = moons_teacher(fast, seed), moons_student(fast, seed + 1)
+    steps = _size(MOONS, fast)["steps"] // 5
+    distil(student, teacher, steps=steps, batch=256, lr=2e-3, generator=_generator(seed + 2), eval_every=steps)
+    return freeze(student), teacher
+
+
+def divergence_estimators(fast: bool = True, seed: int = 0, alpha: float = 0.5) -> dict:
+    """Issue item 1: bias and spread of each Monte Carlo divergence estimator against quadrature (two moons).
+
+    One teacher and a partly distilled student; for each sample size n, ``repeats`` independent estimates of
+    the reverse KL (student draws), the forward KL (teacher draws), the Renyi D_alpha (student draws), JS
+    two-sided (n draws of each) and JS importance-weighted (student draws only). Reported per estimator and n:
+    the exact value (grid), bias = mean - exact, sd (the spread over repeats), the mean reported standard
+    error, RMSE and milliseconds per estimate (teacher draws are a MAF's sequential sampling).
+    """
+    _size(MOONS, fast)
+    sizes, repeats = ((10, 100, 1000), 40) if fast else ((10, 100, 1000, 10000), 300)
+    points = 200 if fast else 400
+    student, teacher = _partly_distilled_moons_pair(fast, seed)
+    grid = grid_divergences(student, teacher, 6.0, points)
+    exact = {
+        "reverse_kl": grid["reverse_kl"],
+        "forward_kl": grid["forward_kl"],
+        "renyi": grid_renyi(student, teacher, alpha, 6.0, points),
+        "js_two_sided": grid["js"],
+        "js_student_only": grid["js"],
+    }
+    estimators = {
+        "reverse_kl": lambda n, g: reverse_kl(student, teacher, n, g),
+        "forward_kl": lambda n, g: forward_kl(teacher, student, n, g),
+        "renyi": lambda n, g: renyi_divergence(student, teacher, alpha, n, g),
+        "js_two_sided": lambda n, g: js_divergence(student, teacher, n, g, teacher_draws=True),
+        "js_student_only": lambda n, g: js_divergence(student, teacher, n, g, teacher_draws=False),
+    }
+    rows = []
+    for name, estimate in estimators.items():
+        for n in sizes:
+            start = time.perf_counter()
+            values, errors = zip(*(estimate(n, _generator(seed + 100 + r)) for r in range(repeats)), strict=True)
+            seconds = (time.perf_counter() - start) / repeats
+            v = torch.tensor(values, dtype=torch.float64)
+            rows.append(
+                {
+                    "estimator": name,
+                    "n": n,
+                    "exact": exact[name],
+                    "bias": v.mean().item() - exact[name],
+                    "bias_se": (v.std() / math.sqrt(repeats)).item(),
+                    "sd": v.std().item(),
+                    "mean_reported_se": sum(errors) / repeats,
+                    "rmse": ((v - exact[name]) ** 2).mean().sqrt().item(),
+                    "ms_per_estimate": 1e3 * seconds,
+                }
+            )
+    return {"item": "divergences", "alpha": alpha, "repeats": repeats, "exact": exact, "rows": rows}
+
+
+# The student of divergence_comparison: one flow, so it cannot bend a conditional into two moons, and the
+# divergence decides what it gives up.
+SMALL_STUDENT = {"fast": {"flows": 1, "width": 32}, "full": {"flows": 1, "width": 64}}
+DIVERGENCE_METHODS = ("reverse_kl", "forward_kl_ml", "renyi", "js")
+
+
+def divergence_comparison(fast: bool = True, seed: int = 0, alpha: float = 0.5, keep_students: bool = False) -> dict:
+    """Issue item 1: one teacher, one step budget, four training divergences; mode-seeking vs mode-covering.
+
+    A one-flow IAF student (:data:`SMALL_STUDENT`) is trained on two moons by the reverse KL (PDD), ML on
+    teacher draws (forward KL, through the student's sequential inverse), Renyi D_alpha and JS (both on the
+    student's own draws). Each result is scored by quadrature in every divergence, with ``missed_mass`` (the
+    teacher's mass where q < p / 10). A second table times a few steps of every method on the AR series
+    teacher (T steps): a MAF samples and an IAF inverts in T sequential passes, the MAF/IAF asymmetry of
+    notebook 01, so ML's cost per step grows with T while the student-sample methods stay one pass.
+    ``keep_students=True`` adds ``"students"`` (method -> trained flow) and ``"teacher"``, for plots (not JSON).
+    """
+    moons, series = _size(MOONS, fast), _size(SERIES, fast)
+    small = _size(SMALL_STUDENT, fast)
+    steps, points, timed_steps = moons["steps"], (150 if fast else 300), (3 if fast else 10)
+    teacher = moons_teacher(fast, seed)
+    rows, students = [], {}
+    for method in DIVERGENCE_METHODS:
+        student = _seeded(seed + 1, lambda: ToyFlow.iaf(2, small["flows"], small["width"]))
+        history = distil(
+            student,
+            teacher,
+            method,
+            steps=steps,
+            batch=256,
+            lr=3e-3,
+            generator=_generator(seed + 2),
+            eval_every=steps,
+            eval_n=16,
+            alpha=alpha,
+        )
+        students[method] = student
+        rows.append(
+            {
+                "method": method,
+                "steps": steps,
+                "seconds_per_step": history.seconds_per_step,
+                "teacher_sampling_share": history.teacher_seconds / history.seconds[-1],
+                "renyi": grid_renyi(student, teacher, alpha, 6.0, points),
+            }
+            | grid_divergences(student, teacher, 6.0, points)
+        )
+    series_teacher_ = series_teacher(fast, seed)
+    cost = []
+    for method in DIVERGENCE_METHODS:
+        history = distil(
+            series_student(fast, seed + 1),
+            series_teacher_,
+            method,
+            steps=timed_steps,
+            batch=64,
+            lr=2e-3,
+            generator=_generator(seed + 2),
+            eval_every=timed_steps,
+            eval_n=2,
+            alpha=alpha,
+        )
+        cost.append(
+            {
+                "method": method,
+                "task": f"series T={series['length']}",
+                "seconds_per_step": history.seconds_per_step,
+                "teacher_sampling_share": history.teacher_seconds / history.seconds[-1],
+            }
+        )
+    out = {"item": "divergences", "alpha": alpha, "student": small, "rows": rows, "series_cost": cost}
+    return out | ({"students": students, "teacher": teacher} if keep_students else {})
+
+
+def multi_teacher(fast: bool = True, seed: int = 0, keep_students: bool = False) -> dict:
+    """Issue item 2: one student, two MAF teachers; the KL to their mixture against the average of the KLs.
+
+    Scenarios: "seeds" (two teachers fitted to two moons from different seeds: they agree) and "shift" (two
+    moons and two moons rotated by 90 degrees: they overlap only where the arms cross). Students, same
+    initial weights and steps: "mixture" (reverse KL to p_mix, :class:`TeacherEnsemble` "mixture"),
+    "average" (the average of the reverse KLs, "geometric") and "mixture_ml" (ML on mixture draws: forward
+    KL, the analogue of ensemble distillation's average-prediction target). Reported by quadrature: KL of
+    the student to each teacher, their average, reverse and forward KL to the mixture, the mixture's
+    missed mass, and ``-ln Z``, the average-of-KLs objective's floor. ``keep_students=True`` adds
+    ``"students"`` and ``"teachers"`` (flows, for plots) to each scenario.
+    """
+    size = _size(MOONS, fast)
+    steps, points = size["steps"], (150 if fast else 300)
+    pairs = {
+        "seeds": (moons_teacher(fast, seed), moons_teacher(fast, seed + 20)),
+        "shift": (moons_teacher(fast, seed), moons_teacher(fast, seed + 10, rotate=math.pi / 2)),
+    }
+    scenarios = []
+    for name, (a, b) in pairs.items():
+        mixture, geometric = TeacherEnsemble([a, b], "mixture"), TeacherEnsemble([a, b], "geometric")
+        runs, students = {}, {}
+        for run, (target, method) in {
+            "mixture": (mixture, "reverse_kl"),
+            "average": (geometric, "reverse_kl"),
+            "mixture_ml": (mixture, "forward_kl_ml"),
+        }.items():
+            student = moons_student(fast, seed + 1)
+            distil(
+                student,
+                target,
+                method,
+                steps=steps,
+                batch=256,
+                lr=2e-3,
+                generator=_generator(seed + 2),
+                eval_every=steps,
+                eval_n=16,
+            )
+            students[run] = student
+            to_a, to_b = (grid_divergences(student, t, 6.0, points)["reverse_kl"] for t in (a, b))
+            mix = grid_divergences(student, mixture, 6.0, points)
+            runs[run] = {
+                "kl_to_1": to_a,
+                "kl_to_2": to_b,
+                "average_kl": (to_a + to_b) / 2,
+                "kl_to_mixture": mix["reverse_kl"],
+                "mixture_to_student_kl": mix["forward_kl"],
+                "mixture_missed_mass": mix["missed_mass"],
+            }
+        z = grid_divergences(a, geometric, 6.0, points)["teacher_mass"]
+        scenarios.append(
+            {
+                "scenario": name,
+                "kl_1_to_2": grid_divergences(a, b, 6.0, points)["reverse_kl"],
+                "average_kl_floor": -math.log(z),
+                "runs": runs,
+            }
+            | ({"students": students, "teachers": (a, b)} if keep_students else {})
+        )
+    return {"item": "multi_teacher", "steps": steps, "scenarios": scenarios}
+
+
 __all__ = [
     "AR_A",
     "AR_B",
     "AR_LAG",
     "AR_SCALE",
+    "DIVERGENCE_METHODS",
     "DistilHistory",
     "METHODS",
+    "SMALL_STUDENT",
+    "TeacherEnsemble",
     "ToyFlow",
     "ar_entropy_rate",
     "ar_series",
     "architecture_sweep",
     "distil",
+    "divergence_comparison",
+    "divergence_estimators",
     "evolving_teacher",
     "fit_ml",
     "forward_kl",
     "grid_divergences",
+    "grid_renyi",
+    "js_divergence",
+    "js_estimate",
     "moons_teacher",
     "moons_student",
+    "multi_teacher",
+    "renyi_divergence",
+    "renyi_estimate",
     "reverse_kl",
     "series_student",
     "series_teacher",

@@ -1,9 +1,12 @@
 """Tests for pwn_lib.toys, each against an independent computation: autograd Jacobians for the densities,
-quadrature for the normalisation and the divergences, the sample's noise dependence for the receptive field,
-and seeded distillation runs whose KL must fall by a stated margin."""
+quadrature for the normalisation and the divergences, Gaussian closed forms for the Renyi and JS estimators,
+autograd through quadrature for the training losses' gradients, the sample's noise dependence for the
+receptive field, and seeded distillation runs whose KL must fall by a stated margin. Each new check also
+shows that a deliberately wrong version fails it."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -13,12 +16,18 @@ from torch.autograd.functional import jacobian
 
 from pwn_lib.toys import (
     AR_LAG,
+    TeacherEnsemble,
     ToyFlow,
     ar_series,
     distil,
     fit_ml,
     forward_kl,
     grid_divergences,
+    grid_renyi,
+    js_divergence,
+    js_estimate,
+    renyi_divergence,
+    renyi_estimate,
     reverse_kl,
     two_moons,
 )
@@ -268,6 +277,200 @@ def test_two_moons_is_standardised():
     assert x.mean(0).abs().max() < 0.05 and ((x.std(0) - 1).abs() < 0.1).all()
 
 
+# --------------------------------------------------------------------------- other divergences
+
+
+def gaussian_renyi(m1: float, s1: float, m2: float, s2: float, alpha: float) -> float:
+    """Closed form ``D_alpha(N(m1, s1^2) || N(m2, s2^2))`` (needs ``alpha s2^2 + (1 - alpha) s1^2 > 0``)."""
+    v = alpha * s2**2 + (1 - alpha) * s1**2
+    return math.log(s2 / s1) + math.log(s2**2 / v) / (2 * (alpha - 1)) + alpha * (m1 - m2) ** 2 / (2 * v)
+
+
+def gaussian_kl(m1: float, s1: float, m2: float, s2: float) -> float:
+    return math.log(s2 / s1) + (s1**2 + (m1 - m2) ** 2) / (2 * s2**2) - 0.5
+
+
+def gaussian_log_pdf(x: torch.Tensor, m: float, s: float) -> torch.Tensor:
+    return -0.5 * ((x - m) / s) ** 2 - math.log(s) - 0.5 * math.log(2 * math.pi)
+
+
+Q, P = (0.0, 1.0), (0.5, 1.5)  # student N(0, 1), teacher N(0.5, 1.5^2)
+
+
+def gaussian_draws(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x, log q(x), log p(x))`` for ``n`` draws from the student Gaussian Q."""
+    x = Q[0] + Q[1] * torch.randn(n, generator=torch.Generator().manual_seed(seed), dtype=F64)
+    return x, gaussian_log_pdf(x, *Q), gaussian_log_pdf(x, *P)
+
+
+@pytest.mark.parametrize("alpha", [0.5, 0.8, 2.0])
+def test_renyi_estimate_matches_the_gaussian_closed_form(alpha):
+    _, log_q, log_p = gaussian_draws(200_000, 30)
+    value, se = renyi_estimate(log_q, log_p, alpha)
+    exact = gaussian_renyi(*Q, *P, alpha)
+    assert abs(value - exact) < 4 * se + 1e-3, (value, se, exact)
+    kl_shaped = ((1 - alpha) * (log_p - log_q)).mean().item() / (alpha - 1)  # wrong: no log of the mean
+    assert abs(kl_shaped - exact) > 10 * se  # the check above would catch it
+
+
+def test_renyi_tends_to_the_kl_as_alpha_goes_to_one():
+    kl = gaussian_kl(*Q, *P)
+    assert gaussian_renyi(*Q, *P, 0.999) == pytest.approx(kl, abs=2e-3)  # the closed forms agree in the limit
+    _, log_q, log_p = gaussian_draws(100_000, 31)
+    assert renyi_estimate(log_q, log_p, 0.999)[0] == pytest.approx((log_q - log_p).mean().item(), abs=2e-3)
+    assert gaussian_renyi(*Q, *P, 0.5) < kl < gaussian_renyi(*Q, *P, 2.0)  # D_alpha grows with alpha
+
+
+def gaussian_js() -> float:
+    """JS(N_P, N_Q) by the trapezoid rule on a fine grid."""
+    x = torch.linspace(-20, 20, 400_001, dtype=F64)
+    log_q, log_p = gaussian_log_pdf(x, *Q), gaussian_log_pdf(x, *P)
+    log_m = torch.logaddexp(log_q, log_p) - math.log(2)
+    integrand = 0.5 * (log_q.exp() * (log_q - log_m) + log_p.exp() * (log_p - log_m))
+    return torch.trapezoid(integrand, x).item()
+
+
+def test_js_estimators_match_quadrature_for_gaussians_and_the_unweighted_one_does_not():
+    exact = gaussian_js()
+    x, log_q, log_p = gaussian_draws(200_000, 32)
+    y = P[0] + P[1] * torch.randn(200_000, generator=torch.Generator().manual_seed(33), dtype=F64)
+    two_sided = js_estimate(log_q, log_p, gaussian_log_pdf(y, *Q), gaussian_log_pdf(y, *P))
+    student_only = js_estimate(log_q, log_p)
+    for value, se in (two_sided, student_only):
+        assert abs(value - exact) < 4 * se + 1e-4, (value, se, exact)
+    log_m = torch.logaddexp(log_q, log_p) - math.log(2)
+    unweighted = (0.5 * (log_q - log_m) + 0.5 * (log_p - log_m)).mean().item()  # wrong: E_p taken under q
+    assert abs(unweighted - exact) > 10 * student_only[1]
+    with pytest.raises(ValueError, match="needs both log_q_t and log_p_t"):
+        js_estimate(log_q, log_p, log_q_t=log_q)
+
+
+def plane_pair(seed: int = 40) -> tuple[ToyFlow, ToyFlow]:
+    return randomised(ToyFlow.iaf(2, flows=3, width=8), seed), randomised(ToyFlow.maf(2, flows=3, width=8), seed + 1)
+
+
+def test_flow_renyi_and_js_estimates_agree_with_quadrature():
+    student, teacher = plane_pair()
+    grid = grid_divergences(student, teacher, lim=25.0, points=700)
+    renyi = grid_renyi(student, teacher, 0.5, lim=25.0, points=700)
+    assert renyi > 0.02 and grid["js"] > 0.01  # the pair differs, so the checks can fail
+    value, se = renyi_divergence(student, teacher, 0.5, 20000, torch.Generator().manual_seed(42))
+    assert abs(value - renyi) < 4 * se + 2e-3
+    for teacher_draws in (True, False):
+        value, se = js_divergence(student, teacher, 20000, torch.Generator().manual_seed(43), teacher_draws)
+        assert abs(value - grid["js"]) < 4 * se + 2e-3, teacher_draws
+    assert grid_renyi(student, teacher, 1, lim=25.0, points=700) == pytest.approx(grid["reverse_kl"])
+    assert grid_renyi(student, teacher, 0.999, lim=25.0, points=700) == pytest.approx(grid["reverse_kl"], rel=0.02)
+
+
+def exact_divergence(student: ToyFlow, teacher: ToyFlow, method: str, alpha: float = 0.5) -> torch.Tensor:
+    """The divergence by quadrature, differentiable in the student's weights (autograd through log q)."""
+    h = 2 * 25.0 / 500
+    centres = torch.linspace(-25 + h / 2, 25 - h / 2, 500, dtype=F64)
+    grid = torch.cartesian_prod(centres, centres)
+    log_q = student.log_prob(grid)
+    with torch.no_grad():
+        log_p = teacher.log_prob(grid)
+    q, p = log_q.exp(), log_p.exp()
+    if method == "reverse_kl":
+        return (q * (log_q - log_p)).sum() * h * h
+    if method == "renyi":
+        return (torch.logsumexp(alpha * log_q + (1 - alpha) * log_p, 0) + 2 * math.log(h)) / (alpha - 1)
+    log_m = torch.logaddexp(log_q, log_p) - math.log(2)
+    return 0.5 * (q * (log_q - log_m) + p * (log_p - log_m)).sum() * h * h
+
+
+def loss_gradient(student: ToyFlow, loss: torch.Tensor) -> torch.Tensor:
+    return torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(student.parameters()))])
+
+
+@pytest.mark.parametrize("method", ["reverse_kl", "renyi", "js"])
+def test_training_losses_have_the_gradient_of_the_exact_divergence(method):
+    from pwn_lib.toys import LOSSES
+
+    student, teacher = plane_pair(44)
+    teacher.requires_grad_(False)
+    exact = loss_gradient(student, exact_divergence(student, teacher, method))
+    loss, _ = LOSSES[method](student, teacher, 100_000, torch.Generator().manual_seed(45))
+    estimated = loss_gradient(student, loss)
+    cosine = torch.nn.functional.cosine_similarity(exact, estimated, dim=0)
+    assert cosine > 0.97 and estimated.norm() / exact.norm() == pytest.approx(1.0, abs=0.1), (cosine, method)
+    if method == "js":  # the same loss with the importance weight dropped has another gradient
+        x, log_q = student.sample_with_log_prob(100_000, torch.Generator().manual_seed(45))
+        log_m = torch.logaddexp(log_q, teacher.log_prob(x)) - math.log(2)
+        wrong = loss_gradient(student, (0.5 * (log_q - log_m) + 0.5 * (teacher.log_prob(x) - log_m)).mean())
+        assert torch.nn.functional.cosine_similarity(exact, wrong, dim=0) < 0.9
+
+
+def test_renyi_and_js_distillation_lower_their_exact_divergence():
+    teacher, _ = moons_pair()
+    for method in ("renyi", "js"):
+        torch.manual_seed(0)
+        student = ToyFlow.iaf(2, flows=3, width=16)
+        score = (
+            (lambda s: grid_renyi(s, teacher, 0.5))
+            if method == "renyi"
+            else lambda s: grid_divergences(s, teacher)["js"]
+        )
+        before = score(student)
+        distil(student, teacher, method, steps=200, batch=128, lr=3e-3, generator=torch.Generator().manual_seed(46))
+        assert score(student) < 0.4 * before, method
+
+
+# --------------------------------------------------------------------------- several teachers
+
+
+def two_teachers() -> tuple[ToyFlow, ToyFlow]:
+    return randomised(ToyFlow.maf(2, flows=2, width=8), 50), randomised(ToyFlow.maf(2, flows=2, width=8), 51)
+
+
+def test_the_mixture_is_a_normalised_density_and_samples_from_it():
+    a, b = two_teachers()
+    mixture = TeacherEnsemble([a, b], "mixture")
+    student = randomised(ToyFlow.iaf(2, flows=2, width=8), 52)
+    grid = grid_divergences(student, mixture, lim=25.0, points=700)
+    assert grid["teacher_mass"] == pytest.approx(1.0, abs=2e-3)
+    fwd, se = forward_kl(mixture, student, 20000, torch.Generator().manual_seed(53))  # draws from the mixture
+    assert abs(fwd - grid["forward_kl"]) < 4 * se + 2e-3
+    summed = TeacherEnsemble([a, b], "mixture")
+    summed.log_prob = lambda x: torch.logsumexp(torch.stack([a.log_prob(x), b.log_prob(x)]), 0)  # wrong: no -ln M
+    assert grid_divergences(student, summed, lim=25.0, points=700)["teacher_mass"] == pytest.approx(2.0, abs=5e-3)
+
+
+def test_the_reverse_kl_to_the_geometric_mean_is_the_average_of_the_kls():
+    a, b = two_teachers()
+    student = randomised(ToyFlow.iaf(2, flows=2, width=8), 54)
+    geometric = TeacherEnsemble([a, b], "geometric")
+    by_sampling = [reverse_kl(student, t, 5000, torch.Generator().manual_seed(55))[0] for t in (geometric, a, b)]
+    assert by_sampling[0] == pytest.approx((by_sampling[1] + by_sampling[2]) / 2, abs=1e-5)  # same draws
+    grids = [grid_divergences(student, t, lim=25.0, points=500) for t in (geometric, a, b)]
+    assert grids[0]["reverse_kl"] == pytest.approx((grids[1]["reverse_kl"] + grids[2]["reverse_kl"]) / 2, abs=1e-6)
+    z = grids[0]["teacher_mass"]  # Z = int sqrt(p_a p_b) < 1 for two different teachers (AM-GM)
+    bhattacharyya = math.exp(-grid_renyi(a, b, 0.5, lim=25.0, points=500) / 2)  # D_1/2 = -2 ln int sqrt(p_a p_b)
+    assert 0 < z < 0.99 and z == pytest.approx(bhattacharyya, rel=1e-9)
+    same = grid_divergences(student, TeacherEnsemble([a, copy.deepcopy(a)], "geometric"), lim=25.0, points=500)
+    assert same["teacher_mass"] == pytest.approx(1.0, abs=2e-3)  # equal teachers: the geometric mean is the teacher
+    assert grids[0]["reverse_kl"] >= -math.log(z)  # the average of the KLs never goes below its floor -ln Z
+
+
+def test_distilling_several_teachers():
+    a, b = (t.float() for t in two_teachers())
+    torch.manual_seed(0)
+    student = ToyFlow.iaf(2, flows=2, width=16)
+    history = distil(
+        student, TeacherEnsemble([a, b], "geometric"), steps=20, batch=64, generator=torch.Generator().manual_seed(56)
+    )
+    assert math.isnan(history.final["forward_kl"]["teacher"]) and history.final["reverse_kl"]["teacher"] > 0
+    history = distil(
+        student,
+        TeacherEnsemble([a, b], "mixture"),
+        "forward_kl_ml",
+        steps=5,
+        generator=torch.Generator().manual_seed(57),
+    )
+    assert history.teacher_seconds > 0 and math.isfinite(history.final["forward_kl"]["teacher"])
+
+
 @pytest.mark.parametrize(
     "call, message",
     [
@@ -286,6 +489,26 @@ def test_two_moons_is_standardised():
         (lambda: grid_divergences(ToyFlow.iaf(2), ToyFlow.maf(2), lim=-1), r"lim=-1"),
         (lambda: distil(ToyFlow.iaf(2), ToyFlow.maf(2), "kl", steps=5), r"method='kl' is unknown"),
         (lambda: distil(ToyFlow.iaf(2), ToyFlow.maf(2)), r"needs a budget: give budget_s"),
+        (lambda: distil(ToyFlow.iaf(2), ToyFlow.maf(2), "renyi", steps=5, alpha=1.0), r"alpha=1.0: .* use reverse_kl"),
+        (lambda: renyi_estimate(torch.zeros(5), torch.zeros(5), -0.5), r"alpha=-0.5: use a finite alpha > 0"),
+        (lambda: renyi_estimate(torch.zeros(1), torch.zeros(1), 0.5), r"n=1 samples"),
+        (lambda: TeacherEnsemble([ToyFlow.maf(2)], "mixture"), r"at least 2 teachers"),
+        (lambda: TeacherEnsemble([ToyFlow.maf(2), ToyFlow.maf(2)], "product"), r"combine='product' is unknown"),
+        (lambda: TeacherEnsemble([ToyFlow.maf(2), ToyFlow.maf(3)]), r"different spaces \(2 and 3"),
+        (
+            lambda: TeacherEnsemble([ToyFlow.maf(2), ToyFlow.maf(2)], "geometric").sample(4),
+            r"geometric TeacherEnsemble has no sampler",
+        ),
+        (
+            lambda: distil(
+                ToyFlow.iaf(2), TeacherEnsemble([ToyFlow.maf(2), ToyFlow.maf(2)], "geometric"), "forward_kl_ml", steps=5
+            ),
+            r"forward_kl_ml' samples the teacher",
+        ),
+        (
+            lambda: distil(ToyFlow.iaf(2), TeacherEnsemble([ToyFlow.maf(2), ToyFlow.maf(2)]), "regression", steps=5),
+            r"regression' needs one teacher",
+        ),
         (lambda: distil(ToyFlow.iaf(2), ToyFlow.maf(2), budget_s=-1.0), r"budget_s=-1.0"),
         (
             lambda: distil(ToyFlow.iaf(2), ToyFlow.maf(2), steps=5, teacher_swap=(5, ToyFlow.maf(2))),
@@ -306,8 +529,11 @@ def test_bad_arguments_are_refused_with_a_message(call, message):
         call()
 
 
-def test_experiment_size_switch_must_be_a_bool():
-    from pwn_lib.toys import architecture_sweep
+@pytest.mark.parametrize(
+    "name", ["architecture_sweep", "divergence_estimators", "divergence_comparison", "multi_teacher"]
+)
+def test_experiment_size_switch_must_be_a_bool(name):
+    import pwn_lib.toys
 
     with pytest.raises(ValueError, match=r"fast='yes': use True"):
-        architecture_sweep("yes")
+        getattr(pwn_lib.toys, name)("yes")
