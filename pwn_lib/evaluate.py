@@ -38,7 +38,7 @@ from pwn_lib import vocoders
 from pwn_lib.artifacts import CheckpointError, write_json
 from pwn_lib.audio import power_db, save_audio
 from pwn_lib.config import DATA_DIR, AudioConfig, RecipeError, at_least_one, fast_mode, positive_number
-from pwn_lib.data import VOICES, Utterance, load_corpus, load_voices
+from pwn_lib.data import VOICES, Utterance, load_voices
 from pwn_lib.losses import MR_STFT_RESOLUTIONS
 from pwn_lib.metrics import (
     FRAME_HOP,
@@ -93,7 +93,7 @@ def pick_utterances(
     ``voice``: one of :data:`pwn_lib.data.VOICES` (English, the embedded corpus, by default)."""
     if voice not in VOICES:
         raise ValueError(f"voice {voice!r} unknown; choose one of {list(VOICES)}")
-    found = load_corpus(split) if voice == "en" else load_voices(split, [voice])
+    found = load_voices(split, [voice])  # English is the embedded corpus, speaker 0
     pool = sorted(
         (u for u in found if min_seconds <= len(u.audio) / u.sample_rate <= max_seconds),
         key=lambda u: (len(u.audio), u.id),
@@ -368,8 +368,7 @@ def recompute(directory: Path, batches: int | None = None, progress: bool = Fals
     system = vocoders.load(directory, temperature=recorded.get("sampling", {}).get("temperature"))
     audio = system.audio
     voice = recorded.get("voice", "en")
-    found = load_corpus(recorded["split"]) if voice == "en" else load_voices(recorded["split"], [voice])
-    by_id = {u.id: u for u in found}
+    by_id = {u.id: u for u in load_voices(recorded["split"], [voice])}
     count = len(recorded["utterances"]) if batches is None else batches * recorded["batch_size"]
     utterances = [by_id[i] for i in recorded["utterances"][:count]]
     clips = [crop_to_hops(u.audio, audio.hop_length) for u in utterances]

@@ -36,10 +36,7 @@ def heldout_windows(
 
     ``voice`` picks one of :data:`pwn_lib.data.VOICES` (English, the embedded corpus, by default); each window's
     ``"speaker"`` is that voice's id."""
-    if voice == "en":
-        utterances = load_corpus(split, sample_rate=audio.sample_rate)
-    else:
-        utterances = load_voices(split, [voice], sample_rate=audio.sample_rate)
+    utterances = load_voices(split, [voice], sample_rate=audio.sample_rate)  # English: the embedded corpus
     dataset = AudioWindows(utterances, window, audio, seed=HELDOUT_SEED, length=count)
     return [dataset[i] for i in range(count)]
 
