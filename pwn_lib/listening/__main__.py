@@ -1,6 +1,8 @@
 """Command line for listening tests.
 
 python -m pwn_lib.listening build --systems real,teacher,student,mulaw8,anchor --utterances 8 --out DIR
+python -m pwn_lib.listening build --systems real,teacher=data/checkpoints/teacher_speakers,anchor \
+    --voices en,es,fr,it,ru --utterances 4 --out DIR
 python -m pwn_lib.listening simulate --test DIR --db ratings.sqlite --raters 12
 python -m pwn_lib.listening analyse --test DIR --ratings ratings.sqlite [more.csv ...]
 python -m pwn_lib.listening export --db ratings.sqlite --csv ratings.csv
@@ -27,12 +29,29 @@ def _build(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)  # generation is many tiny steps: more threads only contend
     command = " ".join(["python -m pwn_lib.listening", *args.argv])
     test = build_test(
-        args.out, args.systems, args.utterances, args.seconds, args.seed, args.name, args.ab, args.loudness, command
+        args.out,
+        args.systems,
+        args.utterances,
+        args.seconds,
+        args.seed,
+        args.name,
+        args.ab,
+        args.loudness,
+        command,
+        args.voices,
     )
+    voices = f" ({args.voices})" if args.voices else ""
     print(
         f"test {test.name!r} written to {test.root}: {len(test.systems)} systems x {len(test.utterances)} "
-        f"utterances, {len(test.controls)} control clips, A/B pairs {test.ab_pairs}"
+        f"utterances{voices}, {len(test.controls)} control clips, A/B pairs {test.ab_pairs}"
     )
+    for system, spec in test.systems.items():
+        if spec.get("unseen_voices"):
+            how = "with their speaker ids" if "speaker_ids" in spec else "from their log-mels alone (single-speaker)"
+            print(
+                f"note: {system} was not trained on {spec['unseen_voices']} and renders them {how}; test.json "
+                "records them as its unseen_voices and the per-voice MOS marks them"
+            )
 
 
 def _simulate(args: argparse.Namespace) -> None:
@@ -106,7 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="real,teacher,student,mulaw8,anchor",
         help="comma-separated: real, teacher, student, mulaw8, anchor, or NAME=CHECKPOINT_DIR",
     )
-    b.add_argument("--utterances", type=at_least_one, default=8, help="held-out (test split) utterances")
+    b.add_argument(
+        "--utterances", type=at_least_one, default=8, help="held-out (test split) utterances (per voice with --voices)"
+    )
+    b.add_argument(
+        "--voices",
+        help="comma-separated voices of pwn_lib.data.VOICES (en,es,fr,it,ru), each from its own test split; a "
+        "multi-speaker checkpoint renders each with its speaker id (default: the English corpus alone)",
+    )
     b.add_argument(
         "--seconds",
         type=clip_seconds,

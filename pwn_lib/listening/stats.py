@@ -9,6 +9,7 @@ Input is the ratings DataFrame of :meth:`pwn_lib.listening.store.RatingStore.rat
 * **Wilcoxon signed-rank** tests between systems on ratings paired by (rater, utterance), Holm-adjusted.
 * **A/B**: a two-sided exact binomial test of "A preferred" against 1/2; "no preference" answers are dropped
   (the sign-test convention, default) or split evenly between the sides.
+* **Per voice**: a test built from several voices (``build --voices``) also gets each voice's MOS per system.
 * **Screening** (ITU-T P.808): a rater is kept only if every clip was played to the end, every trap clip got the
   spoken score, at least one gold clip was rated and each within ``gold_tolerance`` of its known score, and their
   ratings vary.
@@ -35,6 +36,7 @@ MIN_VARIANCE = 0.15  # P.808 reference implementation's default: a rater who (ne
 GOLD_TOLERANCE = 1
 TIES = ("drop", "split")
 SCREENING_CHECKS = ("all_played", "trap_ok", "gold_seen", "gold_ok", "variance_ok")
+VOICES_KEY = "voices"  # test.json's metrics[VOICES_KEY]: utterance -> voice, written by `build --voices`
 
 
 def mos_ratings(frame: pd.DataFrame) -> pd.DataFrame:
@@ -122,6 +124,33 @@ def mos_table(
     if test is not None:
         table.insert(1, "role", [test.systems.get(s, {}).get("role", "?") for s in table["system"]])
     return table.sort_values(["mos", "system"], ascending=[False, True]).reset_index(drop=True)
+
+
+def utterance_voices(test: ListeningTest) -> dict[str, str]:
+    """Each utterance's voice as the builder recorded it; empty for a test of one unnamed voice (built without
+    ``--voices``, or before voices were recorded)."""
+    return dict(test.metrics.get(VOICES_KEY, {}))
+
+
+def mos_by_voice(
+    frame: pd.DataFrame, test: ListeningTest, n_boot: int = 2000, seed: int = 0, level: float = LEVEL
+) -> pd.DataFrame:
+    """:func:`mos_table` of each voice's utterances (voices in the test's order), with columns ``voice`` and
+    ``unseen`` (the system's training run did not include that voice: see ``build``); empty when the test records
+    no voices."""
+    voices = utterance_voices(test)
+    rows = mos_ratings(frame)
+    rows = rows.assign(voice=rows["utterance"].map(voices))
+    tables = []
+    for voice in dict.fromkeys(voices[u] for u in test.utterances if u in voices):
+        mine = rows[rows["voice"] == voice].drop(columns="voice")
+        if mine.empty:
+            continue
+        table = mos_table(mine, test, n_boot, seed, level)
+        table.insert(1, "voice", voice)
+        table.insert(2, "unseen", [voice in test.systems.get(s, {}).get("unseen_voices", []) for s in table["system"]])
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,16 +383,25 @@ def md_text(value) -> str:
 
 
 def _fmt_table(table: pd.DataFrame) -> str:
+    """The MOS table in Markdown; a per-voice table (:func:`mos_by_voice`) gets a voice column."""
+    by_voice = "voice" in table
     lines = [
-        "| system | role | ratings | raters | MOS ± 95 % CI (t) | bootstrap 95 % CI |",
-        "|---|---|---|---|---|---|",
+        f"| system | {'voice | ' if by_voice else ''}role | ratings | raters | MOS ± 95 % CI (t) | bootstrap 95 % CI |",
+        f"|---|{'---|' if by_voice else ''}---|---|---|---|---|",
     ]
     for _, r in table.iterrows():
+        voice = f"{md_text(r['voice'])}{' (not trained on it)' if r['unseen'] else ''} | " if by_voice else ""
         lines.append(
-            f"| {md_text(r['system'])} | {md_text(r.get('role', ''))} | {r['ratings']} | {r['raters']} | "
+            f"| {md_text(r['system'])} | {voice}{md_text(r.get('role', ''))} | {r['ratings']} | {r['raters']} | "
             f"{r['mos']:.2f} ± {r['ci95']:.2f} | [{r['boot_low']:.2f}, {r['boot_high']:.2f}] |"
         )
     return "\n".join(lines)
+
+
+def _voices(test: ListeningTest) -> str:
+    """`` (en 2, fr 2)``: utterances per voice, for the report's stimuli line (empty for a one-voice test)."""
+    counts = pd.Series(utterance_voices(test)).value_counts(sort=False)
+    return f" ({', '.join(f'{md_text(v)} {n}' for v, n in counts.items())})" if len(counts) > 1 else ""
 
 
 def report(
@@ -398,7 +436,7 @@ def report(
         + ".",
         "- **Scale:** listening quality, 5 Excellent, 4 Good, 3 Fair, 2 Poor, 1 Bad; A/B: A, B or no preference "
         f"(ties {'dropped' if ties == 'drop' else 'split evenly'} in the binomial test).",
-        f"- **Stimuli:** {len(test.systems)} systems x {len(test.utterances)} held-out utterances, "
+        f"- **Stimuli:** {len(test.systems)} systems x {len(test.utterances)} held-out utterances{_voices(test)}, "
         f"{test.clip_seconds():.1f} s each, {test.sample_rate} Hz mono 16-bit, "
         f"loudness-normalised to {test.loudness_lufs:g} LUFS "
         "(ITU-R BS.1770); order randomised per rater; A/B sides randomised per trial.",
@@ -419,6 +457,8 @@ def report(
     if note:
         lines.append(f"- **Note:** {md_text(note)}")
     lines += ["", _fmt_table(mos_table(kept, test, n_boot, seed))]
+    if len(set(utterance_voices(test).values())) > 1:
+        lines += ["", "MOS per voice:", "", _fmt_table(mos_by_voice(kept, test, n_boot, seed))]
     if test.ab_pairs and (kept["kind"] == "ab").any():
         ab = ab_table(kept, ties=ties)
         lines += ["", "| A/B | prefer first | prefer second | no preference | p (binomial) |", "|---|---|---|---|---|"]
@@ -442,6 +482,7 @@ __all__ = [
     "bootstrap_means",
     "holm",
     "md_text",
+    "mos_by_voice",
     "mos_ratings",
     "mos_table",
     "objective_table",
@@ -452,4 +493,5 @@ __all__ = [
     "report",
     "screen_raters",
     "t_interval",
+    "utterance_voices",
 ]
