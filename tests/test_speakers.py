@@ -240,3 +240,27 @@ def test_the_shipped_five_voice_teacher_reproduces_each_voices_heldout_nll():
         assert nll == pytest.approx(recorded[f"heldout_nll_bits_{voice}"], abs=0.01), voice
     as_english = [dict(w, speaker=torch.tensor(0)) for w in heldout_windows(AUDIO_PRESETS["course"], voice="ru")]
     assert teacher_nll_bits(teacher, as_english) > recorded["heldout_nll_bits_ru"] + 0.005
+
+
+def test_the_shipped_five_voice_student_reproduces_each_voices_heldout_kl():
+    """data/checkpoints/student_speakers: English's and Russian's held-out KL to the five-voice teacher as recorded
+    (4 test windows each, fixed noise seed); Russian windows distilled with English's id (0) are further from the
+    teacher, so the student uses the id."""
+    from pwn_lib.config import AUDIO_PRESETS, CHECKPOINT_DIR
+    from pwn_lib.heldout import heldout_kl, heldout_windows
+    from pwn_lib.student import IAFStudent
+    from pwn_lib.wavenet import WaveNet
+
+    directory = CHECKPOINT_DIR / "student_speakers"
+    recorded = json.loads((directory / "metrics.json").read_text())
+    student = IAFStudent.from_checkpoint(directory)
+    teacher = WaveNet.from_checkpoint(CHECKPOINT_DIR / "teacher_speakers")
+    assert student.cfg.n_speakers == len(VOICES)
+    assert set(recorded) >= {f"heldout_kl_{voice}" for voice in VOICES}
+    for voice in ("en", "ru"):
+        windows = heldout_windows(AUDIO_PRESETS["course"], count=4, voice=voice)
+        assert heldout_kl(student, teacher, windows) == pytest.approx(recorded[f"heldout_kl_{voice}"], abs=1e-3)
+    as_english = [
+        dict(w, speaker=torch.tensor(0)) for w in heldout_windows(AUDIO_PRESETS["course"], count=4, voice="ru")
+    ]
+    assert heldout_kl(student, teacher, as_english) > recorded["heldout_kl_ru"] + 0.02
