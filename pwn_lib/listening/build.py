@@ -47,7 +47,7 @@ from pwn_lib import vocoders
 from pwn_lib.artifacts import read_config, write_json
 from pwn_lib.audio import load_audio, log_mel_distance, loudest_window
 from pwn_lib.config import CHECKPOINT_DIR, DATA_DIR, REPO_ROOT, AudioConfig
-from pwn_lib.data import VOICES, load_corpus, load_voices
+from pwn_lib.data import VOICES, load_voices
 from pwn_lib.listening.stats import CHECKPOINT_FIGURES, VOICES_KEY
 from pwn_lib.listening.stimuli import (
     MANIFEST,
@@ -125,7 +125,7 @@ def heldout_crops(
     ``voice`` None: the English corpus, keyed by utterance id; a voice of :data:`pwn_lib.data.VOICES`: that voice's
     own split, keyed by :func:`utterance_id`. ``exclude``: keys to leave out.
     """
-    found = load_corpus(split) if voice is None else load_voices(split, [voice])
+    found = load_voices(split, [voice or "en"])  # English is the embedded corpus
     key = (lambda u: u) if voice is None else (lambda u: utterance_id(voice, u))
     pool = [u for u in found if len(u.audio) >= n_samples and key(u.id) not in exclude]
     if len(pool) < count:
