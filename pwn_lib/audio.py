@@ -283,6 +283,22 @@ def mulaw_decode(k: ArrayOrTensor, mu: int = 255) -> ArrayOrTensor:
     return (np.sign(y) * np.expm1(np.abs(y) * np.log1p(mu)) / mu).astype(np.float32)
 
 
+def mulaw_noise(x: torch.Tensor, level: float, mu: int = 255, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``x`` with Gaussian noise of std ``level`` added in the mu-law domain (LPCNet's noise injection, Valin and
+    Skoglund 2019, section 3.3), clamped to [-1, 1]; ``level`` 0 returns ``x`` itself.
+
+    With ``y = sign(x) log(1 + mu |x|) / log(1 + mu)``, a small step dy moves x by
+    ``dx = dy (1/mu + |x|) log(1 + mu)``, so the noise in the waveform has std about
+    ``level (1/mu + |x|) log(1 + mu)``: tiny in silence, proportional to the amplitude in speech. That is the shape
+    of an autoregressive teacher's own per-sample uncertainty, which it meets as errors in its past when it samples.
+    """
+    if level == 0:
+        return x
+    y = torch.sign(x) * torch.log1p(mu * x.abs()) / math.log1p(mu)
+    y = y + level * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    return (torch.sign(y) * torch.expm1(y.abs() * math.log1p(mu)) / mu).clamp(-1.0, 1.0)
+
+
 # ---------------------------------------------------------------------------------------------
 # Log-mel conditioning
 # ---------------------------------------------------------------------------------------------
@@ -430,6 +446,7 @@ __all__ = [
     "loudest_window",
     "mulaw_decode",
     "mulaw_encode",
+    "mulaw_noise",
     "power_db",
     "quantize",
     "save_audio",

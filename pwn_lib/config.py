@@ -173,6 +173,9 @@ class TrainConfig:
     # Train on these voices of pwn_lib.data.VOICES (en, es, fr, it, ru; speaker id = position) instead of the
     # English corpus alone; needs a model with n_speakers >= 5. None: the English corpus (every run before).
     voices: tuple[str, ...] | None = None
+    # Teachers: std of the Gaussian noise added to the network's past in the mu-law domain (LPCNet's noise
+    # injection; pwn_lib.wavenet.teacher_loss). 0: the plain likelihood (every run before).
+    input_noise: float = 0.0
 
 
 # The student's loss constants, each stated once. The paper's contrastive gamma (section 4.1) and the
@@ -299,6 +302,7 @@ RANGES: dict[type, dict[str, tuple[Callable[[Any], bool], str]]] = {
         "log_every": (_positive, "> 0"),
         "checkpoint_every": (_positive, "> 0"),
         "num_workers": (_non_negative, ">= 0"),
+        "input_noise": (_non_negative, ">= 0"),
     },
     DistillLoss: {
         "n_draws": (_positive, ">= 1"),

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import math
 import os
 import sys
@@ -156,6 +157,11 @@ def resolve(args: argparse.Namespace) -> dict[str, Any]:
         return resolved
     resolved["train"] = from_dict(TrainConfig, flags, "command line", resolved["train"])
     check_train(resolved["train"], resolved["audio"], args.config)
+    if resolved["train"].input_noise and args.kind != "teacher":
+        raise RecipeError(
+            f"{source}: train.input_noise = {resolved['train'].input_noise} applies to teachers only (it corrupts a "
+            f"WaveNet's past); remove it from this {args.kind} recipe"
+        )
     if args.kind in ("teacher", "student"):
         resolved["model"] = with_feature_statistics(resolved["model"], resolved["audio"], args)
         check_audio(resolved["model"], resolved["audio"])
@@ -421,7 +427,9 @@ def teacher_run(args: argparse.Namespace, resolved: dict[str, Any]) -> Path:
     device = args.torch_device
     out = args.out
     seed_everything(resolved["train"].seed)
-    trainer, dataset = make_trainer(args, WaveNet(resolved["model"]), teacher_loss, resolved, out, device)
+    noise = resolved["train"].input_noise
+    loss_fn = functools.partial(teacher_loss, input_noise=noise) if noise else teacher_loss
+    trainer, dataset = make_trainer(args, WaveNet(resolved["model"]), loss_fn, resolved, out, device)
     voices = resolved["train"].voices
     windows = heldout_windows(audio) if args.world.main and not args.no_eval and voices is None else []
     voice_windows = (

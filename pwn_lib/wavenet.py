@@ -21,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pwn_lib.artifacts import Checkpointed
+from pwn_lib.audio import mulaw_noise
 from pwn_lib.config import (
     AUDIO_PRESETS,
     TEACHER_PRESETS,
@@ -166,15 +167,31 @@ class WaveNet(Checkpointed, nn.Module):
         return output_distribution(params.to(torch.promote_types(params.dtype, torch.float32)), self.cfg)
 
     def log_prob(
-        self, x: torch.Tensor, c: torch.Tensor | None = None, speaker: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        c: torch.Tensor | None = None,
+        speaker: torch.Tensor | None = None,
+        past: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x: (B, 1, T) -> (B, T) log p(x_t | x_<t, c) in nats, teacher-forced."""
-        params = self(x, c, speaker)
+        """x: (B, 1, T) -> (B, T) log p(x_t | x_<t, c) in nats, teacher-forced.
+
+        ``past`` (B, 1, T), when given, is the waveform the network reads as its history instead of x itself:
+        log p(x_t | past_<t, c). Noise-injected training passes a corrupted copy of x (:func:`teacher_loss`).
+        """
+        if past is not None and past.shape != x.shape:
+            raise ValueError(f"past has shape {tuple(past.shape)} but x has {tuple(x.shape)}; they must match")
+        params = self(x if past is None else past, c, speaker)
         return self.distribution(params).log_prob(x.squeeze(1).to(torch.promote_types(params.dtype, torch.float32)))
 
-    def loss(self, x: torch.Tensor, c: torch.Tensor | None = None, speaker: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean negative log-likelihood in nats per sample (a scalar)."""
-        return -self.log_prob(x, c, speaker).mean()
+    def loss(
+        self,
+        x: torch.Tensor,
+        c: torch.Tensor | None = None,
+        speaker: torch.Tensor | None = None,
+        past: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Mean negative log-likelihood in nats per sample (a scalar); ``past`` as in :meth:`log_prob`."""
+        return -self.log_prob(x, c, speaker, past).mean()
 
     # ----- generation -------------------------------------------------------------------------
     def _generation_inputs(
@@ -378,14 +395,23 @@ def build_teacher(preset_name: str = "course", **overrides) -> WaveNet:
     return WaveNet(cfg)
 
 
-def teacher_loss(model: WaveNet, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+def teacher_loss(
+    model: WaveNet, batch: dict[str, torch.Tensor], input_noise: float = 0.0
+) -> tuple[torch.Tensor, dict[str, float]]:
     """The teacher's training loss for :class:`pwn_lib.trainer.Trainer`: mean NLL in nats per sample of a batch of
     windows, ``batch["audio"]`` (B, 1, T) and ``batch["mel"]`` (B, n_mels, T // hop) (paper, section 2; notebook 04).
 
     A teacher with ``n_speakers > 0`` is conditioned on ``batch["speaker"]`` (B,) too; a single-speaker one
-    ignores the ids that :class:`pwn_lib.data.AudioWindows` always yields."""
+    ignores the ids that :class:`pwn_lib.data.AudioWindows` always yields.
+
+    ``input_noise`` > 0 (``TrainConfig.input_noise``) trains on -log p(x_t | x~_<t, c), where x~ is x with
+    Gaussian noise of that std in the mu-law domain (:func:`pwn_lib.audio.mulaw_noise`): the network learns to
+    predict the clean next sample from a slightly wrong past, which is what it reads when it samples. The target
+    stays clean, so this is no longer the data's likelihood; the held-out NLL is still measured on a clean past."""
     speaker = batch["speaker"] if model.cfg.n_speakers else None
-    return model.loss(batch["audio"], batch["mel"], speaker), {}
+    x = batch["audio"]
+    past = mulaw_noise(x, input_noise) if input_noise else None
+    return model.loss(x, batch["mel"], speaker, past), {}
 
 
 __all__ = ["CachedState", "WaveNet", "build_teacher", "dilations", "teacher_loss"]

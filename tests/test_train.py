@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 
 import pytest
@@ -120,13 +121,15 @@ def corpus_trainer(kind: str, out, teacher=None) -> tuple[Trainer, torch.utils.d
     torch.manual_seed(0)
     if kind == "teacher":
         model, loss_fn = build_teacher("tiny"), teacher_loss
+    elif kind == "teacher_input_noise":  # the noise draws come from the global RNG that the resume state restores
+        model, loss_fn = build_teacher("tiny"), functools.partial(teacher_loss, input_noise=0.02)
     else:
         model, loss_fn = build_student("tiny"), student_loss(teacher, DistillLoss(n_draws=2))
     windows = AudioWindows(load_corpus("train"), cfg.window, AUDIO_PRESETS["tiny"], seed=0, length=8)
-    return Trainer(model, loss_fn, cfg, out, model_config={}, kind=kind), windows
+    return Trainer(model, loss_fn, cfg, out, model_config={}, kind=kind.split("_")[0]), windows
 
 
-@pytest.mark.parametrize("kind", ["teacher", "student"])
+@pytest.mark.parametrize("kind", ["teacher", "teacher_input_noise", "student"])
 def test_resume_of_the_real_teacher_and_student_is_bit_exact(tmp_path, kind):
     teacher = None
     if kind == "student":
