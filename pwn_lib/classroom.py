@@ -11,7 +11,8 @@ The grader is otter-grader 7.0 (``docs/instructors.md`` says why, against nbgrad
 The cycle, as the instructor runs it (``docs/instructors.md`` walks through it)::
 
     python -m pwn_lib.classroom release --out /tmp/course_release            # learner notebooks + autograders
-    # ... learners fill in student/NN_name.ipynb and hand them back, one folder per learner ...
+    # ... learners fill in student/NN_name.ipynb and hand them back (or a zip of it with the files it reads,
+    # as assignment 10 asks), one folder per learner ...
     python -m pwn_lib.classroom grade --release /tmp/course_release --submissions /tmp/handed_in \\
         --out /tmp/grades                                                      # grades.csv, feedback/*.md
 
@@ -28,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,8 +119,12 @@ def grade(autograder: Path, submission: Path, out_dir: Path) -> dict[str, tuple[
     question whose code raised scores 0.
     """
     submission = Path(submission)
-    if not submission.is_file() or submission.suffix != ".ipynb":
-        raise SystemExit(f"submission {submission} is not a notebook (.ipynb); hand in the assignment's notebook")
+    if not submission.is_file() or submission.suffix not in (".ipynb", ".zip"):
+        raise SystemExit(
+            f"submission {submission} is not a notebook (.ipynb) or a zip of one; hand in the assignment's notebook"
+        )
+    if submission.suffix == ".zip":
+        check_zip(submission)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _run(
@@ -127,6 +133,23 @@ def grade(autograder: Path, submission: Path, out_dir: Path) -> dict[str, tuple[
     )
     results = json.loads((out_dir / "results.json").read_text())
     return {t["name"]: (float(t["score"]), float(t["max_score"])) for t in results["tests"] if "max_score" in t}
+
+
+def check_zip(submission: Path) -> None:
+    """A zipped hand-in (a notebook with the files it reads, e.g. assignment 10's trained student) must hold
+    exactly one notebook, named after the zip, at its top level: otter grades the one notebook it finds."""
+    try:
+        with zipfile.ZipFile(submission) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile:
+        raise SystemExit(f"submission {submission} is not a readable zip; zip the notebook again") from None
+    notebooks = [n for n in names if n.endswith(".ipynb") and "/" not in n]
+    expected = f"{submission.stem}.ipynb"
+    if notebooks != [expected] or any(n.endswith(".ipynb") and "/" in n for n in names):
+        raise SystemExit(
+            f"submission {submission} holds the notebooks {notebooks or 'none'} at its top level; it must hold "
+            f"exactly {expected} there (and no other notebook), beside the files the notebook reads"
+        )
 
 
 def release(out_dir: Path, names: Sequence[str] = ()) -> list[Built]:
@@ -148,7 +171,8 @@ def feedback(learner: str, assignment: str, scores: dict[str, tuple[float, float
 
 
 def grade_all(release_dir: Path, submissions: Path, out_dir: Path) -> Path:
-    """Grade ``submissions/<learner>/<assignment>.ipynb`` against the autograders in ``release_dir``.
+    """Grade ``submissions/<learner>/<assignment>.ipynb`` (or ``.zip``: the notebook with the files it reads)
+    against the autograders in ``release_dir``.
 
     Writes ``out_dir/grades.csv`` (learner, assignment, question, score, max) and
     ``out_dir/feedback/<learner>/<assignment>.md``; returns the CSV's path.
@@ -159,10 +183,16 @@ def grade_all(release_dir: Path, submissions: Path, out_dir: Path) -> Path:
         raise SystemExit(f"no autograders under {release_dir}; run `python -m pwn_lib.classroom release` first")
     learners = sorted(p for p in submissions.iterdir() if p.is_dir()) if submissions.is_dir() else []
     if not learners:
-        raise SystemExit(f"no learner folders in {submissions}: hand-ins go in <submissions>/<learner>/<name>.ipynb")
+        raise SystemExit(
+            f"no learner folders in {submissions}: hand-ins go in <submissions>/<learner>/<name>.ipynb (or .zip)"
+        )
     rows = []
     for learner in learners:
-        for notebook in sorted(learner.glob("*.ipynb")):
+        hand_ins = sorted([*learner.glob("*.ipynb"), *learner.glob("*.zip")])
+        twice = sorted({p.stem for p in hand_ins if [q.stem for q in hand_ins].count(p.stem) > 1})
+        if twice:
+            raise SystemExit(f"{learner} hands in {', '.join(twice)} both as a notebook and as a zip; keep one")
+        for notebook in hand_ins:
             if notebook.stem not in zips:
                 raise SystemExit(f"{notebook} names no released assignment (released: {', '.join(sorted(zips))})")
             scores = grade(zips[notebook.stem], notebook, out_dir / "runs" / learner.name / notebook.stem)

@@ -8,11 +8,14 @@ loses exactly its question's points, and no learner version holds a hidden test 
 import csv
 import json
 import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from pwn_lib import classroom
+from pwn_lib.config import CHECKPOINT_DIR, REPO_ROOT
+from pwn_lib.train import main as train
 
 pytestmark = pytest.mark.slow  # otter runs each hand-in in a fresh kernel: about 13 s per notebook
 
@@ -81,6 +84,13 @@ WRONG = {
         # The rank offsets by one micro-batch instead of a rank's whole share: processes overlap.
         "def micro_batch_index(step, micro, accum, rank, ranks):\n    return step * accum + micro + rank\n",
     ),
+    "10_class": (
+        "q2",
+        "def power_gap_db(x, real):",
+        # 20 log10 of a power ratio: the decibels of an amplitude ratio applied to power, twice the true gap.
+        "def power_gap_db(x, real):\n"
+        "    return float(20 * np.log10(np.mean(np.square(x)) / np.mean(np.square(real))))\n",
+    ),
     "09_listening": (
         "q3",
         "def preference(trials, a, b):",
@@ -100,19 +110,44 @@ def _with_cell_replaced(solution: Path, first_line: str, new_source: str, out: P
     out.write_text(json.dumps(notebook))
 
 
+def _zipped_with_student(notebook: Path, student: Path, out: Path) -> None:
+    """Assignment 10's hand-in: the notebook and the trained student's weights, config and metrics, no resume state."""
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.write(notebook, out.with_suffix(".ipynb").name)
+        for name in ("model.safetensors", "config.json", "metrics.json"):
+            archive.write(student / name, f"my_student/{name}")
+
+
 @pytest.fixture(scope="module")
 def cycle(tmp_path_factory):
     root = tmp_path_factory.mktemp("classroom")
-    built = classroom.release(root / "release")
-    hand_ins = root / "handed_in"
-    for b in built:
-        for learner in ("ada", "bob", "cy"):
-            (hand_ins / learner).mkdir(parents=True, exist_ok=True)
-        shutil.copy(b.solution, hand_ins / "ada" / f"{b.name}.ipynb")  # every answer right
-        shutil.copy(b.student, hand_ins / "bob" / f"{b.name}.ipynb")  # the stubs as released
-        question, first_line, wrong = WRONG[b.name]
-        _with_cell_replaced(b.solution, first_line, wrong, hand_ins / "cy" / f"{b.name}.ipynb")
-    table = classroom.grade_all(root / "release", hand_ins, root / "grades")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PWN_FAST", "1")  # the assignments' fast sizes (assignment 10: a 20-step student)
+        built = classroom.release(root / "release")
+        hand_ins = root / "handed_in"
+        # A student trained with the command line, as a learner would before zipping it (assignment 10). Only ada's
+        # hand-in trains one inside the grader (her distil is the solution); cy and dee zip this one, so the
+        # grader scores it without training again.
+        student = root / "trained_student"
+        recipe, teacher = REPO_ROOT / "configs" / "student_class.yaml", CHECKPOINT_DIR / "teacher_course"
+        train(f"student --config {recipe} --teacher {teacher} --out {student} --steps 20 --threads 1".split())
+        for b in built:
+            for learner in ("ada", "bob", "cy"):
+                (hand_ins / learner).mkdir(parents=True, exist_ok=True)
+            shutil.copy(b.solution, hand_ins / "ada" / f"{b.name}.ipynb")  # every answer right
+            shutil.copy(b.student, hand_ins / "bob" / f"{b.name}.ipynb")  # the stubs as released
+            question, first_line, wrong = WRONG[b.name]
+            _with_cell_replaced(b.solution, first_line, wrong, root / "cy.ipynb")
+            if b.name == "10_class":
+                _zipped_with_student(root / "cy.ipynb", student, hand_ins / "cy" / f"{b.name}.zip")
+            else:
+                shutil.copy(root / "cy.ipynb", hand_ins / "cy" / f"{b.name}.ipynb")
+        # dee zipped that student with the untouched stubs: the grader must score the student (question 3)
+        # without calling her stub of distil, which trains nothing.
+        (hand_ins / "dee").mkdir()
+        stubs = next(b.student for b in built if b.name == "10_class")
+        _zipped_with_student(stubs, student, hand_ins / "dee" / "10_class.zip")
+        table = classroom.grade_all(root / "release", hand_ins, root / "grades")
     with table.open() as f:
         rows = list(csv.DictReader(f))
     scores = {(r["learner"], r["assignment"], r["question"]): (float(r["score"]), float(r["max_score"])) for r in rows}
@@ -158,6 +193,30 @@ def test_one_wrong_answer_loses_exactly_its_points(cycle):
                 assert score == (0 if q == wrong_question else most), f"{a} {q}: {score} / {most}"
 
 
+def test_a_zipped_student_is_graded_without_training_again(cycle):
+    _, scores, _ = cycle
+    dee = {q: sm for (learner, a, q), sm in scores.items() if learner == "dee"}
+    assert set(dee) == {"q1", "q2", "q3"}, dee
+    assert dee["q3"][0] == dee["q3"][1] > 0, f"the zipped student scores {dee['q3']}"
+    assert dee["q1"][0] == dee["q2"][0] == 0, "the stubs she handed in answer nothing"
+
+
+def test_a_zipped_hand_in_must_hold_its_notebook(tmp_path):
+    bad = tmp_path / "10_class.zip"
+    with zipfile.ZipFile(bad, "w") as archive:
+        archive.writestr("answers.ipynb", "{}")
+    with pytest.raises(SystemExit, match=r"exactly 10_class\.ipynb"):
+        classroom.grade(tmp_path / "missing.zip", bad, tmp_path / "out")
+    with zipfile.ZipFile(bad, "w") as archive:
+        archive.writestr("10_class.ipynb", "{}")
+        archive.writestr("old/10_class.ipynb", "{}")
+    with pytest.raises(SystemExit, match="no other notebook"):
+        classroom.grade(tmp_path / "missing.zip", bad, tmp_path / "out")
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(SystemExit, match="not a readable zip"):
+        classroom.grade(tmp_path / "missing.zip", bad, tmp_path / "out")
+
+
 def test_feedback_is_written_for_every_hand_in(cycle):
     built, scores, grades = cycle
     for learner in ("ada", "bob", "cy"):
@@ -169,7 +228,7 @@ def test_feedback_is_written_for_every_hand_in(cycle):
 
 def test_a_hand_in_that_is_not_a_notebook_is_refused(tmp_path):
     (tmp_path / "answers.py").write_text("x = 1\n")
-    with pytest.raises(SystemExit, match=r"answers\.py is not a notebook"):
+    with pytest.raises(SystemExit, match=r"answers\.py is not a notebook \(\.ipynb\) or a zip"):
         classroom.grade(tmp_path / "missing.zip", tmp_path / "answers.py", tmp_path / "out")
     with pytest.raises(SystemExit, match="no assignment '99'"):
         classroom.sources(["99"])
