@@ -65,7 +65,9 @@ def run_notebook(path: Path, fast: bool) -> dict:
 
 def machine() -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {load:.1f} at the start"
+    threads = os.environ.get("OMP_NUM_THREADS")  # torch's default thread count in the kernel, where it is set
+    where = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {load:.1f} at the start"
+    return where + (f", OMP_NUM_THREADS={threads}" if threads else "")
 
 
 def show(record: dict) -> None:
