@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +54,7 @@ from pwn_lib.config import (
 from pwn_lib.data import AudioWindows, load_corpus
 from pwn_lib.evaluate import QuickScore, evaluate_systems, json_safe, pick_utterances, reference_systems
 from pwn_lib.heldout import heldout_kl, heldout_windows
-from pwn_lib.losses import student_loss
+from pwn_lib.losses import LossFn, student_loss
 from pwn_lib.phones import DEFAULT_CHECKPOINT as PHONES_CHECKPOINT
 from pwn_lib.phones import Listener, PhoneClassifier, load_phone_classifier
 from pwn_lib.student import IAFStudent, build_student
@@ -168,15 +169,24 @@ def train_arm(
     curve: CurveScore,
     classifier: PhoneClassifier | None = None,
     progress: bool = True,
+    *,
+    student: IAFStudent | None = None,
+    loss_fn: LossFn | None = None,
+    bind: Callable[[Trainer], None] | None = None,
 ) -> tuple[IAFStudent, dict]:
     """Train (or resume) a fresh student (seeded init) for ``cfg.steps`` steps; its averaged weights and record.
 
     The record holds the training ``history``, the ``curve`` (a point every ``cfg.curve_every`` steps and
     at step 0), and the time spent: ``train_seconds`` (optimiser steps, wall), ``curve_seconds`` and
     ``cpu_seconds`` (process CPU time of training and curves together).
+
+    ``student`` (built under ``torch.manual_seed(cfg.seed)`` by the caller) replaces the ``cfg.student`` preset,
+    ``loss_fn`` replaces ``student_loss(teacher, arm.loss, classifier)``, and ``bind(trainer)`` is called once the
+    Trainer exists (for losses that read its step): :mod:`pwn_lib.beyond`'s arms use all three.
     """
     torch.manual_seed(cfg.seed)
-    student = build_student(cfg.student, hop_length=teacher.cfg.hop_length)
+    if student is None:
+        student = build_student(cfg.student, hop_length=teacher.cfg.hop_length)
     train_cfg = TrainConfig(
         steps=cfg.steps,
         batch_size=cfg.batch_size,
@@ -193,13 +203,15 @@ def train_arm(
     out = _arm_dir(cfg, arm)
     trainer = Trainer(
         student,
-        student_loss(teacher, arm.loss, classifier),
+        loss_fn or student_loss(teacher, arm.loss, classifier),
         train_cfg,
         out,
         model_config=to_dict(student.cfg),
         kind="student",
         extra_config={"audio": to_dict(AUDIO_PRESETS["course"]), "ablation_arm": arm.name},
     )
+    if bind is not None:
+        bind(trainer)
     record = {"curve": [], "curve_seconds": 0.0, "cpu_seconds": 0.0}
     if trainer.resume() and (out / "arm.json").is_file():
         record = json.loads((out / "arm.json").read_text())

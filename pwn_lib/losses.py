@@ -245,7 +245,18 @@ def recipe_terms(
             generator=generator,
             temperature=recipe.teacher_temperature,
         )
-    terms = dict(terms)
+    return add_auxiliary_terms(dict(terms), recipe, y, classifier)
+
+
+def add_auxiliary_terms(
+    terms: dict[str, Tensor], recipe: DistillLoss, y: Tensor, classifier: FeatureExtractor | None = None
+) -> dict[str, Tensor]:
+    """Add ``recipe``'s weighted power, MR-STFT and perceptual terms to a distillation dict, in place; returns it.
+
+    ``terms`` holds ``loss`` (the divergence so far) and ``x: (B, 1, T)``, the student sample; ``y: (B, 1, T)`` is
+    the real audio. Each term with a positive weight is stored under its name and added, times its weight, to
+    ``loss``; ``batch_power_db`` and ``real_power_db`` record the two signals' power.
+    """
     x = terms["x"].float()
     weighted = {
         "power": (recipe.power_weight, lambda: power_loss(x, y)),

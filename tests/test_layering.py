@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("vocoders", "toys"),
     ("trainer",),
     ("evaluate", "heldout", "ablation", "listening", "classroom"),
+    ("beyond",),
     ("train",),
 ]
 PACKAGE_INIT = "__init__"  # pwn_lib/__init__.py: imports config only
