@@ -83,6 +83,7 @@ CLASS_RECIPE = DistillLoss(n_draws=4, power_weight=0.1, stft_weight=4.0)
 # The teacher-feature Gram loss's weight. It makes that term, on the untrained student's first batch, as large as
 # the perceptual term at the course's PERCEPTUAL_WEIGHT. Measured by `python -m pwn_lib.beyond sizes`.
 FEATURE_WEIGHT = 1.3e3
+BEYOND_DIR = DATA_DIR / "beyond"  # the recorded full runs notebook 10 plots
 COMBINES = ("single", "mixture", "average", "swap")
 DIVERGENCES = ("reverse_kl", "renyi")
 WEIGHTINGS = ("fixed", "balancer", "power_gap")
@@ -520,6 +521,56 @@ def run_arm(
     return averaged, record
 
 
+def forward_kl_cost(lengths: Sequence[int] = (512, 1024, 2048), seed: int = 0) -> dict:
+    """What one forward-KL step costs against one reverse-KL step, measured at each window length.
+
+    The forward KL, ``KL(P_T || P_S) = E_{x ~ P_T}[log p_T(x) - log q(x)]``, needs the teacher's own samples, which
+    are sequential: :meth:`WaveNet.generate`, the compiled C loop when it is built. It also needs the student's
+    density at those samples, ``log q(x) = log p_z(f^{-1}(x)) - sum_t log s_tot,t``, and inverting an IAF is
+    sequential too: every flow needs T passes of its WaveNet, one per step, so the cost grows as T^2
+    (:meth:`pwn_lib.flows.AutoregressiveAffine.inverse`, notebook 01's MAF/IAF asymmetry). The inversion is timed
+    without gradients, so it is a lower bound on an ML step. The reverse-KL step is the whole training step:
+    the KL alone (K = 4 draws), forward and backward. Returns ``{"rows": [...]}``, one row per length, in seconds,
+    all measured in this one run.
+    """
+    audio = AUDIO_PRESETS["course"]
+    teacher = freeze(WaveNet.from_checkpoint(TEACHERS["shipped"]))
+    student = build_arm_student(ARMS["reverse_kl"], COURSE)
+    rows = []
+    for length in lengths:
+        windows = AudioWindows(load_corpus("train"), length, audio, seed=seed, length=1)
+        batch = torch.utils.data.default_collate([windows[0]])
+        started = time.perf_counter()
+        distillation_loss(student, teacher, batch["mel"], n_draws=CLASS_RECIPE.n_draws)["loss"].backward()
+        reverse = time.perf_counter() - started
+        student.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            started = time.perf_counter()
+            x = teacher.generate(
+                batch["mel"],
+                generator=torch.Generator().manual_seed(seed),
+                progress=False,
+                compiled=teacher.compiled_generation_available,
+            )
+            sampling = time.perf_counter() - started
+            started = time.perf_counter()
+            z = student.as_transform(batch["mel"]).inverse(x)
+            inversion = time.perf_counter() - started
+            roundtrip = (student(z, batch["mel"])[0] - x).abs().max().item()
+        rows.append(
+            {
+                "length": length,
+                "reverse_kl_step_s": round(reverse, 4),
+                "teacher_sampling_s": round(sampling, 4),
+                "student_inversion_s": round(inversion, 4),
+                "forward_kl_lower_bound_s": round(sampling + inversion, 4),
+                "ratio": round((sampling + inversion) / reverse, 1),
+                "inversion_roundtrip_error": roundtrip,
+            }
+        )
+    return {"rows": rows, "threads": torch.get_num_threads()}
+
+
 def arm_dir(cfg: AblationConfig, arm: BeyondArm) -> Path:
     """Where ``arm`` keeps its resume state and its record (``record.json``)."""
     root = Path(cfg.work_dir)
@@ -567,9 +618,11 @@ def score_arms(cfg: AblationConfig, names: Sequence[str] | None = None, progress
     test = score_students(students, cfg, audio, Listener(PHONES_CHECKPOINT), progress)
     recorded = json.loads((TEACHERS["shipped"] / "metrics.json").read_text())["evaluation"]
     records = {n: json.loads((arm_dir(cfg, ARMS[n]) / "record.json").read_text()) for n in names}
+    cost = BEYOND_DIR / "forward_kl_cost.json"
     return {
         "config": to_dict(cfg),
         "arms": records,
+        "forward_kl_cost": json.loads(cost.read_text()) if cost.is_file() else None,
         "test": test,
         "shipped_teacher_recorded": {
             "command": recorded["command"],
@@ -601,15 +654,20 @@ def first_batch_sizes(cfg: AblationConfig = COURSE) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pwn_lib.beyond {train,score,sizes}``: the audio-scale arms of notebook 10."""
+    """``python -m pwn_lib.beyond {train,score,sizes,cost}``: the audio-scale arms of notebook 10."""
     parser = argparse.ArgumentParser(
         prog="python -m pwn_lib.beyond", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("what", choices=("train", "score", "sizes"))
+    parser.add_argument("what", choices=("train", "score", "sizes", "cost"))
     parser.add_argument("--arms", default="all", help=f"comma-separated arm names: {', '.join(ARMS)} (default all)")
     parser.add_argument("--work-dir", default=COURSE.work_dir, help="each arm's resume state and record")
     parser.add_argument("--steps", type=int, default=COURSE.steps, help="steps per arm (every arm gets the same)")
-    parser.add_argument("--out", type=Path, default=DATA_DIR / "beyond" / "results.json", help="score: the JSON")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="score and cost: the JSON (default data/beyond/results.json, or "
+        "data/beyond/forward_kl_cost.json for cost)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.threads < 1:
@@ -619,10 +677,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "sizes":
         print(json.dumps(first_batch_sizes(cfg), indent=1))
         return 0
+    if args.what == "cost":
+        cost = {**forward_kl_cost(), "command": f"python -m pwn_lib.beyond cost --threads {args.threads}"}
+        write_json(args.out or BEYOND_DIR / "forward_kl_cost.json", cost)
+        print(json.dumps(cost, indent=1))
+        return 0
     arms = pick_arms(args.arms)
     if args.what == "train":
         train_arms(arms, cfg)
         return 0
+    args.out = args.out or BEYOND_DIR / "results.json"
     if args.out.is_dir():
         raise SystemExit(f"error: --out {args.out} is a folder; name the JSON file to write")
     results = score_arms(cfg, [a.name for a in arms])
