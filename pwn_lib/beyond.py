@@ -32,7 +32,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +53,7 @@ from pwn_lib.config import (
 )
 from pwn_lib.data import AudioWindows, load_corpus
 from pwn_lib.distill import (
+    LogDensity,
     _student_pass,
     distillation_loss,
     freeze,
@@ -67,8 +68,6 @@ from pwn_lib.phones import Listener, load_phone_classifier
 from pwn_lib.student import IAFStudent
 from pwn_lib.trainer import Trainer
 from pwn_lib.wavenet import WaveNet
-
-LogDensity = Callable[[Tensor], Tensor]  # draws (K, B, T) -> their log densities (K, B, T)
 
 # The teachers an arm may name. "stage8" is the best teacher trained so far (data/checkpoints/teacher_course/
 # RECIPE.md, trial 9: test PER 0.335 at T 0.7, against the shipped teacher's 0.47). Its weights are not committed,
